@@ -1,0 +1,1 @@
+"""nst-jax: Gatys-style neural style transfer on JAX."""

@@ -1,0 +1,215 @@
+"""VGG19 / VGG16 as pure functions: the layer table, input conventions and the feature function.
+
+This module is the one place that knows the networks' structure. Weight *files* are
+``weights.py``'s business; here a network is only a params pytree::
+
+    {"conv1_1": {"kernel": (3, 3, Cin, Cout) float32 HWIO, "bias": (Cout,)}, ...}
+
+Layer names (the index map, written down once)
+----------------------------------------------
+``convB_N`` is the N-th convolution of block B *before* its ReLU, ``reluB_N`` the same after
+the ReLU, ``poolB`` the 2x2/2 pooling that ends block B. Other programs name them:
+
+=========  ===============================  =====================  ======================
+ours       torchvision ``features.N``       Keras                  the tutorial (seed 003)
+=========  ===============================  =====================  ======================
+conv1_1    ``features.0``                   (none: Keras fuses     ``conv_1``
+relu1_1    ``features.1``                   ReLU) block1_conv1     ``relu_1``
+pool1      ``features.4``                   block1_pool            ``pool_2``
+conv5_4    ``features.34`` (VGG19 only)     (relu) block5_conv4    ``conv_16``
+=========  ===============================  =====================  ======================
+
+``TORCH_INDEX`` and ``KERAS_NAME`` below hold the full maps; they are derived from the block
+table so VGG16 and VGG19 share one definition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Convolutions per block. Block widths are shared by both architectures.
+BLOCKS: dict[str, tuple[int, ...]] = {
+    "vgg19": (2, 2, 4, 4, 4),
+    "vgg16": (2, 2, 3, 3, 3),
+}
+WIDTHS: tuple[int, ...] = (64, 128, 256, 512, 512)
+ARCHS: tuple[str, ...] = tuple(BLOCKS)
+POOLINGS: tuple[str, ...] = ("max", "avg")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSpec:
+    """One convolution of the table: our name, shapes and the names other formats use."""
+
+    name: str  # conv1_1
+    in_channels: int
+    out_channels: int
+    torch_index: int  # N in torchvision's ``features.N``
+    keras_name: str  # block1_conv1
+
+
+def conv_specs(arch: str) -> tuple[ConvSpec, ...]:
+    """The convolutions of ``arch`` in network order (the layer table)."""
+    if arch not in BLOCKS:
+        raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHS)}")
+    specs = []
+    index, cin = 0, 3
+    for b, (n_convs, width) in enumerate(zip(BLOCKS[arch], WIDTHS), start=1):
+        for n in range(1, n_convs + 1):
+            specs.append(ConvSpec(f"conv{b}_{n}", cin, width, index, f"block{b}_conv{n}"))
+            cin = width
+            index += 2  # conv, relu
+        index += 1  # pool
+    return tuple(specs)
+
+
+def layer_names(arch: str) -> tuple[str, ...]:
+    """Every named activation of ``arch`` in network order: conv1_1, relu1_1, ..., pool5."""
+    names = []
+    for b, n_convs in enumerate(BLOCKS[arch], start=1):
+        for n in range(1, n_convs + 1):
+            names += [f"conv{b}_{n}", f"relu{b}_{n}"]
+        names.append(f"pool{b}")
+    return tuple(names)
+
+
+def arch_of(params: Mapping[str, object]) -> str:
+    """Infer the architecture from a params pytree's layer names (static under jit)."""
+    for arch in ARCHS:
+        if set(params) == {s.name for s in conv_specs(arch)}:
+            return arch
+    raise ValueError(
+        "params do not match any VGG layer table (layers: " + ", ".join(sorted(params)) + ")"
+    )
+
+
+def validate_layers(arch: str, layers: Sequence[str]) -> None:
+    """Raise ValueError naming every unknown layer and listing the valid ones."""
+    valid = layer_names(arch)
+    bad = [name for name in layers if name not in valid]
+    if bad:
+        raise ValueError(
+            f"unknown {arch} layer(s) {', '.join(map(repr, bad))}; valid: {', '.join(valid)}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Convention:
+    """How an RGB image in [0, 1] becomes the network's input.
+
+    ``x = (order(rgb * scale) - mean) / std`` with ``mean`` and ``std`` in the network's channel
+    order and in scaled units.
+    """
+
+    channel_order: str  # "RGB" or "BGR"
+    scale: float  # 1.0 or 255.0
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order must be RGB or BGR, got {self.channel_order!r}")
+        if not (np.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"scale must be positive, got {self.scale}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("mean and std need three values, std positive")
+
+    def with_scale(self, scale: float) -> "Convention":
+        """The same convention at another pixel scale (neural-style's x256 quirk)."""
+        return dataclasses.replace(self, scale=float(scale))
+
+    def to_network(self, rgb: jax.Array) -> jax.Array:
+        """RGB in [0, 1] (..., 3) -> network input."""
+        x = rgb * self.scale
+        if self.channel_order == "BGR":
+            x = x[..., ::-1]
+        return (x - jnp.asarray(self.mean, x.dtype)) / jnp.asarray(self.std, x.dtype)
+
+    def from_network(self, x: jax.Array) -> jax.Array:
+        """Network input -> RGB in [0, 1] (unclipped)."""
+        y = x * jnp.asarray(self.std, x.dtype) + jnp.asarray(self.mean, x.dtype)
+        if self.channel_order == "BGR":
+            y = y[..., ::-1]
+        return y / self.scale
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Caffe VGG (Keras' files, neural-style, MATLAB): BGR, 0-255, minus the ImageNet mean (BGR order).
+CAFFE = Convention("BGR", 255.0, (103.939, 116.779, 123.68))
+# torchvision: RGB in [0, 1], normalised by the ImageNet mean and std.
+TORCHVISION = Convention("RGB", 1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CONVENTIONS: dict[str, Convention] = {"caffe": CAFFE, "torchvision": TORCHVISION}
+
+
+def _conv(x: jax.Array, p: Mapping[str, jax.Array], precision) -> jax.Array:
+    y = jax.lax.conv_general_dilated(
+        x,
+        p["kernel"].astype(x.dtype),
+        window_strides=(1, 1),
+        padding="SAME",  # 3x3, pad 1: the same as Caffe / torchvision / Keras
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=precision,
+    )
+    return y + p["bias"].astype(x.dtype)
+
+
+def _pool(x: jax.Array, pooling: str) -> jax.Array:
+    # 2x2 window, stride 2, no padding: odd sizes are floored, as in torchvision, Keras
+    # ('valid') and MATLAB. (Caffe itself rounds up; no seed program depends on that.)
+    window, strides = (1, 2, 2, 1), (1, 2, 2, 1)
+    if pooling == "max":
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, "VALID")
+    summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, "VALID")
+    return summed / 4.0
+
+
+def features(
+    params: Mapping[str, Mapping[str, jax.Array]],
+    x: jax.Array,
+    layers: Sequence[str],
+    *,
+    pooling: str = "max",
+    precision=None,
+) -> dict[str, jax.Array]:
+    """Named VGG activations of a preprocessed image.
+
+    Only the layers up to the deepest requested one are computed. Pure and jit/vmap friendly:
+    the architecture comes from the params' layer names, which are static.
+
+    Args:
+      params: params pytree (``conv1_1`` ... with ``kernel`` HWIO and ``bias``).
+      x: network input (already preprocessed, see ``Convention.to_network``), HWC or NHWC.
+      layers: names such as ``conv4_2``, ``relu4_2``, ``pool4``.
+      pooling: "max" or "avg" (Gatys / MATLAB replace every max pooling by average pooling).
+      precision: passed to ``lax.conv_general_dilated`` (e.g. ``"highest"`` to avoid TF32).
+
+    Returns:
+      dict name -> activation, HWC or NHWC like ``x``.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    arch = arch_of(params)
+    validate_layers(arch, layers)
+    wanted = set(layers)
+    order = layer_names(arch)
+    deepest = max(order.index(name) for name in layers) if layers else -1
+    single = x.ndim == 3
+    h = x[None] if single else x
+    out: dict[str, jax.Array] = {}
+    for name in order[: deepest + 1]:
+        if name.startswith("conv"):
+            h = _conv(h, params[name], precision)
+        elif name.startswith("relu"):
+            h = jax.nn.relu(h)
+        else:
+            h = _pool(h, pooling)
+        if name in wanted:
+            out[name] = h[0] if single else h
+    return out
