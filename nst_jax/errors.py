@@ -22,3 +22,11 @@ class ImageError(NSTError):
 
 class ConfigError(NSTError, ValueError):
     """An invalid configuration value (also a ValueError, as the API promises)."""
+
+
+class NSTWarning(UserWarning):
+    """A non-fatal note for the user (first frame of an animation taken, weights not pretrained).
+
+    Library code issues these with ``warnings.warn(msg, NSTWarning)``; the CLI prints them as
+    ``warning: <message>``.
+    """
