@@ -1,0 +1,1129 @@
+"""Image files in and out, resizing, montages, loss plots and colour conversions.
+
+This is the only module that touches image files (through Pillow). Conventions:
+
+* An image is a float32 ``H×W×3`` RGB array with values in ``[0, 1]`` (numpy; the colour
+  functions also accept and return jax arrays).
+* Every problem a user can fix (a missing, unreadable, broken or too large input; an output path
+  that cannot be written) is an :class:`~nst_jax.errors.ImageError` with a one-line message
+  naming the file. Non-fatal notes are ``warnings.warn(msg, NSTWarning)``.
+* Invalid option values (``rounding``, ``method``, ``side``, ``bit_depth``) raise
+  :class:`~nst_jax.errors.ConfigError` (a ``ValueError``).
+
+Loading (:func:`load_image`):
+
+* Transparency (RGBA, LA, PA, palette or ``tRNS`` transparency) is composited over **white**,
+  since white is what a transparent region looks like on a page or in a viewer, and the
+  style-transfer programs this library reproduces all read images as opaque RGB.
+* 16-bit greyscale (``I;16``) keeps its precision (``/ 65535``). Pillow 13 decodes 16-bit-per-channel
+  RGB/RGBA PNG and TIFF files to 8-bit ``RGB``/``RGBA`` (it keeps only the high byte). This module
+  recovers the full precision by decoding the file a second time with the byte order of the raw
+  mode swapped, which yields the low bytes (16-bit ``LA`` PNGs are decoded as one 32-bit word per
+  pixel instead). If that fails the image is used at 8 bits with an ``NSTWarning``.
+* An ICC profile other than sRGB is converted to sRGB with ``ImageCms`` (for 8-bit data); without
+  ``ImageCms``, or for 16-bit/float data, the profile is ignored with a warning.
+* The size limit is checked from the header before decoding (``max_pixels``; the CLI's
+  ``--max-pixels``). Pillow's own decompression-bomb limit is replaced by ``max_pixels`` while
+  one of our loads runs (under a lock, restored afterwards), so raising ``max_pixels`` works.
+
+Saving (:func:`save_image`, :func:`save_loss_plot`): the format comes from the extension; an
+existing file is only replaced with ``overwrite=True``; a missing parent directory is created;
+the data are written to a temporary file in the destination directory and moved into place with
+``os.replace``, so a failed write never leaves a partial file or damages an existing one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import re
+import struct
+import sys
+import tempfile
+import threading
+import warnings
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from nst_jax.errors import ConfigError, ImageError, NSTWarning
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "RESIZE_METHODS",
+    "ROUNDINGS",
+    "check_output_path",
+    "load_image",
+    "luminance",
+    "match_color",
+    "match_luminance",
+    "montage",
+    "resize",
+    "rgb_to_yiq",
+    "save_image",
+    "save_loss_plot",
+    "to_uint8",
+    "transfer_chroma",
+    "working_shape",
+    "yiq_to_rgb",
+]
+
+DEFAULT_MAX_PIXELS: int = 120_000_000
+"""Largest accepted input (width × height); a 12 000 × 10 000 image. Raise with ``--max-pixels``."""
+
+IMAGE_EXTENSIONS: dict[str, str] = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+}
+"""Output extension (lower case) → Pillow format name."""
+
+ROUNDINGS = ("round", "floor")
+RESIZE_METHODS: dict[str, Image.Resampling] = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "area": Image.Resampling.BOX,
+}
+SIDES = ("long", "height", "width")
+COLOR_METHODS = ("chol", "pca", "sym")
+
+_JPEG_QUALITY = 95
+_WEBP_QUALITY = 95
+_PIXEL_LIMIT_LOCK = threading.Lock()
+
+
+# --------------------------------------------------------------------------------------------
+# messages
+
+
+def _name(path: os.PathLike[str] | str) -> str:
+    """The path as text, on one line."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):  # pragma: no cover - bytes paths
+        text = text.decode(errors="replace")
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def load_image(path: os.PathLike[str] | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as float32 RGB in ``[0, 1]``.
+
+    Greyscale (1-bit, 8-bit, 16-bit, 32-bit int, float), palette, RGB(A), LA, CMYK and YCbCr files are
+    accepted. Transparent pixels are composited over white. The EXIF orientation is applied.
+    Of an animation (GIF, WebP, APNG, multi-page TIFF) the first frame is used, with an
+    ``NSTWarning``. 16-bit data keep 16-bit precision (see the module docstring).
+
+    Args:
+      path: the image file.
+      max_pixels: the largest accepted width × height, checked before decoding.
+
+    Returns:
+      float32 array, H×W×3, values in ``[0, 1]``.
+
+    Raises:
+      ImageError: missing file, a directory, unreadable, empty, not an image, truncated or
+        corrupt, larger than ``max_pixels``, or an unsupported colour mode. One line naming the file.
+    """
+    name = _name(path)
+    p = pathlib.Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file") from None
+    except OSError as e:
+        raise ImageError(f"{name}: cannot access file ({_one_line(e)})") from None
+    if p.is_dir():
+        raise ImageError(f"{name}: is a directory, not an image file")
+    if st.st_size == 0:
+        raise ImageError(f"{name}: empty file (0 bytes), not an image")
+    if not os.access(p, os.R_OK):
+        raise ImageError(f"{name}: permission denied (file is not readable)")
+
+    with _PIXEL_LIMIT_LOCK:
+        old_limit = Image.MAX_IMAGE_PIXELS
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                return _load(p, name, max_pixels)
+        finally:
+            Image.MAX_IMAGE_PIXELS = old_limit
+
+
+def _load(p: pathlib.Path, name: str, max_pixels: int) -> np.ndarray:
+    """Body of :func:`load_image`; runs under ``_PIXEL_LIMIT_LOCK``."""
+    notes: list[str] = []
+    # The header is parsed with Pillow's limit off: our own check follows at once.
+    Image.MAX_IMAGE_PIXELS = None
+    im = _open(p, name)
+    try:
+        w, h = im.size
+        if w * h > max_pixels:
+            raise ImageError(
+                f"{name}: image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}; "
+                f"pass --max-pixels N to raise the limit"
+            )
+        # A backstop for decoders that grow their canvas while decoding (GIF, TIFF tiles).
+        Image.MAX_IMAGE_PIXELS = max(int(max_pixels), 1)
+        fmt = im.format
+        n_frames = _frame_count(im, name)
+        rawmodes = _tile_rawmodes(im)
+        kind16 = _sixteen_bit_kind(im, rawmodes)
+        if kind16 == "LA":
+            hi = _decode(lambda: _open_retiled(p, name, "I", lambda r: "I;32B"), name)
+            lo = None
+        else:
+            hi = _decode(lambda: im, name, close=False)
+            lo = None
+            if kind16 == "RGB":
+                try:
+                    lo = _decode(lambda: _open_retiled(p, name, None, _swap_byte_order), name)
+                    if lo.size != hi.size or lo.mode != hi.mode:
+                        raise ValueError("low-byte pass gave a different image")
+                except Exception as e:  # noqa: BLE001 - fall back to 8 bits
+                    lo = None
+                    notes.append(f"{name}: 16-bit data loaded at 8-bit precision ({_one_line(e)})")
+        icc = hi.info.get("icc_profile")
+        rgb = _to_rgb_float(hi, lo, name, icc, notes, sixteen_la=(kind16 == "LA"))
+    finally:
+        im.close()
+    if n_frames > 1 and fmt != "MPO":
+        notes.append(f"{name}: animated image, using the first frame of {n_frames}")
+    for note in notes:
+        warnings.warn(note, NSTWarning, stacklevel=3)
+    return rgb
+
+
+def _open(p: pathlib.Path, name: str) -> Image.Image:
+    try:
+        return Image.open(p)
+    except ImageError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"{name}: not a recognised image file (unknown format, or damaged)") from None
+    except PermissionError:
+        raise ImageError(f"{name}: permission denied (file is not readable)") from None
+    except IsADirectoryError:
+        raise ImageError(f"{name}: is a directory, not an image file") from None
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{name}: {_one_line(e)}; pass --max-pixels N to raise the limit") from None
+    except Exception as e:  # noqa: BLE001 - any failure parsing an untrusted header
+        raise ImageError(f"{name}: cannot read image ({_one_line(e)})") from None
+
+
+def _decode(open_fn: Callable[[], Image.Image], name: str, *, close: bool = True) -> Image.Image:
+    """Open (via ``open_fn``), fully decode and EXIF-orient an image; Pillow failures → ImageError."""
+    im: Image.Image | None = None
+    try:
+        im = open_fn()
+        im.load()  # force the full decode: a truncated file fails here, not later
+        out = ImageOps.exif_transpose(im)  # always a new, decoded image
+        if "icc_profile" in im.info:
+            out.info.setdefault("icc_profile", im.info["icc_profile"])
+        if "transparency" in im.info:
+            out.info.setdefault("transparency", im.info["transparency"])
+        return out
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{name}: {_one_line(e)}; pass --max-pixels N to raise the limit") from None
+    except Exception as e:  # noqa: BLE001 - any failure decoding an untrusted file
+        raise ImageError(f"{name}: cannot read image, the file is truncated or corrupt ({_one_line(e)})") from None
+    finally:
+        if close and im is not None:
+            im.close()
+
+
+def _frame_count(im: Image.Image, name: str) -> int:
+    try:
+        n = int(getattr(im, "n_frames", 1))
+        if n > 1:
+            im.seek(0)
+        return n
+    except Exception as e:  # noqa: BLE001
+        raise ImageError(f"{name}: cannot read image ({_one_line(e)})") from None
+
+
+def _tile_rawmodes(im: Image.Image) -> list[str]:
+    modes = []
+    for tile in getattr(im, "tile", None) or []:
+        args = tile[3]
+        if isinstance(args, tuple):
+            args = args[0] if args else None
+        modes.append(args if isinstance(args, str) else "")
+    return modes
+
+
+def _sixteen_bit_kind(im: Image.Image, rawmodes: list[str]) -> str | None:
+    """``"RGB"`` for 16-bit RGB(A)/RGBX data Pillow would truncate, ``"LA"`` for a 16-bit LA PNG."""
+    if not rawmodes:
+        return None
+    if im.mode in ("RGB", "RGBA") and all(re.fullmatch(r"RGB[AX]?;16[LBN]", r) for r in rawmodes):
+        return "RGB"
+    if im.mode == "RGBA" and im.format == "PNG" and all(r == "LA;16B" for r in rawmodes):
+        return "LA"
+    return None
+
+
+def _swap_byte_order(rawmode: str) -> str:
+    """``RGB;16B`` ↔ ``RGB;16L``: unpacking with the wrong byte order yields the low bytes."""
+    native = "L" if sys.byteorder == "little" else "B"
+    order = rawmode[-1]
+    if order == "N":
+        order = native
+    return rawmode[:-1] + ("B" if order == "L" else "L")
+
+
+def _open_retiled(p: pathlib.Path, name: str, mode: str | None, fn: Callable[[str], str]) -> Image.Image:
+    """Open ``p`` again with every tile's raw mode replaced by ``fn(rawmode)`` (and the mode by ``mode``)."""
+    im = Image.open(p)
+    tiles = []
+    for tile in im.tile:
+        args = tile[3]
+        if isinstance(args, tuple):
+            args = (fn(args[0]), *args[1:])
+        else:
+            args = fn(args)
+        tiles.append(tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args))
+    im.tile = tiles
+    if mode is not None:
+        if hasattr(im, "_mode"):
+            im._mode = mode
+        else:  # pragma: no cover - Pillow < 10.1
+            im.mode = mode
+    return im
+
+
+def _to_rgb_float(
+    im: Image.Image,
+    lo: Image.Image | None,
+    name: str,
+    icc: bytes | None,
+    notes: list[str],
+    *,
+    sixteen_la: bool,
+) -> np.ndarray:
+    """Decoded Pillow image (+ optional low-byte image) → float32 RGB over white."""
+    try:
+        alpha: np.ndarray | None = None
+        if sixteen_la:  # one int32 per pixel: L in the high 16 bits, A in the low 16
+            v = np.asarray(im).astype(np.int64) & 0xFFFFFFFF
+            grey = (v >> 16).astype(np.float32) / 65535.0
+            alpha = (v & 0xFFFF).astype(np.float32) / 65535.0
+            if icc:
+                notes.append(f"{name}: ICC profile ignored for 16-bit data (colours taken as sRGB)")
+            return _composite(np.repeat(grey[..., None], 3, axis=2), alpha)
+
+        trns16 = None
+        if lo is not None and "transparency" in im.info:  # a 16-bit tRNS colour: applied below
+            im.info = dict(im.info)
+            trns16 = im.info.pop("transparency")
+        mode = im.mode
+        if mode == "1":
+            im, mode = im.convert("L"), "L"
+        elif mode in ("P", "PA"):
+            target = "RGBA" if (mode == "PA" or "transparency" in im.info) else "RGB"
+            im, mode = im.convert(target), target
+        elif mode in ("La", "RGBa", "RGBX", "YCbCr", "HSV", "LAB"):
+            target = {"La": "LA", "RGBa": "RGBA", "RGBX": "RGB"}.get(mode, "RGB")
+            im, mode = im.convert(target), target
+        if mode in ("L", "RGB") and "transparency" in im.info:
+            target = "LA" if mode == "L" else "RGBA"
+            im, mode = im.convert(target), target
+
+        if mode in ("LA", "RGBA"):
+            a = np.asarray(im.getchannel("A")).astype(np.float32)
+            if lo is not None:
+                alpha = (a * 256.0 + np.asarray(lo.getchannel("A")).astype(np.float32)) / 65535.0
+            else:
+                alpha = a / 255.0
+            im = im.convert(mode[:-1])
+            if lo is not None:
+                lo = lo.convert("RGB")
+            mode = im.mode
+
+        if mode.startswith("I;16"):
+            v = np.asarray(im).astype(np.float32)
+            if isinstance(im.info.get("transparency"), int):
+                alpha = (np.asarray(im) != im.info["transparency"]).astype(np.float32)
+            if icc:
+                notes.append(f"{name}: ICC profile ignored for 16-bit data (colours taken as sRGB)")
+            grey = v / 65535.0
+            return _composite(np.repeat(grey[..., None], 3, axis=2), alpha)
+        if mode == "I":
+            v = np.asarray(im).astype(np.float64)
+            if v.size and (v.min() < 0 or v.max() > 65535):
+                lo_v, hi_v = float(v.min()), float(v.max())
+                notes.append(
+                    f"{name}: 32-bit integer image with values {lo_v:g}..{hi_v:g}, rescaled to [0, 1]"
+                )
+                grey = (v - lo_v) / (hi_v - lo_v) if hi_v > lo_v else np.zeros_like(v)
+            else:
+                grey = v / 65535.0
+            return _composite(np.repeat(grey[..., None], 3, axis=2).astype(np.float32), alpha)
+        if mode == "F":
+            v = np.asarray(im).astype(np.float32)
+            if not np.all(np.isfinite(v)):
+                notes.append(f"{name}: non-finite values in a float image replaced by 0")
+                v = np.nan_to_num(v, nan=0.0, posinf=1.0, neginf=0.0)
+            if v.size and (v.min() < 0.0 or v.max() > 1.0):
+                notes.append(f"{name}: float image values outside [0, 1] clipped")
+                v = np.clip(v, 0.0, 1.0)
+            return _composite(np.repeat(v[..., None], 3, axis=2), alpha)
+
+        if icc and mode in ("L", "RGB", "CMYK"):
+            if lo is not None:
+                notes.append(f"{name}: ICC profile ignored for 16-bit data (colours taken as sRGB)")
+            else:
+                im = _apply_icc(im, icc, name, notes)
+                mode = im.mode
+        if mode == "CMYK":
+            im, mode = im.convert("RGB"), "RGB"
+        if mode == "L":
+            grey = np.asarray(im).astype(np.float32) / 255.0
+            return _composite(np.repeat(grey[..., None], 3, axis=2), alpha)
+        if mode != "RGB":
+            im = im.convert("RGB")
+        rgb = np.asarray(im).astype(np.float32)
+        if lo is not None:
+            full = rgb * 256.0 + np.asarray(lo.convert("RGB")).astype(np.float32)
+            if isinstance(trns16, tuple) and len(trns16) == 3 and alpha is None:
+                alpha = np.any(full != np.asarray(trns16, np.float32), axis=2).astype(np.float32)
+            rgb = full / 65535.0
+        else:
+            rgb = rgb / 255.0
+        return _composite(rgb, alpha)
+    except ImageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Pillow conversion of an odd file
+        raise ImageError(f"{name}: unsupported image (mode {im.mode}: {_one_line(e)})") from None
+
+
+def _composite(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """``rgb·a + white·(1 − a)``, float32, contiguous."""
+    rgb = rgb.astype(np.float32, copy=False)
+    if alpha is not None:
+        a = alpha.astype(np.float32)[..., None]
+        rgb = rgb * a + (1.0 - a)
+    return np.ascontiguousarray(np.clip(rgb, 0.0, 1.0), dtype=np.float32)
+
+
+def _apply_icc(im: Image.Image, icc: bytes, name: str, notes: list[str]) -> Image.Image:
+    """Convert an 8-bit L/RGB/CMYK image from its embedded ICC profile to sRGB (RGB)."""
+    try:
+        import io
+
+        from PIL import ImageCms
+    except ImportError:
+        notes.append(f"{name}: ICC profile ignored (Pillow built without ImageCms)")
+        return im
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        desc = ImageCms.getProfileDescription(src) or ""
+        if "srgb" in desc.lower() and im.mode == "RGB":
+            return im
+        dst = ImageCms.createProfile("sRGB")
+        out = ImageCms.profileToProfile(im, src, dst, outputMode="RGB")
+        if out is None:  # pragma: no cover - only with inPlace=True
+            return im
+        return out
+    except Exception as e:  # noqa: BLE001 - a broken or mismatched profile is not fatal
+        notes.append(f"{name}: ICC profile could not be applied, ignored ({_one_line(e)})")
+        return im
+
+
+# --------------------------------------------------------------------------------------------
+# saving
+
+
+def check_output_path(path: os.PathLike[str] | str, *, overwrite: bool = False) -> pathlib.Path:
+    """Check that an image can be written to ``path``, before any work is done.
+
+    Checks the extension (case-insensitive, one of :data:`IMAGE_EXTENSIONS`), that ``path`` is not
+    an existing file (unless ``overwrite``) or a directory, and that the nearest existing ancestor
+    is a writable directory (a missing parent is created later by :func:`save_image`). Creates
+    nothing.
+
+    Args:
+      path: the output file.
+      overwrite: allow replacing an existing file.
+
+    Returns:
+      ``path`` as a ``pathlib.Path``.
+
+    Raises:
+      ImageError: one line naming the path and what to do.
+    """
+    name = _name(path)
+    p = pathlib.Path(path)
+    ext = p.suffix.lower()
+    if ext not in IMAGE_EXTENSIONS:
+        supported = ", ".join(sorted(IMAGE_EXTENSIONS))
+        what = f"extension {p.suffix!r}" if p.suffix else "no extension"
+        raise ImageError(f"{name}: unsupported output format ({what}); use one of {supported}")
+    if p.is_dir():
+        raise ImageError(f"{name}: is a directory; give an output file name")
+    if p.exists() or p.is_symlink():
+        if not overwrite:
+            raise ImageError(f"{name}: already exists; pass --overwrite to replace it")
+    ancestor = p.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise ImageError(f"{name}: cannot create the output directory, {_name(ancestor)} is a file")
+    if ancestor.exists() and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ImageError(f"{name}: permission denied, directory {_name(ancestor)} is not writable")
+    return p
+
+
+def to_uint8(image: Any, rounding: str = "round") -> np.ndarray:
+    """Float image in ``[0, 1]`` → uint8 (values clipped; NaN → 0).
+
+    Args:
+      image: float array (numpy or jax) in ``[0, 1]``; uint8 is returned unchanged, uint16 is scaled.
+      rounding: "round" — to nearest, halves up (MATLAB's ``uint8()``); "floor" — truncation (the
+        Keras example's ``np.clip(x, 0, 255).astype("uint8")``).
+
+    Returns:
+      uint8 array of the same shape.
+    """
+    if rounding not in ROUNDINGS:
+        raise ConfigError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    a = np.asarray(image)
+    if a.dtype == np.uint8:
+        return a
+    return _quantise(_as_unit_float(a), 255, rounding).astype(np.uint8)
+
+
+def _as_unit_float(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return a.astype(np.float64) / 255.0
+    if a.dtype == np.uint16:
+        return a.astype(np.float64) / 65535.0
+    if a.dtype.kind != "f" and a.dtype.name != "bfloat16":
+        raise ValueError(f"image must be a float array in [0, 1] or uint8, got dtype {a.dtype}")
+    return np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
+
+
+def _quantise(x: np.ndarray, top: int, rounding: str) -> np.ndarray:
+    y = np.clip(x, 0.0, 1.0) * top
+    y = np.floor(y + 0.5) if rounding == "round" else np.floor(y)
+    return np.clip(y, 0, top)
+
+
+def save_image(
+    path: os.PathLike[str] | str,
+    image: Any,
+    *,
+    overwrite: bool = False,
+    bit_depth: int = 8,
+    rounding: str = "round",
+) -> pathlib.Path:
+    """Write an image; the format comes from the extension (see :data:`IMAGE_EXTENSIONS`).
+
+    A missing parent directory is created. The data go to a temporary file in the destination
+    directory which is then renamed over the destination (``os.replace``): if writing fails the
+    temporary file is removed and an existing destination is left as it was. JPEG and WebP are
+    written at quality 95.
+
+    Args:
+      path: output file; extension case-insensitive.
+      image: H×W×3 (or H×W / H×W×1 greyscale) float array in ``[0, 1]`` (clipped) or uint8;
+        numpy or jax.
+      overwrite: replace an existing file; otherwise an existing file is an error.
+      bit_depth: 8, or 16 for PNG and TIFF (16 bits per channel, written by this module's own
+        encoders since Pillow cannot write 48-bit RGB).
+      rounding: "round" or "floor", as in :func:`to_uint8`.
+
+    Returns:
+      the written path.
+
+    Raises:
+      ImageError: bad extension, existing file without ``overwrite``, 16 bits for a format that
+        cannot hold them, or the write failed.
+    """
+    if rounding not in ROUNDINGS:
+        raise ConfigError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    if bit_depth not in (8, 16):
+        raise ConfigError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
+    p = check_output_path(path, overwrite=overwrite)
+    fmt = IMAGE_EXTENSIONS[p.suffix.lower()]
+    if bit_depth == 16 and fmt not in ("PNG", "TIFF"):
+        raise ImageError(f"{_name(p)}: 16-bit output is supported for PNG and TIFF only; use .png or .tif")
+
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)) or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"image must be H×W×3 or H×W, got shape {a.shape}")
+    if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+        warnings.warn(f"{_name(p)}: image has non-finite values, written as 0", NSTWarning, stacklevel=2)
+
+    if bit_depth == 16:
+        data16 = _quantise(_as_unit_float(a), 65535, rounding).astype(np.uint16)
+        encoder = _encode_png16 if fmt == "PNG" else _encode_tiff16
+
+        def write(f: Any) -> None:
+            f.write(encoder(data16))
+    else:
+        pil = Image.fromarray(to_uint8(a, rounding))
+        params: dict[str, Any] = {}
+        if fmt == "JPEG":
+            params = {"quality": _JPEG_QUALITY}
+        elif fmt == "WEBP":
+            params = {"quality": _WEBP_QUALITY}
+        elif fmt == "TIFF":
+            params = {"compression": "tiff_deflate"} if _has_libtiff() else {}
+
+        def write(f: Any) -> None:
+            pil.save(f, format=fmt, **params)
+
+    return _atomic_write(p, write, overwrite=overwrite)
+
+
+def _has_libtiff() -> bool:
+    try:
+        from PIL import features
+
+        return bool(features.check("libtiff"))
+    except Exception:  # noqa: BLE001  # pragma: no cover
+        return False
+
+
+_UMASK: int | None = None
+
+
+def _umask() -> int:
+    global _UMASK
+    if _UMASK is None:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("Umask:"):
+                        _UMASK = int(line.split()[1], 8)
+                        break
+        except OSError:
+            pass
+        if _UMASK is None:  # pragma: no cover - non-Linux
+            _UMASK = os.umask(0o022)
+            os.umask(_UMASK)
+    return _UMASK
+
+
+def _atomic_write(p: pathlib.Path, write: Callable[[Any], None], *, overwrite: bool) -> pathlib.Path:
+    """Create the parent, write through ``write(file)`` to a temp file beside ``p``, rename it over ``p``."""
+    name = _name(p)
+    parent = p.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ImageError(f"{name}: cannot create the output directory ({_one_line(e)})") from None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=p.suffix)
+    except OSError as e:
+        raise ImageError(f"{name}: cannot write ({_one_line(e)})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o666 & ~_umask())
+        if not overwrite and (p.exists() or p.is_symlink()):
+            raise ImageError(f"{name}: already exists; pass --overwrite to replace it")
+        os.replace(tmp, p)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise ImageError(f"{name}: cannot write ({_one_line(e)})") from e
+        raise
+    return p
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _encode_png16(a: np.ndarray) -> bytes:
+    """16-bit greyscale (H×W) or RGB (H×W×3) PNG, rows with the Sub filter."""
+    h, w = a.shape[:2]
+    channels = 1 if a.ndim == 2 else 3
+    raw = np.ascontiguousarray(a, dtype=">u2").view(np.uint8).reshape(h, w * channels * 2)
+    bpp = 2 * channels
+    sub = raw.copy()
+    sub[:, bpp:] = raw[:, bpp:] - raw[:, :-bpp]  # uint8 arithmetic wraps mod 256, as PNG wants
+    rows = np.concatenate([np.ones((h, 1), np.uint8), sub], axis=1)  # filter type 1 = Sub
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 0 if channels == 1 else 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def _encode_tiff16(a: np.ndarray) -> bytes:
+    """Baseline uncompressed little-endian TIFF, 16 bits per sample, greyscale or RGB, one strip."""
+    h, w = a.shape[:2]
+    channels = 1 if a.ndim == 2 else 3
+    pixels = a.astype("<u2").tobytes()
+    # layout: header (8) | bits-per-sample (6, RGB) | resolution rationals (16) | IFD | pixels
+    bps_off = 8
+    res_off = bps_off + 8
+    ifd_off = res_off + 16
+    SHORT, LONG, RATIONAL = 3, 4, 5
+    entries: list[tuple[int, int, int, int | bytes]] = [
+        (256, LONG, 1, w),
+        (257, LONG, 1, h),
+        (258, SHORT, channels, 16 if channels == 1 else bps_off),
+        (259, SHORT, 1, 1),  # no compression
+        (262, SHORT, 1, 1 if channels == 1 else 2),  # BlackIsZero / RGB
+        (273, LONG, 1, 0),  # strip offset, filled below
+        (277, SHORT, 1, channels),
+        (278, LONG, 1, h),
+        (279, LONG, 1, len(pixels)),
+        (282, RATIONAL, 1, res_off),
+        (283, RATIONAL, 1, res_off + 8),
+        (284, SHORT, 1, 1),  # chunky
+        (296, SHORT, 1, 2),  # inches
+    ]
+    ifd_size = 2 + 12 * len(entries) + 4
+    data_off = ifd_off + ifd_size
+    ifd = struct.pack("<H", len(entries))
+    for tag, typ, count, value in entries:
+        if tag == 273:
+            value = data_off
+        if typ == SHORT and count == 1:
+            field = struct.pack("<HH", int(value), 0)
+        else:
+            field = struct.pack("<I", int(value))
+        ifd += struct.pack("<HHI", tag, typ, count) + field
+    ifd += struct.pack("<I", 0)
+    head = b"II*\x00" + struct.pack("<I", ifd_off)
+    bps = struct.pack("<HHHH", 16, 16, 16, 0)
+    res = struct.pack("<IIII", 72, 1, 72, 1)
+    return head + bps + res + ifd + pixels
+
+
+# --------------------------------------------------------------------------------------------
+# geometry
+
+
+def working_shape(height: int, width: int, size: int, side: str = "long") -> tuple[int, int]:
+    """The (H, W) an image is resized to.
+
+    Args:
+      height, width: the image's size.
+      size: the target length of the chosen side.
+      side: "long": the longer side becomes ``size``, the other is scaled and rounded (min 1);
+        "height": H = ``size``, W = ``int(width * size / height)`` (the Keras example's truncating
+        formula, min 1); "width": W = ``size``, H = ``int(height * size / width)``.
+
+    Returns:
+      (H, W).
+    """
+    if side not in SIDES:
+        raise ConfigError(f"side must be one of {SIDES}, got {side!r}")
+    for label, v in (("height", height), ("width", width), ("size", size)):
+        if int(v) != v or v < 1:
+            raise ConfigError(f"{label} must be a positive integer, got {v!r}")
+    height, width, size = int(height), int(width), int(size)
+    if side == "height":
+        return size, max(1, int(width * size / height))
+    if side == "width":
+        return max(1, int(height * size / width)), size
+    if height >= width:
+        return size, max(1, math.floor(width * size / height + 0.5))
+    return max(1, math.floor(height * size / width + 0.5)), size
+
+
+def resize(image: Any, shape: tuple[int, int], method: str = "bicubic") -> np.ndarray:
+    """Resize an H×W×C (or H×W) float image to ``shape`` = (H', W') without quantising.
+
+    Each channel is resized by Pillow as a 32-bit float (mode "F") image. Overshoot of
+    "bicubic"/"lanczos" beyond ``[0, 1]`` is clipped (values already outside that range stay
+    reachable).
+
+    Args:
+      image: float array (numpy or jax), H×W×C or H×W.
+      shape: (H', W').
+      method: "nearest" (the Keras ``load_img(target_size=...)`` default), "bilinear", "bicubic",
+        "lanczos" or "area" (box filter).
+
+    Returns:
+      float32 array H'×W'×C (or H'×W'); the input itself (as float32) when the shape already matches.
+    """
+    if method not in RESIZE_METHODS:
+        raise ConfigError(f"resize method must be one of {tuple(RESIZE_METHODS)}, got {method!r}")
+    a = np.asarray(image)
+    if a.dtype != np.float32:
+        a = (a.astype(np.float32) / 255.0) if a.dtype == np.uint8 else a.astype(np.float32)
+    if a.ndim not in (2, 3):
+        raise ValueError(f"image must be H×W×C or H×W, got shape {a.shape}")
+    h, w = int(shape[0]), int(shape[1])
+    if h < 1 or w < 1:
+        raise ValueError(f"resize target must be positive, got {tuple(shape)}")
+    if a.shape[:2] == (h, w):
+        return a
+    resample = RESIZE_METHODS[method]
+    planes = a[..., None] if a.ndim == 2 else a
+    out = np.empty((h, w, planes.shape[2]), np.float32)
+    for c in range(planes.shape[2]):
+        ch = Image.fromarray(np.ascontiguousarray(planes[..., c]))
+        out[..., c] = np.asarray(ch.resize((w, h), resample), dtype=np.float32)
+    if method in ("bicubic", "lanczos") and a.size:
+        out = np.clip(out, min(0.0, float(a.min())), max(1.0, float(a.max())))
+    return out[..., 0] if a.ndim == 2 else out
+
+
+def montage(
+    images: Sequence[Any],
+    *,
+    height: int | None = None,
+    gap: int = 8,
+    background: float = 1.0,
+) -> np.ndarray:
+    """Images side by side (e.g. content | result | style) at a common height.
+
+    Args:
+      images: float H×W×3 (or H×W greyscale) arrays in ``[0, 1]``.
+      height: the common height; default the first image's height. Each image keeps its aspect
+        ratio (bicubic resize).
+      gap: pixels of ``background`` between images.
+      background: the gap's grey level (1.0 = white).
+
+    Returns:
+      float32 array ``height × (ΣW + gap·(n−1)) × 3``.
+    """
+    if not images:
+        raise ValueError("montage needs at least one image")
+    if gap < 0:
+        raise ValueError(f"gap must be >= 0, got {gap}")
+    arrays = []
+    for im in images:
+        a = np.asarray(im)
+        a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
+        if a.ndim == 2:
+            a = np.repeat(a[..., None], 3, axis=2)
+        if a.ndim != 3 or a.shape[2] != 3:
+            raise ValueError(f"montage images must be H×W×3, got shape {a.shape}")
+        arrays.append(a)
+    target = int(height) if height is not None else arrays[0].shape[0]
+    if target < 1:
+        raise ValueError(f"height must be positive, got {height}")
+    parts: list[np.ndarray] = []
+    for i, a in enumerate(arrays):
+        h, w = a.shape[:2]
+        new_w = max(1, math.floor(w * target / h + 0.5))
+        if i:
+            parts.append(np.full((target, gap, 3), background, np.float32))
+        parts.append(resize(a, (target, new_w), "bicubic"))
+    return np.concatenate(parts, axis=1)
+
+
+# --------------------------------------------------------------------------------------------
+# loss plot
+
+
+def save_loss_plot(
+    path: os.PathLike[str] | str,
+    losses: Sequence[float] | np.ndarray,
+    *,
+    overwrite: bool = False,
+    title: str = "loss",
+) -> pathlib.Path:
+    """Draw the loss per iteration as a line chart (Pillow ``ImageDraw``, no matplotlib).
+
+    The y axis is logarithmic when the positive finite losses span more than two decades.
+    Non-finite values leave gaps in the line. Written atomically like :func:`save_image`.
+
+    Args:
+      path: output file (normally ``.png``; any extension of :data:`IMAGE_EXTENSIONS`).
+      losses: one value per iteration.
+      overwrite: replace an existing file.
+      title: drawn above the chart.
+
+    Returns:
+      the written path.
+    """
+    p = check_output_path(path, overwrite=overwrite)
+    fmt = IMAGE_EXTENSIONS[p.suffix.lower()]
+    y = np.asarray(losses, dtype=np.float64).reshape(-1)
+    pil = _draw_loss_plot(y, title)
+    params: dict[str, Any] = {"quality": _JPEG_QUALITY} if fmt in ("JPEG", "WEBP") else {}
+    return _atomic_write(p, lambda f: pil.save(f, format=fmt, **params), overwrite=overwrite)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _draw_loss_plot(y: np.ndarray, title: str) -> Image.Image:
+    width, height = 800, 500
+    left, right, top, bottom = 110, 24, 44, 56
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    try:
+        font: Any = ImageFont.load_default(size=13)
+    except Exception:  # noqa: BLE001  # pragma: no cover - no FreeType
+        font = ImageFont.load_default()
+    x0, x1, y0, y1 = left, width - right, top, height - bottom  # plot box, y0 at the top
+    ink, grid, line_colour = (0, 0, 0), (225, 225, 225), (31, 119, 180)
+
+    def text(xy: tuple[float, float], s: str, anchor: str) -> None:
+        try:
+            draw.text(xy, s, fill=ink, font=font, anchor=anchor)
+        except (ValueError, TypeError):  # bitmap fonts do not support anchors
+            draw.text(xy, s, fill=ink, font=font)
+
+    text(((x0 + x1) / 2, top / 2), title.replace("\n", " "), "mm")
+    finite = np.isfinite(y)
+    n = len(y)
+    if not finite.any():
+        draw.rectangle((x0, y0, x1, y1), outline=ink)
+        text(((x0 + x1) / 2, (y0 + y1) / 2), "no finite values", "mm")
+        return img
+    vals = y[finite]
+    lo, hi = float(vals.min()), float(vals.max())
+    log = lo > 0 and hi / lo > 100.0
+    t = np.log10(np.where(finite & (y > 0), y, np.nan)) if log else y
+    tlo, thi = (math.log10(lo), math.log10(hi)) if log else (lo, hi)
+    if thi == tlo:
+        pad = abs(thi) * 0.05 or 1.0
+        tlo, thi = tlo - pad, thi + pad
+    else:
+        pad = (thi - tlo) * 0.04
+        tlo, thi = tlo - pad, thi + pad
+
+    def px(i: float) -> float:
+        return x0 + (x1 - x0) * (i / max(n - 1, 1))
+
+    def py(v: float) -> float:
+        return y1 - (y1 - y0) * ((v - tlo) / (thi - tlo))
+
+    y_hi, y_lo = py(math.log10(hi) if log else hi), py(math.log10(lo) if log else lo)
+    if log:  # decade grid lines, labelled where they do not crowd the min / max labels
+        for k in range(math.ceil(tlo), math.floor(thi) + 1):
+            yy = py(k)
+            draw.line((x0, yy, x1, yy), fill=grid)
+            if min(abs(yy - y_hi), abs(yy - y_lo)) > 14:
+                text((x0 - 6, yy), f"1e{k}", "rm")
+    for yy, label in ((y_hi, f"max {_fmt(hi)}"), (y_lo, f"min {_fmt(lo)}")):
+        draw.line((x0, yy, x1, yy), fill=grid)
+        draw.line((x0 - 4, yy, x0, yy), fill=ink)
+        text((x0 - 6, yy), label, "rm")
+    draw.line((x0, y0, x0, y1), fill=ink)
+    draw.line((x0, y1, x1, y1), fill=ink)
+    for i in sorted({0, (n - 1) // 2, n - 1}):
+        draw.line((px(i), y1, px(i), y1 + 4), fill=ink)
+        text((px(i), y1 + 6), str(i), "mt")
+    text(((x0 + x1) / 2, height - 14), "iteration" + (" (log-scale loss)" if log else ""), "mm")
+
+    segment: list[tuple[float, float]] = []
+    for i in range(n):
+        if np.isfinite(t[i]):
+            segment.append((px(i), py(float(t[i]))))
+        if not np.isfinite(t[i]) or i == n - 1:
+            if len(segment) == 1:
+                sx, sy = segment[0]
+                draw.ellipse((sx - 2, sy - 2, sx + 2, sy + 2), fill=line_colour)
+            elif segment:
+                draw.line(segment, fill=line_colour, width=2)
+            segment = []
+    return img
+
+
+# --------------------------------------------------------------------------------------------
+# colour
+
+# NTSC YIQ (FCC 1953 coefficients, as in scikit-image's ``yiq_from_rgb``):
+#   Y = 0.299 R + 0.587 G + 0.114 B
+#   I = 0.59590059 R − 0.27455667 G − 0.32134392 B
+#   Q = 0.21153661 R − 0.52273617 G + 0.31119955 B
+# The I and Q rows sum to zero, so they span the same chroma plane as YUV's U, V: swapping chroma
+# in YIQ gives the same image as neural-style's ``original_colors`` swap in YUV.
+_YIQ_FROM_RGB = np.array(
+    [
+        [0.299, 0.587, 0.114],
+        [0.59590059, -0.27455667, -0.32134392],
+        [0.21153661, -0.52273617, 0.31119955],
+    ],
+    dtype=np.float64,
+)
+_RGB_FROM_YIQ = np.linalg.inv(_YIQ_FROM_RGB)
+_HI = jax.lax.Precision.HIGHEST
+
+
+def _apply_matrix(m: np.ndarray, x: Any) -> jax.Array:
+    x = jnp.asarray(x, dtype=jnp.float32)
+    return jnp.matmul(x, jnp.asarray(m.T, dtype=jnp.float32), precision=_HI)
+
+
+def rgb_to_yiq(rgb: Any) -> jax.Array:
+    """RGB → YIQ with the NTSC matrix above.
+
+    Args:
+      rgb: ...×3 array (numpy or jax).
+
+    Returns:
+      ...×3 jax array (Y, I, Q).
+    """
+    return _apply_matrix(_YIQ_FROM_RGB, rgb)
+
+
+def yiq_to_rgb(yiq: Any) -> jax.Array:
+    """YIQ → RGB (the inverse of :func:`rgb_to_yiq`; not clipped).
+
+    Args:
+      yiq: ...×3 array.
+
+    Returns:
+      ...×3 jax array.
+    """
+    return _apply_matrix(_RGB_FROM_YIQ, yiq)
+
+
+def luminance(rgb: Any) -> jax.Array:
+    """The Y of YIQ (Rec. 601 luma): ``0.299 R + 0.587 G + 0.114 B``.
+
+    Args:
+      rgb: H×W×3 array.
+
+    Returns:
+      H×W jax array.
+    """
+    rgb = jnp.asarray(rgb, dtype=jnp.float32)
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def transfer_chroma(luma_source: Any, chroma_source: Any, *, clip: bool = False) -> jax.Array:
+    """Y from ``luma_source``, I and Q from ``chroma_source`` (neural-style's ``original_colors``).
+
+    Typically ``transfer_chroma(result, content)``: the stylised result recoloured with the
+    content's colours.
+
+    Args:
+      luma_source: H×W×3 RGB supplying the luminance.
+      chroma_source: H×W×3 RGB (same H×W) supplying the colour.
+      clip: clip the result to ``[0, 1]`` (changes Y where it clips).
+
+    Returns:
+      H×W×3 jax array.
+    """
+    a = jnp.asarray(luma_source, dtype=jnp.float32)
+    b = jnp.asarray(chroma_source, dtype=jnp.float32)
+    if a.shape != b.shape:
+        raise ValueError(f"transfer_chroma needs equal shapes, got {a.shape} and {b.shape}")
+    y = rgb_to_yiq(a)[..., :1]
+    iq = rgb_to_yiq(b)[..., 1:]
+    out = yiq_to_rgb(jnp.concatenate([y, iq], axis=-1))
+    return jnp.clip(out, 0.0, 1.0) if clip else out
+
+
+def match_luminance(style_y: Any, content_y: Any, eps: float = 1e-6) -> jax.Array:
+    """Luminance-only transfer (Gatys et al. 2016): ``σ_C/σ_S · (L_S − μ_S) + μ_C``.
+
+    Args:
+      style_y: the style image's luminance (any shape).
+      content_y: the content image's luminance (any shape).
+      eps: a style luminance with ``σ_S <= eps`` counts as flat and becomes flat at ``μ_C``.
+
+    Returns:
+      jax array shaped like ``style_y`` with the content's mean and standard deviation.
+    """
+    s = jnp.asarray(style_y, dtype=jnp.float32)
+    c = jnp.asarray(content_y, dtype=jnp.float32)
+    std_s = s.std()
+    scale = jnp.where(std_s > eps, c.std() / jnp.maximum(std_s, eps), 0.0)
+    return (s - s.mean()) * scale + c.mean()
+
+
+def _mean_cov(x: jax.Array, eps: float) -> tuple[jax.Array, jax.Array]:
+    flat = x.reshape(-1, 3)
+    mu = flat.mean(axis=0)
+    d = flat - mu
+    cov = jnp.matmul(d.T, d, precision=_HI) / flat.shape[0] + eps * jnp.eye(3, dtype=flat.dtype)
+    return mu, cov
+
+
+def _sym_pow(cov: jax.Array, p: float) -> jax.Array:
+    lam, q = jnp.linalg.eigh(cov)
+    lam = jnp.maximum(lam, 1e-12)
+    return jnp.matmul(q * lam**p, q.T, precision=_HI)
+
+
+def match_color(
+    source: Any,
+    target: Any,
+    method: str = "chol",
+    *,
+    eps: float = 1e-5,
+    clip: bool = False,
+) -> jax.Array:
+    """Linear colour transfer (Gatys et al. 2016, "Preserving Color in Neural Artistic Style Transfer").
+
+    ``source`` is the image that is recoloured; ``target`` supplies the colours. Each pixel becomes
+    ``x' = A (x − μ_S) + μ_T`` with ``A Σ_S Aᵀ = Σ_T``, so the result has the target's RGB mean
+    and covariance. (In the paper's colour-histogram-matching variant the *style* image is the
+    source and the *content* image the target.) Covariances get ``eps·I`` added.
+
+    Methods:
+      "chol": ``A = L_T L_S⁻¹`` with Cholesky factors ``Σ = L Lᵀ``.
+      "pca": ``A = Q_T Λ_T^½ Λ_S^-½ Q_Sᵀ`` with eigendecompositions ``Σ = Q Λ Qᵀ`` (eigenvalues
+        ascending; the sign of each source eigenvector is chosen to agree with the target's).
+      "sym": ``A = Σ_T^½ Σ_S^-½`` with symmetric matrix square roots (the paper's "image analogies").
+
+    Args:
+      source: H×W×3 RGB to recolour (numpy or jax).
+      target: H'×W'×3 RGB whose colour statistics are imposed (any size).
+      method: "chol", "pca" or "sym".
+      eps: covariance regulariser.
+      clip: clip the result to ``[0, 1]`` (then the statistics match only approximately).
+
+    Returns:
+      jax float32 array shaped like ``source``.
+    """
+    if method not in COLOR_METHODS:
+        raise ConfigError(f"colour match method must be one of {COLOR_METHODS}, got {method!r}")
+    s = jnp.asarray(source, dtype=jnp.float32)
+    t = jnp.asarray(target, dtype=jnp.float32)
+    mu_s, cov_s = _mean_cov(s, eps)
+    mu_t, cov_t = _mean_cov(t, eps)
+    if method == "chol":
+        l_s = jnp.linalg.cholesky(cov_s)
+        l_t = jnp.linalg.cholesky(cov_t)
+        # A = L_T L_S⁻¹  ⇔  Aᵀ = L_S⁻ᵀ L_Tᵀ: solve L_Sᵀ Aᵀ = L_Tᵀ
+        a = jax.scipy.linalg.solve_triangular(l_s.T, l_t.T, lower=False).T
+    elif method == "pca":
+        lam_s, q_s = jnp.linalg.eigh(cov_s)
+        lam_t, q_t = jnp.linalg.eigh(cov_t)
+        sign = jnp.where(jnp.sum(q_s * q_t, axis=0) < 0, -1.0, 1.0)
+        q_s = q_s * sign
+        scale = jnp.sqrt(jnp.maximum(lam_t, 0.0) / jnp.maximum(lam_s, 1e-12))
+        a = jnp.matmul(q_t * scale, q_s.T, precision=_HI)
+    else:
+        a = jnp.matmul(_sym_pow(cov_t, 0.5), _sym_pow(cov_s, -0.5), precision=_HI)
+    out = jnp.matmul(s - mu_s, a.T, precision=_HI) + mu_t
+    return jnp.clip(out, 0.0, 1.0) if clip else out

@@ -1,0 +1,211 @@
+"""Presets: the seed programs as data. Each is a ``StyleConfig``; no preset has a code path of its own.
+
+Sources are the documents in ``shared/seeds`` as summarised in ``shared/REFERENCE.md``. Where a
+program's prose and its code disagree, the code is what ran, and that is what is reproduced.
+"""
+
+from __future__ import annotations
+
+from .config import StyleConfig
+from .errors import ConfigError
+
+_STYLE5_RELU = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+_STYLE5_CONV = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+
+# The Keras example (seed 000; keras.io "Neural style transfer").
+_KERAS = StyleConfig(
+    arch="vgg19",
+    pooling="max",
+    content_layers=("relu5_2",),  # block5_conv2 includes its ReLU
+    content_weight=2.5e-8,
+    content_loss="sum",
+    style_layers=_STYLE5_RELU,
+    style_layer_weights=(0.2,) * 5,  # style_weight / len(style_layer_names)
+    style_weight=1e-6,
+    gram_norm="none",
+    style_reduce="sum",
+    style_divisor="keras",  # 4 * 3**2 * (img_nrows * img_ncols)**2: channels hard-coded to 3
+    tv_weight=1e-6,
+    tv_loss="keras",
+    tv_space="network",  # on the preprocessed (BGR, 0-255, mean-subtracted) image
+    optimizer="sgd",
+    learning_rate=100.0,
+    lr_decay_rate=0.96,  # ExponentialDecay(100, decay_steps=100, decay_rate=0.96), not staircase
+    lr_decay_steps=100,
+    variable_space="network",  # tf.Variable(preprocess_image(...)): the preprocessed image
+    clamp=False,
+    iterations=5000,  # seed 000's loop (keras.io runs 4000)
+    select="last",
+    init="content",
+    size=400,
+    size_side="height",  # img_nrows = 400; img_ncols = int(width * img_nrows / height)
+    style_size="content",  # the style image is loaded at the same target_size
+    resample="nearest",  # keras.utils.load_img(target_size=...) defaults to nearest
+    save_rounding="floor",  # np.clip(x, 0, 255).astype("uint8") truncates
+)
+
+PRESETS: dict[str, StyleConfig] = {
+    "keras": _KERAS,
+    # The lecture notes (seed 004): the same program with decay 0.90, 4000 iterations, 400x600 fixed.
+    "keras-lecture": _KERAS.replace(lr_decay_rate=0.90, iterations=4000, size=None, shape=(400, 600)),
+    # The PyTorch tutorial "Neural Transfer Using PyTorch" (seed 003).
+    "pytorch": StyleConfig(
+        arch="vgg19",
+        pooling="max",
+        content_layers=("conv2_2",),  # the tutorial's conv_4: losses sit after the convolutions, before ReLU
+        content_weight=1.0,
+        content_loss="mean",  # F.mse_loss
+        style_layers=("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1"),  # conv_1 .. conv_5
+        style_weight=1e6,
+        gram_norm="chw",  # G.div(a * b * c * d) with batch a = 1
+        style_reduce="mean",  # F.mse_loss(G, target)
+        style_divisor="none",
+        tv_weight=0.0,
+        tv_loss="none",
+        optimizer="lbfgs",  # optim.LBFGS defaults: lr 1, history 100, no line search
+        learning_rate=1.0,
+        lbfgs_memory=100,
+        lbfgs_linesearch="none",
+        variable_space="rgb",
+        clamp=True,  # input_img.data.clamp_(0, 1) at the start of every closure, and once at the end
+        # `while run[0] <= num_steps` with num_steps = 300 and 20 closure calls per .step():
+        # the loop enters a 16th step at run = 300, so the tutorial evaluates 320 times.
+        iterations=320,
+        select="last",
+        init="content",
+        size=None,
+        shape=(128, 128),  # imsize = 128 on CPU (512 on GPU: use shape=(512, 512))
+        style_size="content",
+        resample="bilinear",  # transforms.Resize on a PIL image
+    ),
+    # MATLAB "Neural Style Transfer Using Deep Learning" (seed 001).
+    "matlab": StyleConfig(
+        arch="vgg19",
+        pooling="avg",  # every max pooling replaced by average pooling
+        content_layers=("conv4_2",),
+        content_weight=1.0,  # alpha
+        content_loss="half_mean",  # 0.5 .* mean((Y^ - Y).^2, "all")
+        style_layers=_STYLE5_CONV,
+        style_layer_weights=(0.5, 1.0, 1.5, 3.0, 4.0),
+        style_weight=1e3,  # beta
+        gram_norm="none",
+        style_reduce="mean",
+        style_divisor="matlab",  # mean(...) / ((h*w*c)^2): the code, not the prose's (2HWC)^2
+        tv_weight=0.0,
+        tv_loss="none",
+        optimizer="adam",
+        learning_rate=2.0,
+        adam_b1=0.9,
+        adam_b2=0.999,
+        adam_eps=1e-8,
+        adam_eps_mode="matlab",  # adamupdate: lr * sqrt(1-b2^t)/(1-b1^t) * m ./ (sqrt(v) + eps)
+        variable_space="network",  # the mean-subtracted 0-255 image
+        clamp=False,
+        iterations=2500,
+        # `if losses.totalLoss < minimumLoss, dlOutput = dlTransfer` runs after adamupdate: the kept
+        # image is the iterate *after* the update whose pre-update loss was lowest (quirk kept).
+        select="matlab_best",
+        init="blend",  # 0.7 * randi([-20, 20]) + 0.3 * content, in mean-subtracted space
+        init_noise_ratio=0.7,
+        init_noise_range=20,
+        size=None,
+        shape=(384, 512),
+        style_size="content",
+        resample="bicubic",  # imresize's default
+        save_rounding="round",  # uint8() rounds
+        original_size=True,  # imresize(transferImage, size(contentImage, [1 2]))
+    ),
+    # Gatys, Ecker, Bethge (2015/2016). The paper rescales the VGG weights so each filter's mean
+    # activation over ImageNet is 1; that needs ImageNet statistics, so nst-jax uses them unscaled.
+    "gatys": StyleConfig(
+        arch="vgg19",
+        pooling="avg",
+        content_layers=("relu4_2",),
+        content_weight=1.0,  # alpha
+        content_loss="half_sum",
+        style_layers=_STYLE5_RELU,
+        style_layer_weights=(0.2,) * 5,
+        style_weight=1e3,  # beta: alpha / beta = 1e-3
+        gram_norm="none",
+        style_reduce="sum",
+        style_divisor="gatys",  # 4 N^2 M^2
+        tv_weight=0.0,
+        tv_loss="none",
+        optimizer="lbfgs",
+        learning_rate=1.0,
+        lbfgs_memory=100,
+        lbfgs_linesearch="zoom",
+        variable_space="network",
+        clamp=False,
+        iterations=500,
+        select="last",
+        init="noise",  # white noise
+        size=512,
+        size_side="long",
+        style_size="content",
+        resample="bicubic",
+    ),
+    # jcjohnson/neural-style (Lua Torch), the reference command-line tool.
+    "jcjohnson": StyleConfig(
+        arch="vgg19",
+        pooling="max",
+        pixel_scale=256.0,  # preprocess: img:mul(256.0) before the mean subtraction (not 255)
+        content_layers=("relu4_2",),
+        content_weight=5.0,
+        content_loss="mean",  # nn.MSECriterion
+        style_layers=_STYLE5_RELU,
+        style_weight=100.0,  # applied to every style layer
+        gram_norm="chw",  # G:div(input:nElement())
+        style_reduce="mean",
+        style_divisor="none",
+        tv_weight=1e-3,
+        tv_loss="l2",
+        tv_space="network",
+        optimizer="lbfgs",
+        learning_rate=1.0,
+        lbfgs_memory=100,
+        lbfgs_linesearch="none",
+        variable_space="network",
+        clamp=False,
+        iterations=1000,
+        select="last",
+        init="randn",  # torch.randn(...):mul(0.001) in preprocessed space
+        init_scale=0.001,
+        size=512,
+        size_side="long",
+        style_size="scale",  # style_size = ceil(style_scale * image_size), aspect kept
+        style_scale=1.0,
+        resample="bilinear",  # image.scale's default
+    ),
+}
+
+# What we recommend for real use: neural-style's proven loss balance on the weights' own pixel
+# scale, started from the content image (faster and keeps the structure), L-BFGS without a line
+# search (the best result per evaluation among our optimisers, one gradient per iteration), 500
+# evaluations at 512 pixels on the long side.
+PRESETS["default"] = PRESETS["jcjohnson"].replace(pixel_scale=None, init="content", iterations=500, resample="bicubic")
+
+DESCRIPTIONS: dict[str, str] = {
+    "keras": "Keras example (seed 000): SGD on the preprocessed image, Keras' loss normalisations, 5000 its, height 400",
+    "keras-lecture": "lecture notes (seed 004): the Keras example with decay 0.90, 4000 its, 400x600",
+    "pytorch": "PyTorch tutorial (seed 003): L-BFGS without line search, losses before ReLU, 128x128",
+    "matlab": "MATLAB example (seed 001): Adam lr 2, average pooling, best-loss iterate, 384x512",
+    "gatys": "Gatys et al. (2015): average pooling, 4N^2M^2 style loss, L-BFGS with line search from noise",
+    "jcjohnson": "neural-style (Lua): content 5, style 100, TV 1e-3, L-BFGS 1000 from randn, x256 quirk",
+    "default": "recommended: neural-style's loss balance, from the content image, L-BFGS 500 evaluations, 512 px",
+}
+
+
+def preset(name: str) -> StyleConfig:
+    """The named preset's config (override fields with ``dataclasses.replace`` or ``.replace``).
+
+    Args:
+      name: one of ``PRESETS``.
+
+    Returns:
+      A frozen ``StyleConfig``.
+    """
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}") from None

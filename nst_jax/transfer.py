@@ -1,0 +1,669 @@
+"""The engine: targets computed once, a pure loss over them, and an optax loop compiled in chunks.
+
+Data path: RGB [0, 1] images -> ``Convention.to_network`` -> ``vgg.features`` -> ``losses`` ->
+optax updates inside ``lax.scan`` chunks -> results. Params and targets are *arguments* of the
+compiled chunk (never captured constants), the config is static, so a run compiles its chunk
+once per image shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from . import losses, vgg
+from .config import StyleConfig
+from .errors import ConfigError
+
+Array = jax.Array
+ImageLike = Union[np.ndarray, Array]
+
+
+# --------------------------------------------------------------------------------------------
+# params, conventions, targets
+
+
+def split_network(network: Any, convention: Optional[vgg.Convention] = None) -> tuple[dict, vgg.Convention]:
+    """(params, convention) from a ``weights.Network`` or a bare params dict plus ``convention``."""
+    if hasattr(network, "params") and hasattr(network, "convention"):
+        return network.params, convention or network.convention
+    if convention is None:
+        raise ConfigError("a bare params dict needs convention= (e.g. nst_jax.vgg.CAFFE)")
+    return network, convention
+
+
+def effective_convention(convention: vgg.Convention, config: StyleConfig) -> vgg.Convention:
+    """The weights' convention, with the config's pixel-scale override applied."""
+    if config.pixel_scale is None:
+        return convention
+    if convention.scale == 1.0:
+        raise ConfigError("pixel_scale overrides a 0-255 (Caffe) convention; these weights expect [0, 1] input")
+    return convention.with_scale(config.pixel_scale)
+
+
+class Targets(NamedTuple):
+    """Precomputed targets: content features per content layer, style statistics per style layer.
+
+    ``style`` holds one Gram matrix per layer (``style_loss="gram"``) or a (mean, covariance) pair
+    (``"wasserstein"``), already blended over the style images.
+    """
+
+    content: tuple[Array, ...]
+    style: tuple[Any, ...]
+
+
+def _precision(config: StyleConfig):
+    return jax.lax.Precision.HIGHEST if config.precision == "highest" else None
+
+
+def _features(params, xn: Array, layers: Sequence[str], config: StyleConfig) -> dict[str, Array]:
+    if config.precision == "bf16":
+        # bfloat16 convolutions (AMX on recent Xeons, tensor cores on GPUs); losses stay float32.
+        p16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+        out = vgg.features(p16, xn.astype(jnp.bfloat16), layers, pooling=config.pooling)
+        return {k: v.astype(jnp.float32) for k, v in out.items()}
+    return vgg.features(params, xn, layers, pooling=config.pooling, precision=_precision(config))
+
+
+def _style_stat(f: Array, config: StyleConfig):
+    if config.style_loss == "wasserstein":
+        return losses.mean_cov(f)
+    return losses.gram(f, config.gram_norm)
+
+
+def _normalise_styles(style, config: StyleConfig) -> tuple[list[Array], np.ndarray]:
+    """Styles as a list of H×W×3 arrays and their blend weights (summing to 1)."""
+    if isinstance(style, (np.ndarray, jax.Array)) and np.ndim(style) == 3:
+        images, weights = [style], [1.0]
+    else:
+        items = list(style)
+        if items and all(isinstance(it, tuple) and len(it) == 2 for it in items):
+            images = [it[0] for it in items]
+            weights = [float(it[1]) for it in items]
+        else:
+            images = items
+            weights = list(config.style_blend_weights or [1.0] * len(images))
+    if not images:
+        raise ConfigError("at least one style image is needed")
+    if len(weights) != len(images):
+        raise ConfigError(f"{len(weights)} style blend weights for {len(images)} style images")
+    w = np.asarray(weights, np.float64)
+    if np.any(w < 0) or not np.all(np.isfinite(w)) or w.sum() <= 0:
+        raise ConfigError("style blend weights must be finite, >= 0 and not all 0")
+    return [jnp.asarray(im, jnp.float32) for im in images], w / w.sum()
+
+
+def _check_image(name: str, image: Array) -> None:
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ConfigError(f"{name} must be an H×W×3 RGB array; got shape {tuple(image.shape)}")
+    if min(image.shape[:2]) < 16:
+        raise ConfigError(f"{name} is {image.shape[0]}x{image.shape[1]}: VGG needs at least 16 pixels a side")
+
+
+def compute_targets(
+    params: Mapping,
+    convention: vgg.Convention,
+    content: ImageLike,
+    style: Any,
+    config: StyleConfig,
+) -> Targets:
+    """Content features and blended style statistics, computed once.
+
+    Args:
+      params: VGG params pytree.
+      convention: the (effective) input convention.
+      content: H×W×3 RGB in [0, 1].
+      style: one H×W×3 array, a sequence of them (blended by ``config.style_blend_weights`` or
+        equally), or a sequence of (array, weight) pairs. Styles may have any size: each one's
+        statistics are computed at its own size, then blended.
+      config: the run's config.
+
+    Returns:
+      ``Targets``.
+    """
+    content = jnp.asarray(content, jnp.float32)
+    _check_image("content image", content)
+    images, weights = _normalise_styles(style, config)
+    for im in images:
+        _check_image("style image", im)
+    cfeats = _features(params, convention.to_network(content), config.content_layers, config) if config.content_layers else {}
+    content_t = tuple(cfeats[name] for name in config.content_layers)
+    style_t: list[Any] = []
+    if config.style_layers:
+        per_image = [_features(params, convention.to_network(im), config.style_layers, config) for im in images]
+        for name in config.style_layers:
+            stats = [_style_stat(f[name], config) for f in per_image]
+            style_t.append(jax.tree.map(lambda *xs: sum(float(w) * x for w, x in zip(weights, xs)), *stats))
+    return Targets(content_t, tuple(style_t))
+
+
+def _all_layers(config: StyleConfig) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for name in config.content_layers + config.style_layers:
+        seen.setdefault(name, None)
+    return tuple(seen)
+
+
+def network_loss(
+    params: Mapping,
+    targets: Targets,
+    xn: Array,
+    config: StyleConfig,
+    convention: vgg.Convention,
+) -> tuple[Array, dict[str, Array]]:
+    """The total loss of one preprocessed image (network input, H×W×3), and its weighted parts.
+
+    Returns:
+      (total, parts) with parts ``content``, ``style``, ``tv`` and ``content/<layer>``,
+      ``style/<layer>``, all weighted as they enter the total.
+    """
+    feats = _features(params, xn, _all_layers(config), config)
+    cw, sw = config.layer_weights
+    parts: dict[str, Array] = {}
+    content_total = jnp.zeros((), jnp.float32)
+    for name, w, target in zip(config.content_layers, cw, targets.content):
+        term = config.content_weight * w * losses.content_loss(feats[name], target, config.content_loss)
+        parts[f"content/{name}"] = term
+        content_total = content_total + term
+    style_total = jnp.zeros((), jnp.float32)
+    input_hw = (xn.shape[0], xn.shape[1])
+    for name, w, target in zip(config.style_layers, sw, targets.style):
+        f = feats[name]
+        if config.style_loss == "wasserstein":
+            mu, cov = losses.mean_cov(f)
+            raw = losses.wasserstein2(mu, cov, target[0], target[1])
+        else:
+            h, wd, c = f.shape
+            raw = losses.style_layer_loss(
+                losses.gram(f, config.gram_norm),
+                target,
+                config.style_reduce,
+                losses.style_divisor(config.style_divisor, c, h, wd, input_hw),
+            )
+        term = config.style_weight * w * raw
+        parts[f"style/{name}"] = term
+        style_total = style_total + term
+    if config.tv_weight and config.tv_loss != "none":
+        tv_input = xn if config.tv_space == "network" else convention.from_network(xn)
+        tv = config.tv_weight * losses.tv_loss(tv_input, config.tv_loss)
+    else:
+        tv = jnp.zeros((), jnp.float32)
+    parts.update(content=content_total, style=style_total, tv=tv)
+    return content_total + style_total + tv, parts
+
+
+def make_loss_fn(
+    params: Any,
+    content: ImageLike,
+    style: Any,
+    config: StyleConfig,
+    *,
+    convention: Optional[vgg.Convention] = None,
+) -> Callable[[Array], tuple[Array, dict[str, Array]]]:
+    """A pure, jittable ``loss_fn(image) -> (total, parts)`` over precomputed targets.
+
+    ``image`` is H×W×3 RGB in [0, 1] at the working size; the preset's preprocessing happens
+    inside, so the value equals the original program's loss at the same pixels.
+
+    Args:
+      params: a ``weights.Network`` (params + convention) or a params dict with ``convention=``.
+      content: H×W×3 RGB in [0, 1].
+      style: one array, a sequence of arrays, or (array, weight) pairs (see ``compute_targets``).
+      config: a ``StyleConfig``.
+
+    Returns:
+      ``loss_fn``. It closes over the targets; inside ``stylize`` they are passed as arguments.
+    """
+    p, conv = split_network(params, convention)
+    conv = effective_convention(conv, config)
+    targets = compute_targets(p, conv, content, style, config)
+
+    def loss_fn(image: Array) -> tuple[Array, dict[str, Array]]:
+        return network_loss(p, targets, conv.to_network(image), config, conv)
+
+    return loss_fn
+
+
+# --------------------------------------------------------------------------------------------
+# optimisers
+
+
+def scale_by_matlab_adam(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+    """MATLAB's ``adamupdate`` direction: ``sqrt(1-b2^t)/(1-b1^t) · m / (sqrt(v) + eps)``.
+
+    optax's Adam adds eps to sqrt(v̂) instead of sqrt(v); the two differ by the scale of eps only.
+    """
+    base = optax.scale_by_adam(b1=b1, b2=b2, eps=0.0)
+
+    def update(updates, state, params=None):
+        del params
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        count = optax.safe_increment(state.count)
+        t = count.astype(jnp.float32)
+        corr = jnp.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+        out = jax.tree.map(lambda m, v: corr * m / (jnp.sqrt(v) + eps), mu, nu)
+        return out, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(base.init, update)
+
+
+class TorchLBFGSState(NamedTuple):
+    """State of ``scale_by_torch_lbfgs``: a circular memory of (s, y, 1/yᵀs) pairs."""
+
+    count: Array
+    prev_grad: Any
+    prev_step: Any
+    s_mem: Any  # (memory, *shape) per leaf
+    y_mem: Any
+    rho: Array  # (memory,)
+    head: Array  # next slot to write
+    size: Array  # pairs stored
+    h_diag: Array
+
+
+def scale_by_torch_lbfgs(memory: int, learning_rate: float = 1.0) -> optax.GradientTransformation:
+    """``torch.optim.LBFGS`` without a line search, one function evaluation per update.
+
+    Mirrors torch's step exactly: s is the step taken (t·d), y the change of gradient; a pair is
+    stored only when yᵀs > 1e-10 (torch skips the others, optax.scale_by_lbfgs keeps them, which
+    lets a negative-curvature pair flip the direction on non-convex losses); the initial inverse
+    Hessian is γ = yᵀs / yᵀy of the newest pair; the first step is ``min(1, 1/‖g‖₁)·lr``, later
+    ones ``lr``. torch's per-``step()`` stopping tests (tolerance_change on the loss and step) are
+    not applied: the loop runs the requested number of evaluations, as the tutorial's loop does.
+    The output is the update to add (already negated and scaled).
+    """
+
+    def init(params):
+        stack = lambda x: jnp.zeros((memory,) + x.shape, x.dtype)  # noqa: E731
+        zeros = lambda x: jnp.zeros_like(x)  # noqa: E731
+        return TorchLBFGSState(
+            count=jnp.zeros((), jnp.int32),
+            prev_grad=jax.tree.map(zeros, params),
+            prev_step=jax.tree.map(zeros, params),
+            s_mem=jax.tree.map(stack, params),
+            y_mem=jax.tree.map(stack, params),
+            rho=jnp.zeros((memory,), jnp.float32),
+            head=jnp.zeros((), jnp.int32),
+            size=jnp.zeros((), jnp.int32),
+            h_diag=jnp.ones((), jnp.float32),
+        )
+
+    def update(grad, state, params=None):
+        del params
+        vdot = lambda a, b: sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
+        first = state.count == 0
+        y = jax.tree.map(jnp.subtract, grad, state.prev_grad)
+        s = state.prev_step
+        ys = vdot(y, s)
+        store = (~first) & (ys > 1e-10)
+        s_mem = jax.tree.map(lambda m, v: jnp.where(store, m.at[state.head].set(v), m), state.s_mem, s)
+        y_mem = jax.tree.map(lambda m, v: jnp.where(store, m.at[state.head].set(v), m), state.y_mem, y)
+        rho = jnp.where(store, state.rho.at[state.head].set(1.0 / jnp.where(store, ys, 1.0)), state.rho)
+        head = jnp.where(store, (state.head + 1) % memory, state.head)
+        size = jnp.where(store, jnp.minimum(state.size + 1, memory), state.size)
+        h_diag = jnp.where(store, ys / jnp.where(store, vdot(y, y), 1.0), state.h_diag)
+
+        def slot(k):  # k-th newest pair
+            return (head - 1 - k) % memory
+
+        def backward(k, carry):
+            q, alphas = carry
+            i = slot(k)
+            valid = k < size
+            s_i = jax.tree.map(lambda m: m[i], s_mem)
+            y_i = jax.tree.map(lambda m: m[i], y_mem)
+            a = jnp.where(valid, rho[i] * vdot(s_i, q), 0.0)
+            q = jax.tree.map(lambda qq, yy: qq - a * yy, q, y_i)
+            return q, alphas.at[i].set(a)
+
+        q = jax.tree.map(jnp.negative, grad)
+        q, alphas = jax.lax.fori_loop(0, memory, backward, (q, jnp.zeros((memory,), jnp.float32)))
+        r = jax.tree.map(lambda x: x * h_diag, q)
+
+        def forward(j, r):
+            k = memory - 1 - j  # oldest first
+            i = slot(k)
+            valid = k < size
+            s_i = jax.tree.map(lambda m: m[i], s_mem)
+            y_i = jax.tree.map(lambda m: m[i], y_mem)
+            b = rho[i] * vdot(y_i, r)
+            coef = jnp.where(valid, alphas[i] - b, 0.0)
+            return jax.tree.map(lambda rr, ss: rr + coef * ss, r, s_i)
+
+        d = jax.lax.fori_loop(0, memory, forward, r)
+        # first iteration: d = -g (no pairs) and t = min(1, 1/|g|_1) * lr
+        l1 = sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(grad))
+        t = jnp.where(first, jnp.minimum(1.0, 1.0 / l1), 1.0) * learning_rate
+        step = jax.tree.map(lambda x: t * x, d)
+        new_state = TorchLBFGSState(
+            count=state.count + 1, prev_grad=grad, prev_step=step, s_mem=s_mem, y_mem=y_mem,
+            rho=rho, head=head, size=size, h_diag=h_diag,
+        )
+        return step, new_state
+
+    return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(config: StyleConfig) -> optax.GradientTransformation:
+    """The optax optimiser a config names (SGD with optional exponential decay, Adam, L-BFGS)."""
+    lr: Any = config.learning_rate
+    if config.lr_decay_rate is not None:
+        lr = optax.exponential_decay(config.learning_rate, config.lr_decay_steps, config.lr_decay_rate)
+    if config.optimizer == "sgd":
+        return optax.sgd(lr)
+    if config.optimizer == "adam":
+        if config.adam_eps_mode == "matlab":
+            return optax.chain(scale_by_matlab_adam(config.adam_b1, config.adam_b2, config.adam_eps),
+                               optax.scale_by_learning_rate(lr))
+        return optax.adam(lr, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
+    if config.lbfgs_linesearch == "zoom":
+        return optax.lbfgs(
+            learning_rate=None,
+            memory_size=config.lbfgs_memory,
+            linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=20, initial_guess_strategy="one"),
+        )
+    # No line search: torch.optim.LBFGS's update rule (see scale_by_torch_lbfgs for why not
+    # optax.lbfgs(linesearch=None): it keeps negative-curvature pairs and scales the first step
+    # differently).
+    return scale_by_torch_lbfgs(config.lbfgs_memory, config.learning_rate)
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+
+
+class LoopState(NamedTuple):
+    """Everything the loop carries between steps (a pytree; checkpoints save it whole)."""
+
+    v: Array  # the image variable (network input or RGB, per config.variable_space)
+    opt_state: Any
+    best_v: Array
+    best_loss: Array
+    ema_v: Array
+    step: Array  # iterations done
+    evals: Array  # function evaluations done
+    failed: Array  # a non-finite loss was met; v holds the last good iterate
+
+
+def _to_network(v: Array, config: StyleConfig, conv: vgg.Convention) -> Array:
+    return v if config.variable_space == "network" else conv.to_network(v)
+
+
+def _to_rgb(v: Array, config: StyleConfig, conv: vgg.Convention) -> Array:
+    return conv.from_network(v) if config.variable_space == "network" else v
+
+
+def _clamp(v: Array, config: StyleConfig, conv: vgg.Convention) -> Array:
+    if config.variable_space == "rgb":
+        return jnp.clip(v, 0.0, 1.0)
+    return conv.to_network(jnp.clip(conv.from_network(v), 0.0, 1.0))
+
+
+def initial_variable(
+    content: Array,
+    style0: Optional[Array],
+    config: StyleConfig,
+    conv: vgg.Convention,
+    key: Array,
+    init_image: Optional[Array] = None,
+) -> Array:
+    """The start image in the variable space.
+
+    "content"; "style" (the first style image, at the content's size); "noise": uniform white
+    noise in RGB [0, 1]; "randn": ``init_scale · N(0, 1)`` in network space (neural-style);
+    "blend": ``ratio · U{−range..range} + (1 − ratio) · content`` in network space (MATLAB).
+    ``init_image`` (RGB [0, 1], the content's size) overrides ``config.init``.
+    """
+    if init_image is not None:
+        start = jnp.asarray(init_image, jnp.float32)
+        if start.shape != content.shape:
+            raise ConfigError(f"init image is {start.shape[:2]}, the content is {content.shape[:2]}: sizes must match")
+        return _from_rgb(start, config, conv)
+    if config.init == "content":
+        return _from_rgb(content, config, conv)
+    if config.init == "style":
+        if style0 is None or style0.shape != content.shape:
+            raise ConfigError("init 'style' needs a style image of the content's size (style_size='content')")
+        return _from_rgb(style0, config, conv)
+    if config.init == "noise":
+        return _from_rgb(jax.random.uniform(key, content.shape, jnp.float32), config, conv)
+    if config.init == "randn":
+        xn = config.init_scale * jax.random.normal(key, content.shape, jnp.float32)
+    else:  # blend
+        r = config.init_noise_range
+        noise = jax.random.randint(key, content.shape, -r, r + 1).astype(jnp.float32)
+        xn = config.init_noise_ratio * noise + (1.0 - config.init_noise_ratio) * conv.to_network(content)
+    return xn if config.variable_space == "network" else conv.from_network(xn)
+
+
+def _from_rgb(rgb: Array, config: StyleConfig, conv: vgg.Convention) -> Array:
+    return conv.to_network(rgb) if config.variable_space == "network" else rgb
+
+
+def init_state(v0: Array, config: StyleConfig) -> LoopState:
+    """A fresh loop state at the start image ``v0``."""
+    state = LoopState(
+        v=v0,
+        opt_state=make_optimizer(config).init(v0),
+        best_v=v0,
+        best_loss=jnp.asarray(jnp.inf, jnp.float32),
+        ema_v=v0,
+        step=jnp.zeros((), jnp.int32),
+        evals=jnp.zeros((), jnp.int32),
+        failed=jnp.zeros((), bool),
+    )
+    # Distinct buffers for every leaf: the state is donated to the compiled chunk leaf by leaf, and
+    # optax's L-BFGS state shares one zeros array between two fields.
+    return jax.tree.map(jnp.copy, state)
+
+
+def _step(params, targets, state: LoopState, config: StyleConfig, conv: vgg.Convention) -> tuple[LoopState, Array]:
+    """One optimiser step on one image: evaluate at the (clamped) iterate, update."""
+    opt = make_optimizer(config)
+
+    def objective(v):
+        return network_loss(params, targets, _to_network(v, config, conv), config, conv)[0]
+
+    zoom = config.optimizer == "lbfgs" and config.lbfgs_linesearch == "zoom"
+    # Clamping before each evaluation (the tutorial's closure) is a projection a line search
+    # does not know about: with the zoom line search the image is clamped only at the end.
+    v = _clamp(state.v, config, conv) if (config.clamp and not zoom) else state.v
+    if zoom:
+        value, grad = optax.value_and_grad_from_state(objective)(v, state=state.opt_state)
+        updates, opt_state = opt.update(grad, state.opt_state, v, value=value, grad=grad, value_fn=objective)
+        evals = 1 + optax.tree.get(opt_state, "num_linesearch_steps")
+    else:
+        value, grad = jax.value_and_grad(objective)(v)
+        updates, opt_state = opt.update(grad, state.opt_state, v)
+        evals = 1
+    new_v = v + updates
+    ok = jnp.isfinite(value) & jnp.all(jnp.isfinite(new_v)) & ~state.failed
+    better = ok & (value < state.best_loss)
+    # best: the iterate whose loss this is; matlab_best: the iterate after its update (MATLAB quirk).
+    candidate = new_v if config.select == "matlab_best" else v
+    ema_v = state.ema_v
+    if config.ema_decay is not None:
+        ema_v = config.ema_decay * state.ema_v + (1.0 - config.ema_decay) * new_v
+    new = LoopState(
+        v=new_v,
+        opt_state=opt_state,
+        best_v=jnp.where(better, candidate, state.best_v),
+        best_loss=jnp.where(better, value, state.best_loss),
+        ema_v=ema_v,
+        step=state.step + 1,
+        evals=state.evals + evals,
+        failed=state.failed,
+    )
+    # A non-finite loss stops the run: keep the last good iterate and flag the failure.
+    kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
+    kept = kept._replace(failed=state.failed | ~ok)
+    return kept, jnp.where(ok, value, jnp.nan)
+
+
+def _chunk(params, targets, state: LoopState, n_active: Array, *, config: StyleConfig, conv: vgg.Convention, length: int):
+    """``length`` steps in one ``lax.scan``; steps at index >= n_active are skipped (same program)."""
+
+    def body(st, i):
+        return jax.lax.cond(
+            i < n_active,
+            lambda s: _step(params, targets, s, config, conv),
+            lambda s: (s, jnp.asarray(jnp.nan, jnp.float32)),
+            st,
+        )
+
+    return jax.lax.scan(body, state, jnp.arange(length))
+
+
+# One compiled chunk per (shapes, config, convention, chunk length). Params, targets and state are
+# arguments; the state's buffers are donated so the image is updated in place on accelerators.
+_run_chunk = jax.jit(_chunk, static_argnames=("config", "conv", "length"), donate_argnums=(2,))
+_run_chunk_many = jax.jit(
+    lambda params, targets, state, n_active, *, config, conv, length: jax.vmap(
+        functools.partial(_chunk, config=config, conv=conv, length=length), in_axes=(None, 0, 0, None)
+    )(params, targets, state, n_active),
+    static_argnames=("config", "conv", "length"),
+    donate_argnums=(2,),
+)
+
+
+@dataclasses.dataclass
+class Progress:
+    """What a callback sees between chunks."""
+
+    iteration: int
+    iterations: int
+    evaluations: int
+    loss: float
+    losses: np.ndarray
+    state: LoopState
+    to_rgb: Callable[[Array], np.ndarray]
+
+    def image(self) -> np.ndarray:
+        """The current iterate as RGB [0, 1] (host copy)."""
+        return self.to_rgb(self.state.v)
+
+    def best_image(self) -> np.ndarray:
+        return self.to_rgb(self.state.best_v)
+
+
+@dataclasses.dataclass
+class Result:
+    """A finished (or stopped) run.
+
+    ``image``: the last iterate (EMA of iterates when ``ema_decay`` is set); ``best_image``: the
+    lowest-loss iterate (MATLAB's choice, with its quirk under ``select="matlab_best"``);
+    ``output``: the one the config selects. ``losses``: total loss per iteration, evaluated at the
+    iterate before its update. ``status``: "done", "stopped" (callback asked) or "nonfinite".
+    """
+
+    image: np.ndarray
+    best_image: np.ndarray
+    losses: np.ndarray
+    evaluations: int
+    iterations: int
+    status: str
+    config: StyleConfig
+    seed: int
+    state: Optional[LoopState] = None
+
+    @property
+    def output(self) -> np.ndarray:
+        return self.best_image if self.config.select in ("best", "matlab_best") else self.image
+
+    @property
+    def final_loss(self) -> float:
+        finite = self.losses[np.isfinite(self.losses)]
+        return float(finite[-1]) if finite.size else float("nan")
+
+
+def _rgb_host(v: Array, config: StyleConfig, conv: vgg.Convention) -> np.ndarray:
+    return np.clip(np.asarray(_to_rgb(v, config, conv)), 0.0, 1.0).astype(np.float32)
+
+
+def stylize(
+    content: ImageLike,
+    style: Any,
+    params: Any,
+    config: StyleConfig,
+    *,
+    iterations: Optional[int] = None,
+    seed: int = 0,
+    callback: Optional[Callable[[Progress], Optional[bool]]] = None,
+    init_image: Optional[ImageLike] = None,
+    convention: Optional[vgg.Convention] = None,
+    resume: Optional[LoopState] = None,
+    chunk_size: Optional[int] = None,
+) -> Result:
+    """Optimise an image so its VGG features match the content's and its style statistics the style's.
+
+    Args:
+      content: H×W×3 RGB in [0, 1] at the working size (the library never resizes).
+      style: one array, a sequence (blended), or (array, weight) pairs.
+      params: a ``weights.Network`` (or a params dict with ``convention=``).
+      config: a ``StyleConfig`` (see ``nst_jax.preset``).
+      iterations: overrides ``config.iterations`` (for L-BFGS without line search: evaluations).
+      seed: seeds the start-image noise.
+      callback: called between chunks with a ``Progress``; returning True stops the run.
+      init_image: a start image (RGB [0, 1]) instead of ``config.init``.
+      resume: a ``LoopState`` to continue from (see ``Result.state``, checkpoints).
+      chunk_size: steps per compiled chunk (default ``config.chunk_size``).
+
+    Returns:
+      ``Result``.
+    """
+    p, conv = split_network(params, convention)
+    conv = effective_convention(conv, config)
+    total = config.iterations if iterations is None else int(iterations)
+    if total < 0:
+        raise ConfigError(f"iterations must be >= 0; got {total}")
+    content = jnp.asarray(content, jnp.float32)
+    targets = compute_targets(p, conv, content, style, config)
+    images, _ = _normalise_styles(style, config)
+    if resume is None:
+        v0 = initial_variable(content, images[0], config, conv, jax.random.PRNGKey(seed), init_image)
+        state = init_state(v0, config)
+    else:
+        state = resume
+    chunk = max(1, min(chunk_size or config.chunk_size, max(total, 1)))
+    done = int(state.step)
+    history: list[np.ndarray] = []
+    status = "done"
+    to_rgb = functools.partial(_rgb_host, config=config, conv=conv)
+    while done < total:
+        n = min(chunk, total - done)
+        state, chunk_losses = _run_chunk(p, targets, state, jnp.asarray(n, jnp.int32), config=config, conv=conv, length=chunk)
+        history.append(np.asarray(chunk_losses)[:n])
+        done += n
+        if bool(state.failed):
+            status = "nonfinite"
+            break
+        if callback is not None:
+            losses_so_far = np.concatenate(history)
+            prog = Progress(done, total, int(state.evals), float(losses_so_far[-1]), losses_so_far, state, to_rgb)
+            if callback(prog):
+                status = "stopped"
+                break
+    losses_all = np.concatenate(history) if history else np.zeros((0,), np.float32)
+    final_v = state.ema_v if config.ema_decay is not None else state.v
+    if config.clamp and config.variable_space == "rgb":
+        final_v = jnp.clip(final_v, 0.0, 1.0)  # the tutorial's "last correction"
+    best_v = state.best_v if bool(jnp.isfinite(state.best_loss)) else final_v
+    return Result(
+        image=to_rgb(final_v),
+        best_image=to_rgb(best_v),
+        losses=losses_all,
+        evaluations=int(state.evals),
+        iterations=int(state.step),
+        status=status,
+        config=config,
+        seed=seed,
+        state=state,
+    )
