@@ -1,0 +1,484 @@
+"""The ``nst-jax`` command line: arguments -> config -> library -> files.
+
+This and ``cli_weights.py`` are the only modules that parse arguments or print. Exit codes:
+0 success; 2 usage and input errors (one line on stderr, no traceback unless ``--debug``);
+1 internal errors; 130 / 143 after SIGINT / SIGTERM (the best image so far is saved first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import signal
+import sys
+import time
+import warnings
+from typing import Any, Optional, Sequence
+
+from . import cli_weights
+from .config import StyleConfig, field_names
+from .errors import ConfigError, ImageError, NSTError, NSTWarning
+from .presets import DESCRIPTIONS, PRESETS, preset
+
+ASSETS = pathlib.Path(__file__).resolve().parent / "assets"
+
+
+# --------------------------------------------------------------------------------------------
+# argument parsing
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _shape(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(t) for t in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 384x512, got {text!r}") from None
+    return h, w
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2 like every other input error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise NSTError(f"{message} (see '{self.prog} --help')")
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    """One option per config field a user tunes (the rest: --set FIELD=VALUE)."""
+    g = p.add_argument_group("loss")
+    g.add_argument("--content-weight", type=float)
+    g.add_argument("--style-weight", type=float)
+    g.add_argument("--tv-weight", type=float)
+    g.add_argument("--content-layers", type=_names, metavar="L1,L2", help="e.g. relu4_2")
+    g.add_argument("--content-layer-weights", type=_floats, metavar="W1,W2")
+    g.add_argument("--style-layers", type=_names, metavar="L1,L2,...", help="e.g. relu1_1,relu2_1,relu3_1")
+    g.add_argument("--style-layer-weights", type=_floats, metavar="W1,W2,...")
+    g.add_argument("--style-blend-weights", type=_floats, metavar="W1,W2,...",
+                   help="blend several styles into one result with these weights (as neural-style)")
+    g.add_argument("--style-loss", choices=["gram", "wasserstein"])
+    g.add_argument("--pooling", choices=["max", "avg"])
+    g.add_argument("--arch", choices=["vgg19", "vgg16"])
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"])
+    g.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)
+    g.add_argument("--iterations", type=int, help="steps (for L-BFGS without line search: function evaluations)")
+    g.add_argument("--linesearch", dest="lbfgs_linesearch", choices=["none", "zoom"], help="L-BFGS line search")
+    g.add_argument("--init", help="content, style, noise, randn, blend, or an image file")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--precision", choices=["default", "highest", "bf16"])
+    g.add_argument("--ema", dest="ema_decay", type=float, help="average the iterates (e.g. 0.99); sgd/adam only")
+    g.add_argument("--chunk-size", type=int, help="steps per compiled chunk (progress updates between chunks)")
+    g.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="set any other config field (see 'nst-jax presets NAME'); repeatable")
+    g = p.add_argument_group("size")
+    g.add_argument("--size", type=int, help="long side of the working image in pixels (aspect ratio kept)")
+    g.add_argument("--shape", type=_shape, metavar="HxW", help="fixed working size, e.g. 384x512")
+    g.add_argument("--style-scale", type=float, help="style size relative to the content's working size")
+    g.add_argument("--original-size", action="store_true", default=None,
+                   help="resize the result back to the content image's size")
+    g.add_argument("--max-pixels", type=int, default=None, help="refuse input images larger than this")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="nst-jax", description="Neural style transfer on JAX (Gatys et al.), with presets "
+                "that reproduce the classic programs.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    s = sub.add_parser("stylize", help="paint CONTENT in the style of STYLE(s)",
+                       description="Paint CONTENT in the style of STYLE (several styles are blended).")
+    s.add_argument("content")
+    s.add_argument("styles", nargs="+", metavar="STYLE")
+    s.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .tif, .webp, .bmp)")
+    s.add_argument("--preset", default="default", help=f"one of {', '.join(PRESETS)} (default: default)")
+    s.add_argument("--weights", help="converted weights file (default: the weights directory)")
+    s.add_argument("--save-every", type=int, metavar="K", help="also save the image every K iterations")
+    s.add_argument("--montage", metavar="PATH", help="also save content | result | style side by side")
+    s.add_argument("--loss-plot", metavar="PATH", help="also save the loss curve as a PNG")
+    s.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-download", action="store_true", help="never fetch weights (offline use)")
+    _add_config_options(s)
+
+    d = sub.add_parser("demo", help="stylise the bundled example images",
+                       description="Run a preset on the example images that ship with nst-jax.")
+    d.add_argument("-o", "--output-dir", default="nst-jax-demo")
+    d.add_argument("--preset", default="default")
+    d.add_argument("--weights")
+    d.add_argument("--synthetic", action="store_true",
+                   help="use random (non-pretrained) weights: shows the pipeline works, not art")
+    d.add_argument("--iterations", type=int, default=None)
+    d.add_argument("--size", type=int, default=256)
+    d.add_argument("--overwrite", action="store_true")
+    d.add_argument("--no-progress", action="store_true")
+
+    pr = sub.add_parser("presets", help="list the presets and their settings")
+    pr.add_argument("name", nargs="?", help="show every field of one preset")
+    pr.add_argument("--json", action="store_true")
+
+    cli_weights.add_parser(sub)
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# config from arguments
+
+
+def _parse_value(field: dataclasses.Field, text: str) -> Any:
+    if text.lower() in ("none", "null"):
+        return None
+    default = field.default
+    kind = type(default) if default is not None else None
+    name = field.name
+    if isinstance(default, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} takes true or false; got {text!r}")
+    if isinstance(default, tuple) or name.endswith("layers") or name.endswith("weights") or name == "shape":
+        parts = [t.strip() for t in text.replace("x", ",").split(",")] if name == "shape" else [t.strip() for t in text.split(",")]
+        if name.endswith("layers"):
+            return tuple(parts)
+        try:
+            return tuple((int if name == "shape" else float)(t) for t in parts if t)
+        except ValueError:
+            raise ConfigError(f"{name} takes comma-separated numbers; got {text!r}") from None
+    try:
+        if kind is int or name in ("size", "iterations", "chunk_size"):
+            return int(text)
+        if kind is float or name in ("pixel_scale", "lr_decay_rate", "ema_decay"):
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"{name} takes a number; got {text!r}") from None
+    return text
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[StyleConfig, Optional[str]]:
+    """The preset with the command line's overrides; also returns an init image path if given."""
+    cfg = preset(args.preset)
+    changes: dict[str, Any] = {}
+    direct = ["content_weight", "style_weight", "tv_weight", "content_layers", "content_layer_weights",
+              "style_layers", "style_layer_weights", "style_blend_weights", "style_loss", "pooling", "arch",
+              "optimizer", "learning_rate", "iterations", "lbfgs_linesearch", "precision", "ema_decay",
+              "chunk_size", "original_size"]
+    for name in direct:
+        value = getattr(args, name, None)
+        if value is not None:
+            changes[name] = value
+    # Changing the style layers without new layer weights: equal weights, not the preset's.
+    if "style_layers" in changes and "style_layer_weights" not in changes:
+        changes["style_layer_weights"] = None
+    if "content_layers" in changes and "content_layer_weights" not in changes:
+        changes["content_layer_weights"] = None
+    if getattr(args, "size", None) is not None:
+        changes.update(size=args.size, size_side="long", shape=None)
+    if getattr(args, "shape", None) is not None:
+        changes["shape"] = args.shape
+    if getattr(args, "style_scale", None) is not None:
+        changes.update(style_scale=args.style_scale, style_size="scale")
+    init_path = None
+    if getattr(args, "init", None):
+        from .config import INITS
+
+        if args.init in INITS:
+            changes["init"] = args.init
+        else:
+            init_path = args.init
+    fields = {f.name: f for f in dataclasses.fields(StyleConfig)}
+    for item in getattr(args, "set", []) or []:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ConfigError(f"--set takes FIELD=VALUE; got {item!r}")
+        if key not in fields:
+            raise ConfigError(f"unknown config field {key!r}; valid: {', '.join(field_names())}")
+        changes[key] = _parse_value(fields[key], text)
+    return cfg.replace(**changes), init_path
+
+
+# --------------------------------------------------------------------------------------------
+# images at their working sizes
+
+
+def working_images(content_path: str, style_paths: Sequence[str], cfg: StyleConfig, max_pixels: Optional[int],
+                   init_path: Optional[str] = None):
+    """Load and resize the content, styles and init image as the config says.
+
+    Returns:
+      (content, styles, init, original content (H, W)).
+    """
+    from . import image
+
+    kw = {} if max_pixels is None else {"max_pixels": max_pixels}
+    content_full = image.load_image(content_path, **kw)
+    h0, w0 = content_full.shape[:2]
+    shape = cfg.shape or image.working_shape(h0, w0, cfg.size, cfg.size_side)
+    content = image.resize(content_full, shape, cfg.resample)
+    styles = []
+    for path in style_paths:
+        st = image.load_image(path, **kw)
+        if cfg.style_size == "content":
+            st_shape = shape
+        else:
+            st_shape = image.working_shape(st.shape[0], st.shape[1], max(16, round(cfg.style_scale * max(shape))), "long")
+        if min(st_shape) < 16:
+            raise ImageError(f"{path}: at style scale {cfg.style_scale} the style would be {st_shape[0]}x{st_shape[1]}; VGG needs 16 pixels a side")
+        styles.append(image.resize(st, st_shape, cfg.resample))
+    init = None
+    if init_path is not None:
+        init = image.resize(image.load_image(init_path, **kw), shape, cfg.resample)
+    return content, styles, init, (h0, w0)
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+
+
+class _Signals:
+    """SIGINT / SIGTERM set a flag; the run stops after the current chunk and saves."""
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Signals":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:  # a second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        self.received = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after this chunk and saving the best image so far",
+              file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.received or 0)
+
+
+def _intermediate_path(out: pathlib.Path, iteration: int) -> pathlib.Path:
+    return out.with_name(f"{out.stem}_{iteration:05d}{out.suffix}")
+
+
+def _load_network(cfg: StyleConfig, weights_path: Optional[str], *, download: bool = True):
+    """The converted weights: --weights, else the weights directory, else fetched on first use."""
+    from . import weights
+    from .errors import WeightsError
+
+    try:
+        path = weights.resolve_weights(cfg.arch, weights_path)
+    except WeightsError as missing:
+        if weights_path is not None or not download or os.environ.get("NST_JAX_NO_DOWNLOAD"):
+            raise
+        print(f"no {cfg.arch} weights yet: downloading the Keras ImageNet weights (first use only)", file=sys.stderr)
+        try:
+            net = weights.download("keras", cfg.arch)
+        except WeightsError as err:
+            raise WeightsError(f"{err} — {missing}") from None
+        path = pathlib.Path(net.path)
+    net = weights.load_weights(path)
+    if net.arch != cfg.arch:
+        raise ConfigError(f"{path} holds {net.arch} weights but the config asks for {cfg.arch} (use --arch {net.arch})")
+    return net
+
+
+def _warn_not_pretrained(net) -> None:
+    if not net.pretrained:
+        warnings.warn("these weights are not pretrained (synthetic): the result shows the pipeline works, not art",
+                      NSTWarning)
+
+
+def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pathlib.Path, *, seed: int,
+             save_every: Optional[int], overwrite: bool, progress: bool, montage: Optional[pathlib.Path],
+             loss_plot: Optional[pathlib.Path], style_paths: Sequence[str]) -> int:
+    import numpy as np
+
+    from . import image, transfer
+
+    from tqdm import tqdm
+
+    chunk = save_every or cfg.chunk_size
+    bar = tqdm(total=cfg.iterations, disable=not progress, unit="it", dynamic_ncols=True, file=sys.stderr)
+    with _Signals() as signals:
+        def callback(p: transfer.Progress) -> bool:
+            bar.update(p.iteration - bar.n)
+            bar.set_postfix(loss=f"{p.loss:.4g}", evals=p.evaluations)
+            if save_every and p.iteration % save_every == 0 and p.iteration < p.iterations:
+                image.save_image(_intermediate_path(out, p.iteration), p.image(), overwrite=overwrite,
+                                 rounding=cfg.save_rounding)
+            return signals.received is not None
+
+        blend = cfg.style_blend_weights
+        style_arg = styles if blend is None else list(zip(styles, blend))
+        result = transfer.stylize(content, style_arg, net, cfg, seed=seed, callback=callback, init_image=init,
+                                  chunk_size=chunk)
+        bar.update(result.iterations - bar.n)
+        bar.close()
+    final = result.best_image if (result.status != "done" or cfg.select != "last") else result.output
+    if cfg.original_size and final.shape[:2] != tuple(original_hw):
+        final = image.resize(final, original_hw, cfg.resample)
+    image.save_image(out, final, overwrite=overwrite, rounding=cfg.save_rounding)
+    if montage is not None:
+        image.save_image(montage, image.montage([content, final if final.shape == content.shape else
+                                                 image.resize(final, content.shape[:2]), styles[0]]),
+                         overwrite=overwrite)
+    if loss_plot is not None:
+        image.save_loss_plot(loss_plot, result.losses, overwrite=overwrite, title=f"loss ({cfg.optimizer})")
+    if result.status == "nonfinite":
+        raise NSTError(f"the loss became non-finite after {result.iterations} iterations; the last good image "
+                       f"is in {out} (try a lower --lr)")
+    if signals.received is not None:
+        print(f"stopped at iteration {result.iterations}; best image so far saved to {out}", file=sys.stderr)
+        return signals.exit_code
+    print(f"{out}: {result.iterations} iterations, {result.evaluations} evaluations, final loss {result.final_loss:.6g}")
+    return 0
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    from . import image
+
+    cfg, init_path = config_from_args(args)
+    if args.save_every is not None and args.save_every <= 0:
+        raise ConfigError(f"--save-every must be > 0; got {args.save_every}")
+    if cfg.style_blend_weights is not None and len(cfg.style_blend_weights) != len(args.styles):
+        raise ConfigError(f"{len(cfg.style_blend_weights)} style blend weights for {len(args.styles)} styles")
+    # Every output path is checked before any work: extension, existing files.
+    out = image.check_output_path(args.output, overwrite=args.overwrite)
+    montage = image.check_output_path(args.montage, overwrite=args.overwrite) if args.montage else None
+    loss_plot = image.check_output_path(args.loss_plot, overwrite=args.overwrite) if args.loss_plot else None
+    if args.save_every:
+        for k in range(args.save_every, cfg.iterations, args.save_every):
+            image.check_output_path(_intermediate_path(out, k), overwrite=args.overwrite)
+    net = _load_network(cfg, args.weights, download=not args.no_download)
+    _warn_not_pretrained(net)
+    content, styles, init, hw = working_images(args.content, args.styles, cfg, args.max_pixels, init_path)
+    return _run_one(cfg, net, content, styles, init, hw, out, seed=args.seed, save_every=args.save_every,
+                    overwrite=args.overwrite, progress=not args.no_progress, montage=montage, loss_plot=loss_plot,
+                    style_paths=args.styles)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import image, weights
+
+    cfg = preset(args.preset).replace(size=args.size, size_side="long", shape=None)
+    if args.iterations is not None:
+        cfg = cfg.replace(iterations=args.iterations)
+    outdir = pathlib.Path(args.output_dir)
+    out = image.check_output_path(outdir / "result.png", overwrite=args.overwrite)
+    montage = image.check_output_path(outdir / "montage.png", overwrite=args.overwrite)
+    loss_plot = image.check_output_path(outdir / "loss.png", overwrite=args.overwrite)
+    if args.synthetic:
+        conv = {"pytorch": "torchvision"}.get(args.preset, "caffe")
+        from . import vgg
+
+        params = weights.synthetic_params(cfg.arch, seed=0)
+        net = weights.Network(arch=cfg.arch, params=params, convention=vgg.CONVENTIONS[conv], pretrained=False,
+                              source_name="", source_sha256="", fingerprint="synthetic", path="")
+    else:
+        net = _load_network(cfg, args.weights)
+    _warn_not_pretrained(net)
+    content_path, style_path = ASSETS / "content.png", ASSETS / "style.png"
+    content, styles, init, hw = working_images(str(content_path), [str(style_path)], cfg, None)
+    return _run_one(cfg, net, content, styles, init, hw, out, seed=0, save_every=None, overwrite=args.overwrite,
+                    progress=not args.no_progress, montage=montage, loss_plot=loss_plot,
+                    style_paths=[str(style_path)])
+
+
+def _short_value(v: Any) -> str:
+    if isinstance(v, tuple):
+        return ",".join(_short_value(x) for x in v)
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    if args.name:
+        cfg = preset(args.name)
+        if args.json:
+            print(json.dumps(cfg.to_dict(), indent=2))
+            return 0
+        print(f"{args.name}: {DESCRIPTIONS.get(args.name, '')}")
+        for f in dataclasses.fields(cfg):
+            print(f"  {f.name:22s} {_short_value(getattr(cfg, f.name))}")
+        return 0
+    if args.json:
+        print(json.dumps({k: v.to_dict() for k, v in PRESETS.items()}, indent=2))
+        return 0
+    keys = ["optimizer", "iterations", "content_layers", "style_layers", "content_weight", "style_weight", "tv_weight", "pooling"]
+    for name, cfg in PRESETS.items():
+        print(f"{name:14s} {DESCRIPTIONS.get(name, '')}")
+        print(" " * 15 + "  ".join(f"{k}={_short_value(getattr(cfg, k))}" for k in keys))
+    print("\n'nst-jax presets NAME' shows every field; override any with --set FIELD=VALUE.")
+    return 0
+
+
+COMMANDS = {"stylize": cmd_stylize, "demo": cmd_demo, "presets": cmd_presets}
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, NSTWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``nst-jax`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    warnings.showwarning = _show_warning
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "weights":
+            return cli_weights.run(args)
+        return COMMANDS[args.command](args)
+    except NSTError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `nst-jax presets | head`
+        return 0
+    except SystemExit as err:  # --help
+        return int(err.code or 0)
+    except Exception as err:  # noqa: BLE001 - the last line of defence
+        if debug:
+            raise
+        print(f"internal error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+              "(run with --debug for the traceback, and please report it)", file=sys.stderr)
+        return 1
+    finally:
+        warnings.showwarning = _default_showwarning
+
+
+if __name__ == "__main__":
+    sys.exit(main())

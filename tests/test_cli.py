@@ -1,0 +1,115 @@
+"""The command line on small images with synthetic weights: files written, exit codes, messages."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nst_jax import cli, weights
+
+from conftest import random_image
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    weights.write_synthetic(d / "syn.h5", arch="vgg19", seed=0)
+    Image.fromarray((random_image(60, 80, 1) * 255).astype(np.uint8)).save(d / "content.png")
+    Image.fromarray((random_image(50, 50, 2) * 255).astype(np.uint8)).save(d / "style.png")
+    Image.fromarray((random_image(40, 70, 3) * 255).astype(np.uint8)).save(d / "style2.jpg")
+    return d
+
+
+def run(args, capsys):
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_stylize_writes_output_intermediates_montage_and_loss_plot(workdir, capsys, monkeypatch):
+    monkeypatch.setenv("NST_JAX_NO_DOWNLOAD", "1")
+    out = workdir / "out" / "result.png"  # a missing directory is created
+    code, stdout, err = run(
+        ["stylize", workdir / "content.png", workdir / "style.png", "-o", out, "--weights", workdir / "syn.h5",
+         "--preset", "matlab", "--size", "48", "--iterations", "6", "--save-every", "2",
+         "--montage", workdir / "out" / "montage.png", "--loss-plot", workdir / "out" / "loss.png",
+         "--original-size", "--no-progress"],
+        capsys,
+    )
+    assert code == 0, err
+    assert "not pretrained" in err  # the synthetic-weights warning
+    assert Image.open(out).size == (80, 60)  # --original-size: back to the content's size
+    for k in (2, 4):
+        assert Image.open(workdir / "out" / f"result_{k:05d}.png").size == (48, 36)
+    assert not (workdir / "out" / "result_00006.png").exists()  # the last one is the output itself
+    montage = Image.open(workdir / "out" / "montage.png")
+    assert montage.size[1] == 36 and montage.size[0] > 3 * 48
+    assert Image.open(workdir / "out" / "loss.png").format == "PNG"
+    assert "6 iterations" in stdout
+
+
+def test_stylize_refuses_to_overwrite_before_any_work(workdir, capsys):
+    target = workdir / "exists.png"
+    target.write_bytes(b"user's file")
+    code, _, err = run(["stylize", workdir / "content.png", workdir / "style.png", "-o", target,
+                        "--weights", workdir / "syn.h5"], capsys)
+    assert code == 2
+    assert err.strip().startswith("error:") and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert target.read_bytes() == b"user's file"
+
+
+def test_blend_two_styles_and_set_fields(workdir, capsys):
+    out = workdir / "blend.png"
+    code, _, err = run(["stylize", workdir / "content.png", workdir / "style.png", workdir / "style2.jpg", "-o", out,
+                        "--weights", workdir / "syn.h5", "--style-blend-weights", "0.7,0.3", "--size", "40",
+                        "--iterations", "3", "--set", "optimizer=adam", "--set", "learning_rate=0.01",
+                        "--style-scale", "1.5", "--no-progress"], capsys)
+    assert code == 0, err
+    assert Image.open(out).size == (40, 30)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--style-layers", "relu1_1,relu9_9"], "valid: conv1_1"),
+        (["--style-weight", "-1"], "style_weight must be"),
+        (["--set", "nonsense=1"], "unknown config field"),
+        (["--preset", "nope"], "unknown preset"),
+        (["--style-blend-weights", "1,2"], "2 style blend weights for 1 styles"),
+        (["--iterations", "x"], "invalid int value"),
+    ],
+)
+def test_bad_options_are_one_line_errors(workdir, capsys, extra, message):
+    code, _, err = run(["stylize", workdir / "content.png", workdir / "style.png", "-o", workdir / "never.png",
+                        "--weights", workdir / "syn.h5", *extra], capsys)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (workdir / "never.png").exists()
+
+
+def test_missing_weights_says_which_command_gets_them(workdir, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("NST_JAX_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("NST_JAX_NO_DOWNLOAD", "1")
+    code, _, err = run(["stylize", workdir / "content.png", workdir / "style.png", "-o", tmp_path / "x.png"], capsys)
+    assert code == 2 and "nst-jax weights download --arch vgg19" in err
+
+
+def test_demo_runs_on_synthetic_weights(tmp_path, capsys):
+    code, stdout, err = run(["demo", "--synthetic", "--iterations", "4", "--size", "48", "-o", tmp_path / "demo",
+                             "--no-progress"], capsys)
+    assert code == 0, err
+    for name in ("result.png", "montage.png", "loss.png"):
+        assert (tmp_path / "demo" / name).exists()
+
+
+def test_presets_lists_every_preset(capsys):
+    code, out, _ = run(["presets"], capsys)
+    assert code == 0
+    for name in ("keras", "pytorch", "matlab", "gatys", "jcjohnson", "default"):
+        assert name in out
+    code, out, _ = run(["presets", "matlab", "--json"], capsys)
+    assert json.loads(out)["adam_eps_mode"] == "matlab"
