@@ -11,11 +11,11 @@ The public API::
 from .config import StyleConfig
 from .errors import ConfigError, ImageError, NSTError, NSTWarning, WeightsError
 from .presets import PRESETS, preset
-from .transfer import Result, make_loss_fn, stylize
+from .transfer import ManyResult, Result, make_loss_fn, stylize, stylize_many
 from .weights import Network, load_weights
 
 __all__ = [
-    "StyleConfig", "preset", "PRESETS", "make_loss_fn", "stylize", "Result",
+    "StyleConfig", "preset", "PRESETS", "make_loss_fn", "stylize", "stylize_many", "Result", "ManyResult",
     "load_weights", "Network", "NSTError", "ConfigError", "ImageError", "WeightsError", "NSTWarning",
 ]
 __version__ = "0.1.0"

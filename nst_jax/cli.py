@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stylize", help="paint CONTENT in the style of STYLE(s)",
                        description="Paint CONTENT in the style of STYLE (several styles are blended).")
     s.add_argument("content")
-    s.add_argument("styles", nargs="+", metavar="STYLE")
+    s.add_argument("styles", nargs="*", metavar="STYLE")
     s.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .tif, .webp, .bmp)")
     s.add_argument("--preset", default="default", help=f"one of {', '.join(PRESETS)} (default: default)")
     s.add_argument("--weights", help="converted weights file (default: the weights directory)")
@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--no-download", action="store_true", help="never fetch weights (offline use)")
+    b = s.add_argument_group("batch: one result per style, optimised together in one compiled program")
+    b.add_argument("--batch", action="store_true", help="one output per style in the directory -o OUTDIR")
+    b.add_argument("--styles-dir", metavar="DIR", help="add every image in DIR as a style (implies --batch)")
+    b.add_argument("--batch-size", type=int, help="results optimised at once (default: what fits in memory)")
+    b.add_argument("--format", default="png", help="output format in batch mode (png, jpg, tif, webp)")
+    b.add_argument("--distributed", action="store_true",
+                   help="multi-host: call jax.distributed.initialize(); each host runs and writes its share")
     _add_config_options(s)
 
     d = sub.add_parser("demo", help="stylise the bundled example images",
@@ -356,10 +363,104 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
     return 0
 
 
+def _style_list(args: argparse.Namespace) -> list[str]:
+    from . import image
+
+    styles = list(args.styles)
+    if args.styles_dir:
+        d = pathlib.Path(args.styles_dir)
+        if not d.is_dir():
+            raise ImageError(f"{d}: not a directory")
+        found = sorted(str(f) for f in d.iterdir() if f.suffix.lower() in image.IMAGE_EXTENSIONS or f.suffix.lower() == ".gif")
+        if not found:
+            raise ImageError(f"{d}: no images found (looked for {', '.join(sorted(image.IMAGE_EXTENSIONS))})")
+        styles += found
+    if not styles:
+        raise NSTError("give at least one STYLE image (or --styles-dir DIR)")
+    return styles
+
+
+def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[str], styles: list[str]) -> int:
+    """One result per style, all optimised together by ``stylize_many``; writes a manifest."""
+    import jax
+    import numpy as np
+
+    from . import image, transfer
+
+    from tqdm import tqdm
+
+    if args.distributed:
+        jax.distributed.initialize()  # coordinator, process count and id from the environment
+    host, hosts = jax.process_index(), jax.process_count()
+    ext = "." + args.format.lower().lstrip(".")
+    outdir = pathlib.Path(args.output)
+    if outdir.exists() and not outdir.is_dir():
+        raise ImageError(f"{outdir}: exists and is not a directory (batch mode writes one file per style into -o DIR)")
+    stem = pathlib.Path(args.content).stem
+    names, seen = [], set()
+    for i, st in enumerate(styles):
+        name = f"{stem}_{pathlib.Path(st).stem}{ext}"
+        if name in seen:
+            name = f"{stem}_{pathlib.Path(st).stem}_{i}{ext}"
+        seen.add(name)
+        names.append(name)
+    mine = list(range(host, len(styles), hosts))  # each host runs and writes its own share
+    outs = [image.check_output_path(outdir / names[i], overwrite=args.overwrite) for i in mine]
+    manifest_path = outdir / ("manifest.json" if hosts == 1 else f"manifest-{host}.json")
+    if manifest_path.exists() and not args.overwrite:
+        raise ImageError(f"{manifest_path}: already exists; pass --overwrite to replace it")
+    if args.batch_size is not None and args.batch_size <= 0:
+        raise ConfigError(f"--batch-size must be > 0; got {args.batch_size}")
+    net = _load_network(cfg, args.weights, download=not args.no_download)
+    _warn_not_pretrained(net)
+    content, style_imgs, init, hw = working_images(args.content, [styles[i] for i in mine], cfg, args.max_pixels, init_path)
+    if init is not None:
+        raise ConfigError("--init FILE is not supported with --batch; use --init content/noise/...")
+    seeds = [args.seed] * len(mine)
+    bar = tqdm(total=cfg.iterations, disable=args.no_progress, unit="it", dynamic_ncols=True, file=sys.stderr,
+               desc=f"{len(mine)} styles")
+    with _Signals() as signals:
+        def callback(p: transfer.Progress) -> bool:
+            bar.update(p.iteration - bar.n)
+            bar.set_postfix(mean_loss=f"{p.loss:.4g}")
+            return signals.received is not None
+
+        t0 = time.time()
+        many = transfer.stylize_many(content, style_imgs, net, cfg, seeds=seeds, callback=callback,
+                                     batch_size=args.batch_size)
+        elapsed = time.time() - t0
+        bar.close()
+    entries = []
+    for k in range(len(many)):
+        r = many[k]
+        img = r.best_image if (r.status != "done" or cfg.select != "last") else r.output
+        if cfg.original_size and img.shape[:2] != tuple(hw):
+            img = image.resize(img, hw, cfg.resample)
+        image.save_image(outs[k], img, overwrite=args.overwrite, rounding=cfg.save_rounding)
+        entries.append({"output": str(outs[k]), "style": styles[mine[k]], "final_loss": r.final_loss,
+                        "iterations": r.iterations, "evaluations": r.evaluations, "status": r.status,
+                        "seed": seeds[k]})
+    manifest = {"content": args.content, "preset": args.preset, "weights": net.path, "host": host, "hosts": hosts,
+                "seconds": round(elapsed, 3), "config": cfg.to_dict(), "results": entries}
+    image.write_file_atomic(manifest_path, json.dumps(manifest, indent=2).encode(), overwrite=True)
+    bad = [e for e in entries if e["status"] == "nonfinite"]
+    if signals.received is not None:
+        print(f"stopped; {len(entries)} results saved in {outdir}", file=sys.stderr)
+        return signals.exit_code
+    if bad:
+        raise NSTError(f"{len(bad)} of {len(entries)} results stopped on a non-finite loss (see {manifest_path})")
+    print(f"{outdir}: {len(entries)} results, manifest {manifest_path.name}")
+    return 0
+
+
 def cmd_stylize(args: argparse.Namespace) -> int:
     from . import image
 
     cfg, init_path = config_from_args(args)
+    styles = _style_list(args)
+    if args.batch or args.styles_dir:
+        return cmd_batch(args, cfg, init_path, styles)
+    args.styles = styles
     if args.save_every is not None and args.save_every <= 0:
         raise ConfigError(f"--save-every must be > 0; got {args.save_every}")
     if cfg.style_blend_weights is not None and len(cfg.style_blend_weights) != len(args.styles):

@@ -632,6 +632,20 @@ def _umask() -> int:
     return _UMASK
 
 
+def write_file_atomic(path: os.PathLike[str] | str, data: bytes, *, overwrite: bool = False) -> pathlib.Path:
+    """Write ``data`` to ``path`` through a temp file and a rename (for manifests, checkpoints).
+
+    Args:
+      path: destination; its directory is created.
+      data: the bytes.
+      overwrite: replace an existing file (else ImageError).
+
+    Returns:
+      The path written.
+    """
+    return _atomic_write(pathlib.Path(path), lambda f: f.write(data), overwrite=overwrite)
+
+
 def _atomic_write(p: pathlib.Path, write: Callable[[Any], None], *, overwrite: bool) -> pathlib.Path:
     """Create the parent, write through ``write(file)`` to a temp file beside ``p``, rename it over ``p``."""
     name = _name(p)

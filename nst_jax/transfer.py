@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import jax
@@ -669,3 +670,194 @@ def stylize(
         seed=seed,
         state=state,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# many results in one compiled program
+
+
+@dataclasses.dataclass
+class ManyResult:
+    """N runs done together. ``images``/``best_images``: N×H×W×3; ``losses``: N×iterations;
+    ``evaluations``: per result; ``status``: per result ("done", "stopped", "nonfinite")."""
+
+    images: np.ndarray
+    best_images: np.ndarray
+    losses: np.ndarray
+    evaluations: np.ndarray
+    iterations: int
+    status: list[str]
+    config: StyleConfig
+    seeds: list[int]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Result:
+        return Result(self.images[i], self.best_images[i], self.losses[i], int(self.evaluations[i]),
+                      self.iterations, self.status[i], self.config, self.seeds[i])
+
+    @property
+    def outputs(self) -> np.ndarray:
+        return self.best_images if self.config.select in ("best", "matlab_best") else self.images
+
+
+def estimate_bytes_per_result(height: int, width: int, config: StyleConfig) -> int:
+    """A rough upper estimate of the memory one result needs while it is optimised.
+
+    VGG19 activations up to conv5_1 are about 320 floats per input pixel; the backward pass keeps
+    them and adds as much again for the gradients; L-BFGS keeps ``2 · memory`` image-sized vectors.
+    """
+    pixels = height * width
+    bytes_ = pixels * 320 * 4 * 2 + pixels * 3 * 4 * 8
+    if config.optimizer == "lbfgs":
+        bytes_ += 2 * config.lbfgs_memory * pixels * 3 * 4
+    return int(bytes_)
+
+
+def free_device_memory(device: Optional[jax.Device] = None) -> Optional[int]:
+    """Free bytes on ``device`` (accelerator stats, or available RAM for the CPU); None if unknown."""
+    device = device or jax.devices()[0]
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - CPU devices may not implement it
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def default_batch_size(height: int, width: int, config: StyleConfig, n: int) -> int:
+    """How many results to optimise at once: what fits in 70% of the free memory, at most ``n``."""
+    free = free_device_memory()
+    if free is None:
+        return n
+    return int(max(1, min(n, (0.7 * free) // estimate_bytes_per_result(height, width, config))))
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _shard_batch(tree: Any, n: int, devices: Sequence[jax.Device]) -> tuple[Any, int]:
+    """Pad the leading (batch) axis to a multiple of the device count and shard it over a mesh."""
+    k = len(devices)
+    pad = (-n) % k
+    if pad:  # repeat the last member; its results are dropped
+        tree = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]), tree)
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    return jax.device_put(tree, sharding), pad
+
+
+def stylize_many(
+    content: ImageLike,
+    styles: Sequence[Any],
+    params: Any,
+    config: StyleConfig,
+    *,
+    seeds: Optional[Sequence[int]] = None,
+    iterations: Optional[int] = None,
+    callback: Optional[Callable[[Progress], Optional[bool]]] = None,
+    convention: Optional[vgg.Convention] = None,
+    chunk_size: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    devices: Optional[Sequence[jax.Device]] = None,
+) -> ManyResult:
+    """N style transfers in one compiled program: ``stylize`` vmapped over the targets and the loop state.
+
+    The i-th result equals ``stylize(content_i, styles[i], ..., seed=seeds[i])`` to float32
+    rounding. Each style's statistics are computed at the style's own size before batching (Gram
+    matrices are C×C whatever the image size), so styles of any size or aspect ratio mix freely and
+    each keeps the stroke scale it would have alone. With several devices the batch is sharded over
+    a one-axis mesh (padded to a multiple of the device count). Every optimiser works; with the L-BFGS
+    zoom line search the batch waits, at each step, for its slowest member's line search.
+
+    Args:
+      content: one H×W×3 image (shared) or an N×H×W×3 batch (one per style).
+      styles: N styles; each one array, a list (blended) or (array, weight) pairs.
+      params, config, iterations, callback, convention, chunk_size: as ``stylize``.
+      seeds: one seed per result (default 0 for all).
+      batch_size: results optimised at once (default: what fits in memory, see
+        ``default_batch_size``); groups run one after another.
+      devices: the devices to shard over (default ``jax.local_devices()``).
+
+    Returns:
+      ``ManyResult``.
+    """
+    p, conv = split_network(params, convention)
+    conv = effective_convention(conv, config)
+    content = jnp.asarray(content, jnp.float32)
+    n = len(styles)
+    if n == 0:
+        raise ConfigError("stylize_many needs at least one style")
+    contents = [content[i] for i in range(content.shape[0])] if content.ndim == 4 else [content] * n
+    if len(contents) != n:
+        raise ConfigError(f"{len(contents)} content images for {n} styles")
+    seeds = [0] * n if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != n:
+        raise ConfigError(f"{len(seeds)} seeds for {n} styles")
+    total = config.iterations if iterations is None else int(iterations)
+    h, w = contents[0].shape[:2]
+    batch = batch_size or default_batch_size(h, w, config, n)
+    devices = list(devices or jax.local_devices())
+    chunk = max(1, min(chunk_size or config.chunk_size, max(total, 1)))
+    to_rgb = jax.jit(jax.vmap(lambda v: jnp.clip(_to_rgb(v, config, conv), 0.0, 1.0)))
+    images, bests, all_losses, evals, status = [], [], [], [], []
+    done_iterations = 0
+    for start in range(0, n, batch):
+        idx = list(range(start, min(n, start + batch)))
+        targets = _stack([compute_targets(p, conv, contents[i], styles[i], config) for i in idx])
+        v0 = []
+        for i in idx:
+            imgs, _ = _normalise_styles(styles[i], config)
+            v0.append(initial_variable(contents[i], imgs[0], config, conv, jax.random.PRNGKey(seeds[i])))
+        state = _stack([init_state(v, config) for v in v0])
+        pad = 0
+        if len(devices) > 1:
+            (targets, state), pad = _shard_batch((targets, state), len(idx), devices)
+            p_dev = jax.device_put(p, jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(devices), ("batch",)),
+                                                                 jax.sharding.PartitionSpec()))
+        else:
+            p_dev = p
+        history: list[np.ndarray] = []
+        done, stopped = 0, False
+        while done < total:
+            k = min(chunk, total - done)
+            state, chunk_losses = _run_chunk_many(p_dev, targets, state, jnp.asarray(k, jnp.int32),
+                                                  config=config, conv=conv, length=chunk)
+            history.append(np.asarray(chunk_losses)[: len(idx), :k])
+            done += k
+            failed = np.asarray(state.failed)[: len(idx)]
+            if failed.all():
+                break
+            if callback is not None:
+                so_far = np.concatenate(history, axis=1)
+                prog = Progress(done, total, int(np.asarray(state.evals)[: len(idx)].sum()),
+                                float(np.nanmean(so_far[:, -1])), so_far, state,
+                                lambda v: np.asarray(to_rgb(v))[: len(idx)])
+                if callback(prog):
+                    stopped = True
+                    break
+        done_iterations = max(done_iterations, int(np.asarray(state.step)[: len(idx)].max()))
+        final_v = state.ema_v if config.ema_decay is not None else state.v
+        if config.clamp and config.variable_space == "rgb":
+            final_v = jnp.clip(final_v, 0.0, 1.0)
+        finite_best = np.isfinite(np.asarray(state.best_loss))
+        best_v = jnp.where(jnp.asarray(finite_best)[:, None, None, None], state.best_v, final_v)
+        images.append(np.asarray(to_rgb(final_v))[: len(idx)])
+        bests.append(np.asarray(to_rgb(best_v))[: len(idx)])
+        losses_b = np.concatenate(history, axis=1) if history else np.zeros((len(idx), 0), np.float32)
+        all_losses.append(losses_b)
+        evals.append(np.asarray(state.evals)[: len(idx)])
+        failed = np.asarray(state.failed)[: len(idx)]
+        status += ["nonfinite" if f else ("stopped" if stopped else "done") for f in failed]
+        if stopped:
+            break
+    width = max(l.shape[1] for l in all_losses)
+    losses = np.concatenate([np.pad(l, ((0, 0), (0, width - l.shape[1])), constant_values=np.nan) for l in all_losses])
+    return ManyResult(np.concatenate(images), np.concatenate(bests), losses, np.concatenate(evals),
+                      done_iterations, status, config, seeds[: len(status)])

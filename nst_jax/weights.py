@@ -25,6 +25,18 @@ Converters (the format is detected from the file's content, never its extension)
   a restricted unpickler that only rebuilds tensors (torch is never imported). torchvision
   convention unless told otherwise (neural-style-pt's Caffe weights use the same key layout).
 * nst-jax converted files (re-written, e.g. to change the recorded input convention).
+
+ResNet50 (``arch="resnet50"``, see ``resnet.py``)
+-------------------------------------------------
+Same root attributes plus ``resnet_stride_on`` ("1x1": Keras / Caffe, stride 2 on the first 1x1
+convolution of a stage; "3x3": torchvision v1.5, stride 2 on the 3x3) and ``bn_epsilon`` (the
+source's batch-norm epsilon, already folded in; informational). One group per convolution named
+as in ``resnet.conv_specs()`` (``conv1``, ``res2a_branch2a``, ...) holding ``kernel`` (HWIO),
+``bias`` (zeros for torchvision), ``bn_scale`` and ``bn_shift`` (the inference batch norm as a
+per-channel affine map, ``resnet.bn_affine``). Sources: Keras legacy HDF5 in both naming
+generations (``res2a_branch2a`` / ``bn2a_branch2a``, eps 1e-3; ``conv2_block1_1_conv`` /
+``conv2_block1_1_bn``, eps 1.001e-5), Caffe convention; torchvision ``resnet50`` state dicts
+(``layer1.0.conv1.weight``, ...; eps 1e-5), torchvision convention. There is no download source.
 """
 
 from __future__ import annotations
@@ -51,7 +63,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 import h5py
 import numpy as np
 
-from . import vgg
+from . import resnet, vgg
 from .errors import WeightsError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -88,6 +100,8 @@ SOURCES: dict[tuple[str, str], tuple[str, str, str]] = {
     ("torchvision", "vgg16"): ("https://download.pytorch.org/models/vgg16-397923af.pth", "sha256-prefix", "397923af"),
 }
 SOURCE_NAMES: tuple[str, ...] = ("keras", "torchvision")
+# Every architecture a converted file can hold.
+ALL_ARCHS: tuple[str, ...] = vgg.ARCHS + resnet.ARCHS
 # The input convention each source's weights were trained with.
 _SOURCE_CONVENTION = {"keras": vgg.CAFFE, "torchvision": vgg.TORCHVISION}
 
@@ -104,6 +118,8 @@ class Network:
     source_sha256: str
     fingerprint: str  # SHA-256 hex of the converted .h5 file's bytes
     path: str
+    stride_on: Optional[str] = None  # resnet50 only: "1x1" (Keras/Caffe) or "3x3" (torchvision)
+    bn_epsilon: Optional[float] = None  # resnet50 only: the source's BN eps (already folded in)
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,6 +144,18 @@ def _layer_table(arch: str) -> tuple[tuple[str, tuple[int, ...], tuple[int, ...]
     return tuple(
         (s.name, (3, 3, s.in_channels, s.out_channels), (s.out_channels,)) for s in vgg.conv_specs(arch)
     )
+
+
+def _check_arch(arch: str) -> None:
+    if arch not in ALL_ARCHS:
+        raise _fail(f"unknown architecture {arch!r}; this version supports {', '.join(ALL_ARCHS)}")
+
+
+def _param_table(arch: str) -> tuple[tuple[str, tuple[tuple[str, tuple[int, ...]], ...]], ...]:
+    """(layer name, ((part, shape), ...)) per layer, for every architecture."""
+    if arch in resnet.ARCHS:
+        return tuple((name, tuple(parts.items())) for name, parts in resnet.param_shapes().items())
+    return tuple((name, (("kernel", kshape), ("bias", bshape))) for name, kshape, bshape in _layer_table(arch))
 
 
 def _arch_by_count(n: int) -> Optional[str]:
@@ -176,20 +204,20 @@ def _check_params(params: Mapping[str, Any], arch: str, where: str, *, strict: b
 
     ``where`` is appended to messages (" in FILE"); ``strict`` also rejects unknown layers.
     """
-    table = _layer_table(arch)
+    table = _param_table(arch)
     if not isinstance(params, Mapping):
         raise _fail(f"params must be a dict of layers, got {type(params).__name__}{where}")
     if strict:
-        extra = sorted(set(params) - {name for name, _, _ in table})
+        extra = sorted(set(params) - {name for name, _ in table})
         if extra:
             raise _fail(f"unexpected layer(s) {', '.join(map(str, extra))} for {arch}{where}")
     out: dict[str, dict[str, np.ndarray]] = {}
-    for name, kshape, bshape in table:
+    for name, parts in table:
         if name not in params:
             raise _fail(f"layer {name} is missing{where}")
         layer = params[name]
         out[name] = {}
-        for part, expected in (("kernel", kshape), ("bias", bshape)):
+        for part, expected in parts:
             if not isinstance(layer, Mapping) or part not in layer:
                 raise _fail(f"layer {name}: {part} is missing{where}")
             arr = np.asarray(layer[part])
@@ -247,8 +275,14 @@ def resolve_weights(arch: str = "vgg19", explicit: Optional[PathLike] = None) ->
             what = "is a directory, not a weights file" if path.is_dir() else "not found"
             raise _fail(f"weights file {path} {what}; check --weights, or {_GET_WEIGHTS}")
         return path
-    _layer_table(arch)  # unknown arch -> WeightsError
+    _check_arch(arch)  # unknown arch -> WeightsError
     path = default_weights_dir() / f"{arch}.h5"
+    if not path.is_file() and arch not in vgg.ARCHS:
+        # No official download for these: only a file the user has can be converted.
+        raise _fail(
+            f"no {arch} weights at {path}; convert a file you have with `nst-jax weights convert FILE -o {path}` "
+            f"(or pass --weights PATH; set NST_JAX_WEIGHTS to use another directory)"
+        )
     if not path.is_file():
         raise _fail(
             f"no {arch} weights at {path}; run `nst-jax weights download --arch {arch}` "
@@ -273,6 +307,8 @@ def save_weights(
     source_name: str = "",
     source_sha256: str = "",
     extra_attrs: Optional[Mapping[str, Any]] = None,
+    stride_on: Optional[str] = None,
+    bn_epsilon: Optional[float] = None,
 ) -> None:
     """Write ``params`` in the converted format, atomically.
 
@@ -282,16 +318,19 @@ def save_weights(
     Args:
       path: destination ``.h5`` (parent directories are created).
       params: params pytree; checked against the layer table of ``arch``.
-      arch: "vgg19" or "vgg16".
+      arch: "vgg19", "vgg16" or "resnet50".
       convention: the input convention the weights expect.
       pretrained: False for synthetic (random) weights.
       source_name: file the weights were converted from.
       source_sha256: that file's SHA-256.
       extra_attrs: additional root attributes (e.g. ``synthetic_seed``).
+      stride_on: resnet50 only, required there: "1x1" (Keras / Caffe) or "3x3" (torchvision).
+      bn_epsilon: resnet50 only: the batch-norm epsilon folded into ``bn_scale`` (recorded).
 
     Raises:
       WeightsError: bad params (message names the layer) or the file cannot be written.
     """
+    _check_arch(arch)
     checked = _check_params(params, arch, "", strict=True)
     _save_checked(
         pathlib.Path(path).expanduser(),
@@ -301,8 +340,22 @@ def save_weights(
         pretrained=pretrained,
         source_name=source_name,
         source_sha256=source_sha256,
-        extra_attrs=extra_attrs,
+        extra_attrs={**_arch_attrs(arch, stride_on, bn_epsilon), **dict(extra_attrs or {})},
     )
+
+
+def _arch_attrs(arch: str, stride_on: Optional[str], bn_epsilon: Optional[float]) -> dict:
+    """The architecture-specific root attributes (resnet50: resnet_stride_on, bn_epsilon)."""
+    if arch not in resnet.ARCHS:
+        if stride_on is not None or bn_epsilon is not None:
+            raise _fail(f"stride_on / bn_epsilon are resnet50 attributes, not {arch}'s")
+        return {}
+    if stride_on not in resnet.STRIDE_PLACEMENTS:
+        raise _fail(f"resnet50 weights need stride_on = {' or '.join(map(repr, resnet.STRIDE_PLACEMENTS))}, got {stride_on!r}")
+    attrs: dict[str, Any] = {"resnet_stride_on": stride_on}
+    if bn_epsilon is not None:
+        attrs["bn_epsilon"] = np.float64(bn_epsilon)
+    return attrs
 
 
 def _save_checked(
@@ -341,8 +394,8 @@ def _save_checked(
                 f.attrs[key] = value
             for name, layer in checked.items():
                 g = f.create_group(name)
-                g.create_dataset("kernel", data=layer["kernel"])
-                g.create_dataset("bias", data=layer["bias"])
+                for part, value in layer.items():  # kernel, bias (+ bn_scale, bn_shift: resnet50)
+                    g.create_dataset(part, data=value)
         os.replace(tmp, path)
     except BaseException as e:
         try:
@@ -407,8 +460,8 @@ def load_weights(path: PathLike) -> Network:
                 newer = " (written by a newer nst-jax: upgrade)" if version > FORMAT_VERSION else ""
                 raise _fail(f"{path} has format_version {version}, this nst-jax reads {FORMAT_VERSION}{newer}")
             arch = _as_str(f.attrs.get("arch", ""))
-            if arch not in vgg.ARCHS:
-                raise _fail(f"unknown architecture {arch!r}{where}; this version supports {', '.join(vgg.ARCHS)}")
+            if arch not in ALL_ARCHS:
+                raise _fail(f"unknown architecture {arch!r}{where}; this version supports {', '.join(ALL_ARCHS)}")
             try:
                 convention = vgg.Convention(
                     _as_str(f.attrs["channel_order"]),
@@ -421,13 +474,24 @@ def load_weights(path: PathLike) -> Network:
             pretrained = bool(np.asarray(f.attrs.get("pretrained", False)))
             source_name = _as_str(f.attrs.get("source_name", ""))
             source_sha256 = _as_str(f.attrs.get("source_sha256", ""))
+            stride_on, bn_epsilon = None, None
+            if arch in resnet.ARCHS:
+                stride_on = _as_str(f.attrs["resnet_stride_on"]) if "resnet_stride_on" in f.attrs else None
+                if stride_on not in resnet.STRIDE_PLACEMENTS:
+                    got = "is missing" if stride_on is None else f"is {stride_on!r}"
+                    raise _fail(
+                        f"attribute resnet_stride_on {got}{where} (a {arch} file needs "
+                        f"{' or '.join(map(repr, resnet.STRIDE_PLACEMENTS))}); the file is damaged: re-create it"
+                    )
+                if "bn_epsilon" in f.attrs:
+                    bn_epsilon = float(np.asarray(f.attrs["bn_epsilon"]))
             raw: dict[str, dict[str, np.ndarray]] = {}
-            for name, _, _ in _layer_table(arch):
+            for name, parts in _param_table(arch):
                 if name not in f or not isinstance(f[name], h5py.Group):
                     raise _fail(f"layer {name} is missing{where}; the file is damaged: re-create it")
                 g = f[name]
                 raw[name] = {}
-                for part in ("kernel", "bias"):
+                for part, _ in parts:
                     if part not in g or not isinstance(g[part], h5py.Dataset):
                         raise _fail(f"layer {name}: {part} is missing{where}; the file is damaged: re-create it")
                     raw[name][part] = g[part][()]
@@ -445,6 +509,8 @@ def load_weights(path: PathLike) -> Network:
         source_sha256=source_sha256,
         fingerprint=fingerprint,
         path=str(path),
+        stride_on=stride_on,
+        bn_epsilon=bn_epsilon,
     )
 
 
@@ -461,6 +527,7 @@ def describe(path: PathLike) -> str:
     net = load_weights(path)
     conv = net.convention
     name = convention_name(conv)
+    width = max([10] + [len(lname) for lname in net.params])
     fmt = lambda xs: "(" + ", ".join(f"{x:g}" for x in xs) + ")"  # noqa: E731
     seed = None
     with h5py.File(net.path, "r") as f:
@@ -473,21 +540,23 @@ def describe(path: PathLike) -> str:
     lines = [
         f"file:          {net.path}",
         f"format:        {FORMAT} v{FORMAT_VERSION}",
-        f"arch:          {net.arch} ({len(net.params)} conv layers)",
+        f"arch:          {net.arch} ({len(net.params)} conv layers)"
+        + (f", stride on the {net.stride_on} conv, batch norm folded" if net.stride_on else "")
+        + (f" (eps {net.bn_epsilon:g})" if net.bn_epsilon is not None else ""),
         f"convention:    {name}: {conv.channel_order}, pixel scale {conv.scale:g}, mean {fmt(conv.mean)}, std {fmt(conv.std)}",
         f"pretrained:    {pretrained}",
         f"source:        {net.source_name or '(none)'}",
         f"source sha256: {net.source_sha256 or '(none)'}",
         f"fingerprint:   {net.fingerprint}",
         "",
-        f"{'layer':<10} {'kernel (HWIO)':<20} {'params':>12}",
+        f"{'layer':<{width}} {'kernel (HWIO)':<20} {'params':>12}",
     ]
     total = 0
     for lname, layer in net.params.items():
-        count = int(layer["kernel"].size + layer["bias"].size)
+        count = int(sum(part.size for part in layer.values()))
         total += count
-        lines.append(f"{lname:<10} {str(layer['kernel'].shape):<20} {count:>12,}")
-    lines.append(f"{'total':<31} {total:>12,}")
+        lines.append(f"{lname:<{width}} {str(layer['kernel'].shape):<20} {count:>12,}")
+    lines.append(f"{'total':<{width + 21}} {total:>12,}")
     return "\n".join(lines)
 
 
@@ -500,15 +569,28 @@ def synthetic_params(arch: str = "vgg19", seed: int = 0) -> dict:
     """Deterministic random weights with the real shapes (He initialisation).
 
     Args:
-      arch: "vgg19" or "vgg16".
+      arch: "vgg19", "vgg16" or "resnet50".
       seed: numpy ``default_rng`` seed.
 
     Returns:
       params pytree: kernels normal with std ``sqrt(2 / (9 * Cin))``, biases ``0.01 * normal``,
-      float32.
+      float32. resnet50: std ``sqrt(2 / (k * k * Cin))``, and a random batch-norm affine map
+      (``bn_scale`` uniform in [0.5, 1], [0.2, 0.4] on ``branch2c`` so the residual stream grows
+      slowly; ``bn_shift`` ``0.05 * normal``).
     """
     rng = np.random.default_rng(seed)
     params = {}
+    if arch in resnet.ARCHS:
+        for spec in resnet.conv_specs():
+            k, cin, cout = spec.size, spec.in_channels, spec.out_channels
+            low, high = (0.2, 0.4) if spec.name.endswith("branch2c") else (0.5, 1.0)
+            params[spec.name] = {
+                "kernel": rng.standard_normal(spec.kernel_shape, dtype=np.float32) * np.float32(math.sqrt(2.0 / (k * k * cin))),
+                "bias": rng.standard_normal(cout, dtype=np.float32) * np.float32(0.01),
+                "bn_scale": rng.uniform(low, high, cout).astype(np.float32),
+                "bn_shift": rng.standard_normal(cout, dtype=np.float32) * np.float32(0.05),
+            }
+        return params
     for name, kshape, bshape in _layer_table(arch):
         std = math.sqrt(2.0 / (9 * kshape[2]))
         kernel = rng.standard_normal(kshape, dtype=np.float32) * np.float32(std)
@@ -518,20 +600,29 @@ def synthetic_params(arch: str = "vgg19", seed: int = 0) -> dict:
 
 
 def write_synthetic(
-    path: PathLike, *, arch: str = "vgg19", seed: int = 0, convention: vgg.Convention = vgg.CAFFE
+    path: PathLike,
+    *,
+    arch: str = "vgg19",
+    seed: int = 0,
+    convention: vgg.Convention = vgg.CAFFE,
+    stride_on: Optional[str] = None,
 ) -> Network:
     """Write synthetic weights in the converted format (``pretrained=False``) and load them.
 
     Args:
       path: destination ``.h5`` (replaced if it exists).
-      arch: "vgg19" or "vgg16".
+      arch: "vgg19", "vgg16" or "resnet50".
       seed: random seed.
       convention: input convention recorded in the file.
+      stride_on: resnet50 only: "1x1" (default) or "3x3".
 
     Returns:
       The loaded ``Network``.
     """
     convention = _convention_of(convention, vgg.CAFFE)
+    _check_arch(arch)
+    if arch in resnet.ARCHS and stride_on is None:
+        stride_on = "1x1"
     save_weights(
         path,
         synthetic_params(arch, seed),
@@ -539,6 +630,7 @@ def write_synthetic(
         convention=convention,
         pretrained=False,
         extra_attrs={"synthetic_seed": np.int64(seed)},
+        stride_on=stride_on,
     )
     return load_weights(path)
 

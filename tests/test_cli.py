@@ -113,3 +113,27 @@ def test_presets_lists_every_preset(capsys):
         assert name in out
     code, out, _ = run(["presets", "matlab", "--json"], capsys)
     assert json.loads(out)["adam_eps_mode"] == "matlab"
+
+
+def test_batch_writes_one_image_per_style_and_a_manifest(workdir, capsys):
+    outdir = workdir / "batch"
+    styles_dir = workdir / "styles"
+    styles_dir.mkdir()
+    for k in range(3):
+        Image.fromarray((random_image(30 + 10 * k, 40, 20 + k) * 255).astype(np.uint8)).save(styles_dir / f"s{k}.png")
+    code, stdout, err = run(["stylize", workdir / "content.png", workdir / "style.png", "--styles-dir", styles_dir,
+                             "-o", outdir, "--weights", workdir / "syn.h5", "--size", "40", "--iterations", "3",
+                             "--set", "optimizer=adam", "--batch-size", "2", "--no-progress"], capsys)
+    assert code == 0, err
+    manifest = json.loads((outdir / "manifest.json").read_text())
+    assert len(manifest["results"]) == 4
+    for entry in manifest["results"]:
+        assert pathlib.Path(entry["output"]).exists()
+        assert Image.open(entry["output"]).size == (40, 30)
+        assert np.isfinite(entry["final_loss"]) and entry["iterations"] == 3 and entry["seed"] == 0
+    assert [pathlib.Path(e["style"]).name for e in manifest["results"]] == ["style.png", "s0.png", "s1.png", "s2.png"]
+    assert manifest["config"]["optimizer"] == "adam"
+    # a second run refuses to overwrite
+    code, _, err = run(["stylize", workdir / "content.png", workdir / "style.png", "--batch", "-o", outdir,
+                        "--weights", workdir / "syn.h5", "--size", "40", "--iterations", "1"], capsys)
+    assert code == 2 and "--overwrite" in err

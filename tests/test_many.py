@@ -1,0 +1,84 @@
+"""stylize_many: N runs in one vmapped program equal N single runs; sharding over devices."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from nst_jax import StyleConfig, stylize, stylize_many, vgg
+
+from conftest import random_image
+
+SMALL = dict(content_layers=("relu3_2",), style_layers=("relu1_1", "relu2_1", "relu3_1"), size=64)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(optimizer="sgd", learning_rate=1e-5),
+        dict(optimizer="adam", learning_rate=0.02, init="noise"),
+        dict(optimizer="lbfgs", learning_rate=1.0),
+        dict(optimizer="lbfgs", lbfgs_linesearch="zoom"),
+    ],
+    ids=["sgd", "adam", "lbfgs", "lbfgs-zoom"],
+)
+def test_many_equals_single_runs(changes, vgg19_params):
+    content = random_image(40, 48, 1)
+    # mixed sizes and aspect ratios: each style's Gram is taken at its own size
+    styles = [random_image(40, 48, 2), random_image(32, 64, 3), random_image(56, 40, 4)]
+    seeds = [0, 1, 2]
+    cfg = StyleConfig(**SMALL, **changes, iterations=7, chunk_size=4)
+    many = stylize_many(content, styles, vgg19_params, cfg, seeds=seeds, convention=vgg.CAFFE)
+    assert many.images.shape == (3, 40, 48, 3) and many.losses.shape == (3, 7)
+    for i, (style, seed) in enumerate(zip(styles, seeds)):
+        single = stylize(content, style, vgg19_params, cfg, seed=seed, convention=vgg.CAFFE)
+        np.testing.assert_allclose(many.losses[i], single.losses, rtol=2e-4)
+        np.testing.assert_allclose(many.images[i], single.image, atol=2e-4)
+        assert many.evaluations[i] == single.evaluations
+        assert many[i].final_loss == pytest.approx(single.final_loss, rel=2e-4)
+
+
+def test_batch_size_groups_equal_one_batch(vgg19_params):
+    content = random_image(40, 48, 1)
+    styles = [random_image(40, 48, s) for s in (2, 3, 4)]
+    cfg = StyleConfig(**SMALL, optimizer="adam", iterations=4)
+    a = stylize_many(content, styles, vgg19_params, cfg, convention=vgg.CAFFE, batch_size=3)
+    b = stylize_many(content, styles, vgg19_params, cfg, convention=vgg.CAFFE, batch_size=2)
+    np.testing.assert_allclose(a.losses, b.losses, rtol=1e-5)
+
+
+SHARDED = textwrap.dedent(
+    """
+    import os, sys, json
+    sys.path.insert(0, {tests!r})
+    import jax, numpy as np
+    from conftest import random_image
+    from nst_jax import StyleConfig, stylize_many, vgg
+    from nst_jax.weights import synthetic_params
+    assert jax.device_count() == 4, jax.devices()
+    params = synthetic_params("vgg19", 0)
+    cfg = StyleConfig(content_layers=("relu2_2",), style_layers=("relu1_1", "relu2_1"), size=64,
+                      optimizer="adam", learning_rate=0.02, iterations=3)
+    content = random_image(32, 40, 1)
+    styles = [random_image(32, 40, 10 + i) for i in range(6)]
+    sharded = stylize_many(content, styles, params, cfg, seeds=list(range(6)), convention=vgg.CAFFE)
+    plain = stylize_many(content, styles, params, cfg, seeds=list(range(6)), convention=vgg.CAFFE,
+                         devices=jax.devices()[:1])
+    np.testing.assert_allclose(sharded.losses, plain.losses, rtol=1e-5)
+    np.testing.assert_allclose(sharded.images, plain.images, atol=1e-5)
+    print("OK", sharded.images.shape)
+    """
+)
+
+
+def test_four_cpu_devices_shard_a_batch_of_six():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    code = SHARDED.format(tests=os.path.dirname(__file__))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "OK (6, 32, 40, 3)" in proc.stdout
