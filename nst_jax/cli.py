@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--no-download", action="store_true", help="never fetch weights (offline use)")
+    s.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="write a checkpoint every N iterations (also written on Ctrl-C / SIGTERM)")
+    s.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (default: OUTPUT.ckpt.npz)")
+    s.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its checkpoint")
     b = s.add_argument_group("batch: one result per style, optimised together in one compiled program")
     b.add_argument("--batch", action="store_true", help="one output per style in the directory -o OUTDIR")
     b.add_argument("--styles-dir", metavar="DIR", help="add every image in DIR as a style (implies --batch)")
@@ -319,14 +323,22 @@ def _warn_not_pretrained(net) -> None:
 
 def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pathlib.Path, *, seed: int,
              save_every: Optional[int], overwrite: bool, progress: bool, montage: Optional[pathlib.Path],
-             loss_plot: Optional[pathlib.Path], style_paths: Sequence[str]) -> int:
-    import numpy as np
+             loss_plot: Optional[pathlib.Path], style_paths: Sequence[str], checkpoint_every: Optional[int] = None,
+             checkpoint_path: Optional[pathlib.Path] = None, resume: Optional[str] = None) -> int:
+    import jax.numpy as jnp
 
-    from . import image, transfer
+    from . import checkpoint, image, transfer
 
     from tqdm import tqdm
 
-    chunk = save_every or cfg.chunk_size
+    periods = [k for k in (save_every, checkpoint_every) if k]
+    chunk = math.gcd(*periods) if periods else cfg.chunk_size
+    resume_state, resume_losses = None, None
+    ckpt_meta = dict(config=cfg, seed=seed, weights_fingerprint=net.fingerprint, content_shape=tuple(content.shape))
+    if resume is not None:
+        template = transfer.init_state(jnp.zeros(content.shape, jnp.float32), cfg)
+        resume_state, resume_losses, header = checkpoint.load(resume, template, **ckpt_meta)
+        print(f"resuming {resume} at iteration {header['iteration']}", file=sys.stderr)
     bar = tqdm(total=cfg.iterations, disable=not progress, unit="it", dynamic_ncols=True, file=sys.stderr)
     with _Signals() as signals:
         def callback(p: transfer.Progress) -> bool:
@@ -335,12 +347,15 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
             if save_every and p.iteration % save_every == 0 and p.iteration < p.iterations:
                 image.save_image(_intermediate_path(out, p.iteration), p.image(), overwrite=overwrite,
                                  rounding=cfg.save_rounding)
-            return signals.received is not None
+            stop = signals.received is not None
+            if checkpoint_path is not None and (stop or (checkpoint_every and p.iteration % checkpoint_every == 0)):
+                checkpoint.save(checkpoint_path, p.state, p.losses, **ckpt_meta)
+            return stop
 
         blend = cfg.style_blend_weights
         style_arg = styles if blend is None else list(zip(styles, blend))
         result = transfer.stylize(content, style_arg, net, cfg, seed=seed, callback=callback, init_image=init,
-                                  chunk_size=chunk)
+                                  chunk_size=chunk, resume=resume_state, resume_losses=resume_losses)
         bar.update(result.iterations - bar.n)
         bar.close()
     final = result.best_image if (result.status != "done" or cfg.select != "last") else result.output
@@ -357,8 +372,11 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
         raise NSTError(f"the loss became non-finite after {result.iterations} iterations; the last good image "
                        f"is in {out} (try a lower --lr)")
     if signals.received is not None:
-        print(f"stopped at iteration {result.iterations}; best image so far saved to {out}", file=sys.stderr)
+        resume_hint = f"; resume with --resume {checkpoint_path}" if checkpoint_path is not None else ""
+        print(f"stopped at iteration {result.iterations}; best image so far saved to {out}{resume_hint}", file=sys.stderr)
         return signals.exit_code
+    if checkpoint_path is not None and checkpoint_path.exists() and result.status == "done":
+        checkpoint_path.unlink()  # the run is complete: its checkpoint has served
     print(f"{out}: {result.iterations} iterations, {result.evaluations} evaluations, final loss {result.final_loss:.6g}")
     return 0
 
@@ -459,25 +477,38 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     cfg, init_path = config_from_args(args)
     styles = _style_list(args)
     if args.batch or args.styles_dir:
+        if args.resume or args.checkpoint_every:
+            raise ConfigError("--checkpoint-every/--resume work on single runs, not with --batch")
         return cmd_batch(args, cfg, init_path, styles)
     args.styles = styles
+    # A resumed run replaces the files its interrupted part wrote (output, intermediates).
+    args.overwrite = args.overwrite or args.resume is not None
     if args.save_every is not None and args.save_every <= 0:
         raise ConfigError(f"--save-every must be > 0; got {args.save_every}")
     if cfg.style_blend_weights is not None and len(cfg.style_blend_weights) != len(args.styles):
         raise ConfigError(f"{len(cfg.style_blend_weights)} style blend weights for {len(args.styles)} styles")
-    # Every output path is checked before any work: extension, existing files.
+    # Every output path is checked before any work: an interrupted run's checkpoint, extension, existing files.
+    first = pathlib.Path(args.output)
+    ckpt = pathlib.Path(args.checkpoint) if args.checkpoint else first.with_name(first.name + ".ckpt.npz")
+    resuming_same = args.resume is not None and pathlib.Path(args.resume).resolve() == ckpt.resolve()
+    if ckpt.exists() and not (args.overwrite or resuming_same):
+        raise ImageError(f"{ckpt}: an interrupted run's checkpoint is there; continue it with --resume {ckpt}, "
+                         "or pass --overwrite to start afresh")
     out = image.check_output_path(args.output, overwrite=args.overwrite)
     montage = image.check_output_path(args.montage, overwrite=args.overwrite) if args.montage else None
     loss_plot = image.check_output_path(args.loss_plot, overwrite=args.overwrite) if args.loss_plot else None
     if args.save_every:
         for k in range(args.save_every, cfg.iterations, args.save_every):
             image.check_output_path(_intermediate_path(out, k), overwrite=args.overwrite)
+    if args.checkpoint_every is not None and args.checkpoint_every <= 0:
+        raise ConfigError(f"--checkpoint-every must be > 0; got {args.checkpoint_every}")
     net = _load_network(cfg, args.weights, download=not args.no_download)
     _warn_not_pretrained(net)
     content, styles, init, hw = working_images(args.content, args.styles, cfg, args.max_pixels, init_path)
     return _run_one(cfg, net, content, styles, init, hw, out, seed=args.seed, save_every=args.save_every,
                     overwrite=args.overwrite, progress=not args.no_progress, montage=montage, loss_plot=loss_plot,
-                    style_paths=args.styles)
+                    style_paths=args.styles, checkpoint_every=args.checkpoint_every, checkpoint_path=ckpt,
+                    resume=args.resume)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -134,8 +134,9 @@ class StyleConfig:
             _positive("pixel_scale", self.pixel_scale)
         for field in ("content_layers", "style_layers"):
             layers = getattr(self, field)
-            if not isinstance(layers, tuple):
-                object.__setattr__(self, field, tuple(layers))
+            if isinstance(layers, str) or not isinstance(layers, (tuple, list)) or not all(isinstance(x, str) for x in layers):
+                raise ConfigError(f"{field} must be a sequence of layer names such as ('relu4_2',); got {layers!r}")
+            object.__setattr__(self, field, tuple(layers))
         try:
             vgg.validate_layers(self.arch, self.content_layers + self.style_layers)
         except ValueError as err:
@@ -146,6 +147,8 @@ class StyleConfig:
             weights = getattr(self, field)
             if weights is None:
                 continue
+            if not isinstance(weights, (tuple, list)):
+                raise ConfigError(f"{field} must be a sequence of numbers or None; got {weights!r}")
             weights = tuple(weights)
             object.__setattr__(self, field, weights)
             if len(weights) != len(layers):
@@ -153,6 +156,8 @@ class StyleConfig:
             for w in weights:
                 _nonneg(field, w)
         if self.style_blend_weights is not None:
+            if not isinstance(self.style_blend_weights, (tuple, list)):
+                raise ConfigError(f"style_blend_weights must be a sequence of numbers; got {self.style_blend_weights!r}")
             object.__setattr__(self, "style_blend_weights", tuple(self.style_blend_weights))
             for w in self.style_blend_weights:
                 _nonneg("style_blend_weights", w)
@@ -204,7 +209,12 @@ class StyleConfig:
             _posint("size", self.size)
             if self.size < 16:
                 raise ConfigError(f"size must be at least 16 pixels (VGG pools 4 times before conv5); got {self.size}")
+        for name in ("clamp", "original_size"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false; got {getattr(self, name)!r}")
         if self.shape is not None:
+            if not isinstance(self.shape, (tuple, list)):
+                raise ConfigError(f"shape must be (height, width); got {self.shape!r}")
             shape = tuple(self.shape)
             object.__setattr__(self, "shape", shape)
             if len(shape) != 2:

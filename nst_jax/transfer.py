@@ -603,6 +603,7 @@ def stylize(
     init_image: Optional[ImageLike] = None,
     convention: Optional[vgg.Convention] = None,
     resume: Optional[LoopState] = None,
+    resume_losses: Optional[np.ndarray] = None,
     chunk_size: Optional[int] = None,
 ) -> Result:
     """Optimise an image so its VGG features match the content's and its style statistics the style's.
@@ -616,7 +617,9 @@ def stylize(
       seed: seeds the start-image noise.
       callback: called between chunks with a ``Progress``; returning True stops the run.
       init_image: a start image (RGB [0, 1]) instead of ``config.init``.
-      resume: a ``LoopState`` to continue from (see ``Result.state``, checkpoints).
+      resume: a ``LoopState`` to continue from (see ``Result.state`` and ``checkpoint.py``); the
+        run continues to ``iterations`` in total, exactly as an uninterrupted run would.
+      resume_losses: the losses recorded before ``resume`` (kept at the head of ``Result.losses``).
       chunk_size: steps per compiled chunk (default ``config.chunk_size``).
 
     Returns:
@@ -637,7 +640,7 @@ def stylize(
         state = resume
     chunk = max(1, min(chunk_size or config.chunk_size, max(total, 1)))
     done = int(state.step)
-    history: list[np.ndarray] = []
+    history: list[np.ndarray] = [] if resume_losses is None else [np.asarray(resume_losses, np.float32)]
     status = "done"
     to_rgb = functools.partial(_rgb_host, config=config, conv=conv)
     while done < total:

@@ -678,6 +678,8 @@ class _Parsed:
     pretrained: bool = True
     source_name: Optional[str] = None  # None: the converted file itself
     source_sha256: Optional[str] = None
+    stride_on: Optional[str] = None  # resnet50: "1x1" / "3x3"
+    bn_epsilon: Optional[float] = None  # resnet50: the source's batch-norm eps (folded in)
 
 
 # --------------------------------------------------------------------------------------------
@@ -737,6 +739,9 @@ def _map_convs(
 
 
 def _parse_keras_legacy(root: h5py.Group, label: str) -> _Parsed:
+    generation = _keras_resnet_generation(_attr_list(root, "layer_names") or [])
+    if generation is not None:
+        return _parse_keras_resnet(root, generation, label)
     convs: list[tuple[str, np.ndarray, np.ndarray]] = []
     names: list[Optional[str]] = []
     for lname in _attr_list(root, "layer_names") or []:
@@ -764,6 +769,103 @@ def _parse_keras_legacy(root: h5py.Group, label: str) -> _Parsed:
         names.append(lname)
     arch, params = _map_convs(convs, names, label, "the Keras layers")
     return _Parsed(arch, params, vgg.CAFFE, "Keras legacy HDF5")
+
+
+# Keras ResNet layer names: (conv, batch norm) per naming generation. Old: keras.applications
+# resnet50.py (Keras 2.0-2.2, keras-applications <= 1.0.8) and the published
+# resnet50_weights_tf_dim_ordering_tf_kernels*.h5; new: resnet.py / resnet_common.py (tf.keras, Keras 3).
+_KERAS_RESNET_NAMES = {
+    "old": (re.compile(r"conv1|res\d[a-z]_branch(?:2[abc]|1)"), re.compile(r"bn_conv1|bn\d[a-z]_branch(?:2[abc]|1)")),
+    "new": (re.compile(r"conv1_conv|conv\d_block\d+_\d_conv"), re.compile(r"conv1_bn|conv\d_block\d+_\d_bn")),
+}
+_KERAS_RESNET_EPS = {"old": resnet.EPS_KERAS_OLD, "new": resnet.EPS_KERAS_NEW}
+
+
+def _keras_resnet_generation(layer_names: list[str]) -> Optional[str]:
+    """'old' / 'new' if the Keras layers include ResNet batch norms of that naming, else None."""
+    for generation, (_, bn) in _KERAS_RESNET_NAMES.items():
+        if any(bn.fullmatch(n) for n in layer_names):
+            return generation
+    return None
+
+
+def _bn_weight_order(wnames: list[str]) -> list[int]:
+    """Indices of gamma, beta, moving mean, moving variance among a Keras BN layer's weights.
+
+    By name (``gamma``, ``beta``, ``moving_mean`` / ``running_mean``, ``moving_variance`` /
+    ``running_std`` -- Keras 1 called the variance "running_std"); Keras always writes them in
+    that order, which is the fallback when the names do not say.
+    """
+    last = [w.rsplit("/", 1)[-1].lower() for w in wnames]
+    order = []
+    for keys in (("gamma",), ("beta",), ("mean",), ("var", "std")):
+        hits = [i for i, n in enumerate(last) if any(k in n for k in keys)]
+        order.append(hits[0] if len(hits) == 1 else -1)
+    return order if -1 not in order and len(set(order)) == 4 else [0, 1, 2, 3]
+
+
+def _parse_keras_resnet(root: h5py.Group, generation: str, label: str) -> _Parsed:
+    """A Keras ResNet50 (legacy HDF5, either naming generation): convs plus their batch norms."""
+    conv_re, bn_re = _KERAS_RESNET_NAMES[generation]
+    specs = resnet.conv_specs()
+    if generation == "old":
+        conv_of, bn_of = {s.name: s for s in specs}, {s.bn_name: s for s in specs}
+    else:
+        conv_of, bn_of = {s.keras_conv: s for s in specs}, {s.keras_bn: s for s in specs}
+    eps = _KERAS_RESNET_EPS[generation]
+    convs: dict[str, tuple[np.ndarray, Optional[np.ndarray]]] = {}
+    bns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for lname in _attr_list(root, "layer_names") or []:
+        is_conv, is_bn = conv_re.fullmatch(lname) is not None, bn_re.fullmatch(lname) is not None
+        if not (is_conv or is_bn):
+            continue  # input, padding, activation, add, pooling, fc1000 / probs: ignored
+        spec = (conv_of if is_conv else bn_of).get(lname)
+        if spec is None:
+            raise _fail(f"{label}: Keras layer {lname} is not part of ResNet50 (a deeper ResNet?); nst-jax supports {', '.join(ALL_ARCHS)}")
+        g = root.get(lname)
+        wnames = (_attr_list(g, "weight_names") or []) if isinstance(g, h5py.Group) else []
+        dsets = []
+        for w in wnames:
+            d = g.get(w)
+            if not isinstance(d, h5py.Dataset):
+                raise _fail(f"{label}: Keras layer {lname} lists weight {w!r} but the file has no such dataset (truncated or corrupt?)")
+            dsets.append(d)
+        cout = spec.out_channels
+        if is_conv:
+            kernels = [d for d in dsets if d.ndim == 4]
+            biases = [d for d in dsets if d.ndim == 1]
+            if len(kernels) != 1 or len(biases) > 1 or len(dsets) != len(kernels) + len(biases):
+                shapes = ", ".join(str(d.shape) for d in dsets) or "none"
+                raise _fail(f"{label}: Keras layer {lname} has weights of shapes {shapes}; expected a 4-D kernel and a bias")
+            if kernels[0].shape != spec.kernel_shape:
+                raise _fail(f"layer {spec.name}: Keras layer {lname} has a kernel of shape {kernels[0].shape}, expected {spec.kernel_shape} (HWIO) in {label}")
+            if biases and biases[0].shape != (cout,):
+                raise _fail(f"layer {spec.name}: Keras layer {lname} has a bias of shape {biases[0].shape}, expected {(cout,)} in {label}")
+            convs[spec.name] = (kernels[0][()], biases[0][()] if biases else None)
+        else:
+            if len(dsets) != 4 or any(d.shape != (cout,) for d in dsets):
+                shapes = ", ".join(str(d.shape) for d in dsets) or "none"
+                raise _fail(
+                    f"layer {spec.name}: Keras batch norm {lname} has weights of shapes {shapes}; expected four of "
+                    f"shape {(cout,)} (gamma, beta, moving mean, moving variance) in {label}"
+                )
+            gamma, beta, mean, var = (dsets[i][()] for i in _bn_weight_order(wnames))
+            bns[spec.name] = resnet.bn_affine(gamma, beta, mean, var, eps)
+    params = {}
+    for spec in specs:
+        conv_name, bn_name = (spec.name, spec.bn_name) if generation == "old" else (spec.keras_conv, spec.keras_bn)
+        if spec.name not in convs:
+            raise _fail(f"layer {spec.name} (Keras {conv_name}) is missing from {label}")
+        if spec.name not in bns:
+            raise _fail(f"layer {spec.name}: its batch norm (Keras {bn_name}) is missing from {label}")
+        kernel, bias = convs[spec.name]
+        scale, shift = bns[spec.name]
+        bias = np.zeros(spec.out_channels, np.float32) if bias is None else bias
+        params[spec.name] = {"kernel": kernel, "bias": bias, "bn_scale": scale, "bn_shift": shift}
+    return _Parsed(
+        "resnet50", params, vgg.CAFFE, f"Keras legacy HDF5 (ResNet50, {generation} layer names)",
+        stride_on="1x1", bn_epsilon=eps,
+    )  # fmt: skip
 
 
 _NATURAL = re.compile(r"(.*?)(?:_(\d+))?")
@@ -833,8 +935,9 @@ def _parse_hdf5(path: pathlib.Path, label: str, fileobj: Optional[io.BytesIO] = 
             raise _fail(f"{label}: an nst-jax file inside a zip archive; extract it first") from None
         net = load_weights(path)
         return _Parsed(
-            net.arch, net.params, net.convention, "nst-jax converted .h5", net.pretrained, net.source_name, net.source_sha256
-        )
+            net.arch, net.params, net.convention, "nst-jax converted .h5", net.pretrained, net.source_name, net.source_sha256,
+            net.stride_on, net.bn_epsilon,
+        )  # fmt: skip
     except WeightsError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
@@ -1146,6 +1249,8 @@ def _parse_torch(path: pathlib.Path, label: str, kind: str, input_convention: Op
         # DataParallel checkpoints prefix every key with "module.".
         sd = {(k[7:] if isinstance(k, str) and k.startswith("module.") else k): v for k, v in sd.items()}
         keys = [k for k in sd if isinstance(k, str)]
+        if "conv1.weight" in sd and any(k.startswith("layer1.") for k in keys):
+            return _parse_torch_resnet(tf, sd, keys, label, kind, input_convention)
         if any(k.startswith("features.") and k.endswith("running_mean") for k in keys):
             raise _fail(f"{label} is a batch-norm VGG (vgg19_bn / vgg16_bn), which nst-jax does not support; use the plain VGG weights")
         indices = set()
@@ -1188,6 +1293,53 @@ def _parse_torch(path: pathlib.Path, label: str, kind: str, input_convention: Op
         raise _fail(f"{label} is a corrupt torch file ({type(e).__name__}: {_short(e)}); re-download it") from None
     convention = input_convention or vgg.TORCHVISION
     return _Parsed(arch, params, convention, f"torchvision .pth ({'zip' if kind == 'zip' else 'legacy'})")
+
+
+def _parse_torch_resnet(
+    tf: _TorchFile, sd: dict, keys: list[str], label: str, kind: str, input_convention: Optional[vgg.Convention]
+) -> _Parsed:
+    """A torchvision ``resnet50`` state dict (called inside ``_parse_torch``'s error handling)."""
+    blocks: dict[int, int] = {}
+    for k in keys:
+        m = re.match(r"layer(\d+)\.(\d+)\.", k)
+        if m:
+            blocks[int(m.group(1))] = max(blocks.get(int(m.group(1)), 0), int(m.group(2)) + 1)
+    expected = {i: n for i, (_, n, _, _) in enumerate(resnet.STAGES, start=1)}
+    bottleneck = "layer1.0.conv3.weight" in sd
+    if blocks != expected or not bottleneck:
+        got = ", ".join(str(blocks.get(i, 0)) for i in sorted(set(blocks) | set(expected)))
+        what = "bottleneck" if bottleneck else "basic (two-conv)"
+        raise _fail(
+            f"{label} is a torchvision ResNet with {got} {what} blocks per stage, not ResNet50 "
+            f"(3, 4, 6, 3 bottleneck blocks); nst-jax supports {', '.join(ALL_ARCHS)}"
+        )
+    params = {}
+    for spec in resnet.conv_specs():
+        cout, k = spec.out_channels, spec.size
+        wanted = {f"{spec.torch_conv}.weight": (cout, spec.in_channels, k, k)}
+        wanted.update({f"{spec.torch_bn}.{part}": (cout,) for part in ("weight", "bias", "running_mean", "running_var")})
+        for key, shape in wanted.items():
+            ref = sd.get(key)
+            if not isinstance(ref, _TensorRef):
+                raise _fail(f"layer {spec.name}: {key} is missing from {label}")
+            if ref.size != shape:
+                raise _fail(f"layer {spec.name}: {key} has shape {ref.size}, expected {shape}{' (OIHW)' if len(shape) == 4 else ''} in {label}")
+        bias_ref = sd.get(f"{spec.torch_conv}.bias")  # torchvision's convs have none
+        if bias_ref is not None and (not isinstance(bias_ref, _TensorRef) or bias_ref.size != (cout,)):
+            raise _fail(f"layer {spec.name}: {spec.torch_conv}.bias is not a tensor of shape {(cout,)} in {label}")
+        bn = {part: tf.array(sd[f"{spec.torch_bn}.{part}"]) for part in ("weight", "bias", "running_mean", "running_var")}
+        scale, shift = resnet.bn_affine(bn["weight"], bn["bias"], bn["running_mean"], bn["running_var"], resnet.EPS_TORCHVISION)
+        params[spec.name] = {
+            "kernel": tf.array(sd[f"{spec.torch_conv}.weight"], axes=(2, 3, 1, 0)),  # OIHW -> HWIO
+            "bias": tf.array(bias_ref) if bias_ref is not None else np.zeros(cout, np.float32),
+            "bn_scale": scale,
+            "bn_shift": shift,
+        }
+    return _Parsed(
+        "resnet50", params, input_convention or vgg.TORCHVISION,
+        f"torchvision ResNet50 .pth ({'zip' if kind == 'zip' else 'legacy'})",
+        stride_on="3x3", bn_epsilon=resnet.EPS_TORCHVISION,
+    )  # fmt: skip
 
 
 def _parse_zip(path: pathlib.Path, label: str, input_convention: Optional[vgg.Convention]) -> _Parsed:
@@ -1244,7 +1396,7 @@ def _convert(
 ) -> Network:
     conv = _convention_of(input_convention, vgg.CAFFE) if input_convention is not None else None
     if arch is not None:
-        _layer_table(arch)
+        _check_arch(arch)
     if not src.exists():
         raise _fail(f"{src} not found; give the path of a downloaded weights file ({_UNDERSTOOD})")
     if src.is_dir():
@@ -1271,7 +1423,7 @@ def _convert(
         pretrained=parsed.pretrained,
         source_name=source_name,
         source_sha256=source_sha256,
-        extra_attrs=None,
+        extra_attrs=_arch_attrs(parsed.arch, parsed.stride_on, parsed.bn_epsilon),
     )
     # The arrays just written are the ones returned (no second read of a large file); the
     # fingerprint is taken from the file's bytes, as load_weights does.
@@ -1284,6 +1436,8 @@ def _convert(
         source_sha256=source_sha256,
         fingerprint=_sha256_file(out),
         path=str(out),
+        stride_on=parsed.stride_on,
+        bn_epsilon=parsed.bn_epsilon,
     )
 
 
@@ -1381,7 +1535,12 @@ def download(
     """
     if source not in SOURCE_NAMES:
         raise _fail(f"unknown weights source {source!r}; valid: {', '.join(SOURCE_NAMES)}")
-    _layer_table(arch)
+    _check_arch(arch)
+    if (source, arch) not in SOURCES:
+        raise _fail(
+            f"nst-jax has no official {source} download for {arch}; download the file yourself and "
+            f"run `nst-jax weights convert FILE`"
+        )
     official_url, kind, digest = SOURCES[(source, arch)]
     if expected_hash:
         kind, digest = _parse_expected_hash(expected_hash)

@@ -614,7 +614,7 @@ def test_load_weights_errors(tmp_path):
         (nonfinite, "layer conv5_1: bias has non-finite values (NaN or Inf)"),
         (wrong_shape, "layer conv3_2: kernel has shape (3, 3, 256, 128), expected (3, 3, 256, 256)"),
         (lambda f: f.__delitem__("conv4_3"), "layer conv4_3 is missing"),
-        (set_attr("arch", "resnet50"), "unknown architecture 'resnet50'"),
+        (set_attr("arch", "resnet101"), "unknown architecture 'resnet101'"),
         (set_attr("format_version", 7), "newer nst-jax"),
         (set_attr("format", "something-else"), "not an nst-jax weights file"),
     ]

@@ -1,0 +1,689 @@
+"""Perceptual controls around the engine: colour preservation, coarse-to-fine scales, style scale.
+
+Everything here is plain pre- and post-processing around :func:`nst_jax.transfer.stylize` and
+:func:`~nst_jax.transfer.stylize_many`; the engine itself is unchanged.
+
+Colour (``config.preserve_colors``; Gatys et al. 2016, "Preserving Color in Neural Artistic Style
+Transfer"), all in NTSC YIQ (the matrix in :mod:`nst_jax.image`; Y is Rec. 601 luma
+``0.299 R + 0.587 G + 0.114 B``):
+
+* ``"lum"``: luminance-only transfer. The engine optimises on grey images (Y replicated to three
+  channels; each style's Y matched to the content's mean and standard deviation), then the
+  result's Y is recombined with the content's I and Q.
+* ``"match"``: each style's RGB mean and covariance are matched to the content's (linear colour
+  transfer: Cholesky, PCA or symmetric square root), then clipped to [0, 1].
+* ``"swap"``: no pre-processing; the result keeps its Y and takes the content's I and Q
+  (neural-style's ``-original_colors 1``).
+* ``"none"``: nothing.
+
+Coarse-to-fine (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style Transfer";
+crowsonkb/style-transfer-pytorch): the image is optimised at a sequence of sizes growing by √2, each
+scale started from the previous scale's result upsampled.
+
+Style scale: :func:`style_working_shape` sizes a style image relative to the content
+(``config.style_size``, ``config.style_scale``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Optional, Sequence, Union
+
+import jax
+import numpy as np
+
+from . import image, transfer, vgg
+from .config import StyleConfig
+from .errors import ConfigError
+from .transfer import ImageLike, ManyResult, Progress, Result
+
+__all__ = [
+    "COLOR_MATCH_METHODS",
+    "ControlledManyResult",
+    "ControlledResult",
+    "ScaleProgress",
+    "plan_shapes",
+    "prepare_colors",
+    "scale_iterations",
+    "scale_schedule",
+    "style_working_shape",
+    "stylize_controlled",
+    "stylize_many_controlled",
+]
+
+COLOR_MATCH_METHODS: tuple[str, ...] = tuple(image.COLOR_METHODS)
+MIN_SIDE = 16  # VGG pools four times before conv5_1
+Restore = Callable[[ImageLike], np.ndarray]
+Scales = Union[None, str, Sequence[int]]
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _as_image(name: str, x: ImageLike) -> np.ndarray:
+    a = np.asarray(x, np.float32)
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise ConfigError(f"{name} must be an H×W×3 RGB array; got shape {tuple(a.shape)}")
+    return a
+
+
+def _is_single(style: Any) -> bool:
+    return isinstance(style, (np.ndarray, jax.Array)) and np.ndim(style) == 3
+
+
+def _is_pairs(items: list) -> bool:
+    return bool(items) and all(isinstance(it, tuple) and len(it) == 2 for it in items)
+
+
+def _map_styles(style: Any, fn: Callable[[np.ndarray], np.ndarray]) -> Any:
+    """Apply ``fn`` to every image of a style spec (one array, a list, or (array, weight) pairs),
+    keeping the spec's structure (the same rules as the engine's)."""
+    if _is_single(style):
+        return fn(_as_image("style image", style))
+    items = list(style)
+    if _is_pairs(items):
+        return [(fn(_as_image("style image", im)), w) for im, w in items]
+    return [fn(_as_image("style image", im)) for im in items]
+
+
+def _style_pairs(style: Any, config: StyleConfig) -> list[tuple[Any, float]]:
+    """A style spec as explicit (image, weight) pairs (weights not yet normalised)."""
+    if _is_single(style):
+        return [(style, 1.0)]
+    items = list(style)
+    if _is_pairs(items):
+        return [(im, float(w)) for im, w in items]
+    weights = list(config.style_blend_weights or [1.0] * len(items))
+    if len(weights) != len(items):
+        raise ConfigError(f"{len(weights)} style blend weights for {len(items)} style images")
+    return list(zip(items, weights))
+
+
+def _grey(y: ImageLike) -> np.ndarray:
+    y = np.asarray(y, np.float32)
+    return np.repeat(y[..., None], 3, axis=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# colour
+
+
+def prepare_colors(
+    content: ImageLike,
+    styles: Any,
+    config: StyleConfig,
+    *,
+    color_match_method: str = "chol",
+    clip: bool = True,
+    resample: str = "bicubic",
+) -> tuple[np.ndarray, Any, Restore]:
+    """Colour pre-processing of the inputs and the matching post-processing (``config.preserve_colors``).
+
+    Colour spaces are NTSC YIQ (``image.rgb_to_yiq``); "Y" is Rec. 601 luma.
+
+    * "lum": content → its Y replicated to 3 channels; each style → its Y with mean and standard
+      deviation matched to the content's Y (``image.match_luminance``), replicated to 3 channels
+      (not clipped, as in the paper: VGG takes any values, and clipping would spoil the matched
+      statistics). ``restore`` takes the Y of the result (``image.luminance``, the YIQ matrix's
+      first row, not the channel mean) and the content's I, Q. The optimised image starts grey but
+      the optimiser moves its channels separately (by a few hundredths in a few Adam steps), so it
+      is not exactly grey: the paper optimises a luminance image, and here the three channels are
+      the variable; whatever colour they drift into is dropped with I, Q.
+    * "match": each style → ``image.match_color(style, content, color_match_method)`` clipped to
+      [0, 1] (the clipping is ours: the library's images live in [0, 1]); ``restore`` is identity.
+    * "swap": inputs unchanged; ``restore(result) = transfer_chroma(result, content)``.
+    * "none": everything unchanged.
+
+    Args:
+      content: H×W×3 RGB in [0, 1].
+      styles: one H×W×3 style, a sequence (blended), or (array, weight) pairs, as ``stylize``
+        takes; returned with the same structure.
+      config: its ``preserve_colors`` selects the mode.
+      color_match_method: "chol", "pca" or "sym" (see ``image.match_color``), for "match".
+      clip: whether ``restore`` clips its output to [0, 1] (the engine's images are in [0, 1];
+        where it clips, Y and I, Q change).
+      resample: the filter ``restore`` uses to bring the content to the result's size when they
+        differ (e.g. for previews at a coarse scale).
+
+    Returns:
+      (content_in, styles_in, restore): numpy float32 images for the engine, and
+      ``restore(result_rgb) -> rgb`` (numpy float32, the result's shape).
+    """
+    if color_match_method not in COLOR_MATCH_METHODS:
+        raise ConfigError(
+            f"color_match_method must be one of {', '.join(COLOR_MATCH_METHODS)}; got {color_match_method!r}")
+    content = _as_image("content image", content)
+    mode = config.preserve_colors
+
+    def identity(result: ImageLike) -> np.ndarray:
+        return np.asarray(result, np.float32)
+
+    def chroma_from_content(result: ImageLike) -> np.ndarray:
+        r = np.asarray(result, np.float32)
+        c = content if r.shape == content.shape else image.resize(content, r.shape[:2], resample)
+        # Y of the result (luminance, the first row of the YIQ matrix) with I, Q of the content.
+        return np.asarray(image.transfer_chroma(r, c, clip=clip), np.float32)
+
+    if mode == "none":
+        return content, _map_styles(styles, lambda s: s), identity
+    if mode == "swap":
+        return content, _map_styles(styles, lambda s: s), chroma_from_content
+    if mode == "match":
+        def matched(s: np.ndarray) -> np.ndarray:
+            return np.asarray(image.match_color(s, content, color_match_method, clip=True), np.float32)
+
+        return content, _map_styles(styles, matched), identity
+    # lum
+    y_content = np.asarray(image.luminance(content), np.float32)
+
+    def lum_style(s: np.ndarray) -> np.ndarray:
+        return _grey(image.match_luminance(image.luminance(s), y_content))
+
+    return _grey(y_content), _map_styles(styles, lum_style), chroma_from_content
+
+
+# --------------------------------------------------------------------------------------------
+# sizes
+
+
+def _half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def style_working_shape(
+    style_hw: tuple[int, int], content_shape: tuple[int, int], config: StyleConfig
+) -> tuple[int, int]:
+    """The (H, W) a style image is resized to for a content of ``content_shape``.
+
+    ``config.style_size == "content"``: the content's shape (aspect not kept, as the seed programs
+    do). ``"scale"``: the long side becomes ``round(style_scale × long side of content_shape)``
+    (halves rounded up), the style's aspect ratio is kept (``image.working_shape``).
+
+    Args:
+      style_hw: the style image's (H, W).
+      content_shape: the content's working (H, W) (a scale's shape under coarse-to-fine).
+      config: ``style_size`` and ``style_scale``.
+
+    Returns:
+      (H, W).
+
+    Raises:
+      ConfigError: a side would be under 16 pixels.
+    """
+    ch, cw = int(content_shape[0]), int(content_shape[1])
+    if config.style_size == "content":
+        shape = (ch, cw)
+    else:
+        # neural-style computes ceil(style_scale · image_size); we round (the CLI's rule).
+        long_side = max(1, _half_up(config.style_scale * max(ch, cw)))
+        shape = image.working_shape(int(style_hw[0]), int(style_hw[1]), long_side, "long")
+    if min(shape) < MIN_SIDE:
+        raise ConfigError(
+            f"at style scale {config.style_scale} the style would be {shape[0]}x{shape[1]} for a {ch}x{cw} content; "
+            f"VGG needs at least {MIN_SIDE} pixels a side")
+    return shape
+
+
+def scale_schedule(final_long_side: int, start: int = 256, factor: float = math.sqrt(2)) -> list[int]:
+    """Long sides of the coarse-to-fine scales, ascending, the last exactly ``final_long_side``.
+
+    crowsonkb's rule: the sides are ``round(final / factor**k)`` for k = 0, 1, ... while they are
+    >= ``start`` (and >= 16), so every step is the same ratio and the first scale lies in
+    [start, start·factor). E.g. 512 → [256, 362, 512]; 600 → [300, 424, 600]. If
+    ``final_long_side <= start``: just ``[final_long_side]``.
+
+    Args:
+      final_long_side: the long side of the final (working) size.
+      start: the smallest long side allowed.
+      factor: the ratio between consecutive scales (> 1).
+
+    Returns:
+      list of long sides.
+    """
+    final = int(final_long_side)
+    if final != final_long_side or final < 1:
+        raise ConfigError(f"final_long_side must be a positive integer; got {final_long_side!r}")
+    if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 1):
+        raise ConfigError(f"scale factor must be a number > 1; got {factor!r}")
+    if final <= start:
+        return [final]
+    low = max(int(start), MIN_SIDE)
+    sides: set[int] = set()
+    k, side = 0, final
+    while side >= low:
+        sides.add(side)
+        k += 1
+        side = _half_up(final / factor**k)
+    return sorted(sides)
+
+
+def plan_shapes(h: int, w: int, schedule: Sequence[int]) -> list[tuple[int, int]]:
+    """(H, W) of every scale: the long side from ``schedule``, the aspect ratio of h × w kept.
+
+    The short side is rounded (halves up), each side at least 16. A scale whose long side equals
+    ``max(h, w)`` is exactly (h, w).
+
+    Args:
+      h, w: the final (working) size.
+      schedule: long sides (e.g. from :func:`scale_schedule`).
+
+    Returns:
+      list of (H, W).
+    """
+    shapes = []
+    for side in schedule:
+        side = int(side)
+        if h >= w:
+            shapes.append((max(MIN_SIDE, side), max(MIN_SIDE, _half_up(w * side / h))))
+        else:
+            shapes.append((max(MIN_SIDE, _half_up(h * side / w)), max(MIN_SIDE, side)))
+    return shapes
+
+
+def scale_iterations(
+    config: StyleConfig, num_scales: int, iterations_per_scale: Union[None, int, Sequence[int]] = None
+) -> list[int]:
+    """Iterations of every scale.
+
+    Default (crowsonkb's ratio, 1000 on the first scale then 500): ``config.iterations`` on the
+    first scale, ``max(1, config.iterations // 2)`` on each later one (a later scale starts from an
+    upsampled result, so it needs fewer). An int gives every scale that many; a sequence gives one
+    count per scale.
+
+    Args:
+      config: ``iterations``.
+      num_scales: number of scales.
+      iterations_per_scale: None, an int, or a sequence of ``num_scales`` ints.
+
+    Returns:
+      list of ``num_scales`` ints.
+    """
+    if iterations_per_scale is None:
+        return [config.iterations] + [max(1, config.iterations // 2)] * (num_scales - 1)
+    if isinstance(iterations_per_scale, (int, np.integer)) and not isinstance(iterations_per_scale, bool):
+        counts = [int(iterations_per_scale)] * num_scales
+    else:
+        counts = list(iterations_per_scale)
+        if len(counts) != num_scales:
+            raise ConfigError(f"{len(counts)} iteration counts for {num_scales} scales")
+    for c in counts:
+        if isinstance(c, bool) or int(c) != c or c < 0:
+            raise ConfigError(f"iterations per scale must be integers >= 0; got {c!r}")
+    return [int(c) for c in counts]
+
+
+def _shapes_for(final_hw: tuple[int, int], scales: Scales) -> list[tuple[int, int]]:
+    h, w = final_hw
+    if min(h, w) < MIN_SIDE:
+        raise ConfigError(f"content image is {h}x{w}: VGG needs at least {MIN_SIDE} pixels a side")
+    if scales is None:
+        return [(h, w)]
+    if isinstance(scales, str):
+        if scales != "auto":
+            raise ConfigError(f"scales must be None, 'auto' or a list of long sides; got {scales!r}")
+        return plan_shapes(h, w, scale_schedule(max(h, w)))
+    sides = [int(s) for s in scales]
+    if not sides or sides[-1] != max(h, w):
+        raise ConfigError(f"the last scale must be the content's long side {max(h, w)} "
+                          f"(give the content at the final size); got {list(scales)}")
+    return plan_shapes(h, w, sides)
+
+
+# --------------------------------------------------------------------------------------------
+# results and progress
+
+
+@dataclasses.dataclass
+class ScaleProgress(Progress):
+    """A ``transfer.Progress`` (of the current scale: ``iteration``, ``iterations``, ``losses`` and
+    ``image()`` are that scale's, in the engine's colour domain: grey for "lum") plus where the
+    run stands in the schedule. ``restored_image()`` is the preview with the colours restored."""
+
+    scale_index: int
+    num_scales: int
+    scale_shape: tuple[int, int]
+    iterations_before: int  # iterations done by the earlier scales
+    total_iterations: int  # planned, all scales
+    restore: Callable[[np.ndarray], np.ndarray]
+
+    @property
+    def overall_iteration(self) -> int:
+        return self.iterations_before + self.iteration
+
+    def restored_image(self) -> np.ndarray:
+        """The current iterate with the colour post-processing applied (H×W×3, or N×H×W×3 in a batch)."""
+        return self.restore(self.image())
+
+
+def _wrap_callback(callback, k: int, n: int, shape, before: int, total: int, restore):
+    if callback is None:
+        return None
+
+    def cb(p: Progress):
+        base = {f.name: getattr(p, f.name) for f in dataclasses.fields(Progress)}
+        return callback(ScaleProgress(**base, scale_index=k, num_scales=n, scale_shape=tuple(shape),
+                                      iterations_before=before, total_iterations=total, restore=restore))
+
+    return cb
+
+
+@dataclasses.dataclass
+class ControlledResult:
+    """A controlled run; duck-types ``transfer.Result`` (``image``, ``best_image``, ``output``,
+    ``losses``, ``final_loss``, ``status``...).
+
+    ``image``/``best_image``: the final scale's images with the colours restored, at the content's
+    shape (if the run stopped at a coarser scale, that scale's images upsampled). ``losses``: every
+    scale's losses, concatenated. ``evaluations``/``iterations``: summed over the scales.
+    ``result``: the last scale's engine ``Result`` as it came (engine colour domain, not restored;
+    its ``config`` has ``preserve_colors="none"``, see ``_engine_config``).
+    ``scales``: the planned (H, W) of every scale; ``iterations_per_scale``: the planned counts;
+    ``losses_per_scale``: one array per scale that ran (fewer than ``scales`` if stopped early).
+    """
+
+    image: np.ndarray
+    best_image: np.ndarray
+    losses: np.ndarray
+    evaluations: int
+    iterations: int
+    status: str
+    config: StyleConfig
+    seed: int
+    result: Result
+    scales: list[tuple[int, int]]
+    iterations_per_scale: list[int]
+    losses_per_scale: list[np.ndarray]
+
+    @property
+    def output(self) -> np.ndarray:
+        return self.best_image if self.config.select in ("best", "matlab_best") else self.image
+
+    @property
+    def final_loss(self) -> float:
+        finite = self.losses[np.isfinite(self.losses)]
+        return float(finite[-1]) if finite.size else float("nan")
+
+
+@dataclasses.dataclass
+class ControlledManyResult:
+    """N controlled runs done together (see ``ControlledResult``); arrays have a leading N axis.
+
+    ``losses``: N × (all scales' iterations); ``losses_per_scale``: one N × k array per scale run;
+    ``result``: the last scale's engine ``ManyResult``. A member whose loss went non-finite keeps
+    status "nonfinite" and goes on from its last good image.
+    """
+
+    images: np.ndarray
+    best_images: np.ndarray
+    losses: np.ndarray
+    evaluations: np.ndarray
+    iterations: int
+    status: list[str]
+    config: StyleConfig
+    seeds: list[int]
+    result: ManyResult
+    scales: list[tuple[int, int]]
+    iterations_per_scale: list[int]
+    losses_per_scale: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> ControlledResult:
+        return ControlledResult(self.images[i], self.best_images[i], self.losses[i], int(self.evaluations[i]),
+                                self.iterations, self.status[i], self.config, self.seeds[i], self.result[i],
+                                self.scales, self.iterations_per_scale, [l[i] for l in self.losses_per_scale])
+
+    @property
+    def outputs(self) -> np.ndarray:
+        return self.best_images if self.config.select in ("best", "matlab_best") else self.images
+
+
+# --------------------------------------------------------------------------------------------
+# runs
+
+
+def _engine_config(config: StyleConfig) -> StyleConfig:
+    """The config handed to the engine: colour handling happens here, and the engine ignores
+    ``preserve_colors``; resetting it lets every colour mode share one compiled chunk per shape."""
+    return config if config.preserve_colors == "none" else config.replace(preserve_colors="none")
+
+
+def _styles_at(style: Any, shape: tuple[int, int], config: StyleConfig, resample: str) -> Any:
+    return _map_styles(style, lambda s: image.resize(s, style_working_shape(s.shape[:2], shape, config), resample))
+
+
+def stylize_controlled(
+    content: ImageLike,
+    style: Any,
+    params: Any,
+    config: StyleConfig,
+    *,
+    scales: Scales = None,
+    iterations_per_scale: Union[None, int, Sequence[int]] = None,
+    seed: int = 0,
+    callback: Optional[Callable[[ScaleProgress], Optional[bool]]] = None,
+    convention: Optional[vgg.Convention] = None,
+    resample: str = "bicubic",
+    color_match_method: str = "chol",
+    init_image: Optional[ImageLike] = None,
+    chunk_size: Optional[int] = None,
+) -> ControlledResult:
+    """``transfer.stylize`` with colour preservation (``config.preserve_colors``) and coarse-to-fine scales.
+
+    Every scale runs ``transfer.stylize`` on the colour-prepared content resized to that scale's
+    shape, with each style resized by :func:`style_working_shape` for that shape (so under
+    ``style_size="content"`` a style is always resized to the content's shape, as the CLI does).
+    The first scale starts from ``config.init`` (or ``init_image``); each later one from the
+    previous scale's ``Result.output`` (the config's choice: last, EMA or best iterate) upsampled
+    with ``resample`` (Gatys et al. 2017 and crowsonkb start the fine scale from the upsampled
+    coarse result too). The seed is the same for every scale (only the first uses noise).
+    After the last scale the colours are restored (``prepare_colors``).
+
+    Args:
+      content: H×W×3 RGB in [0, 1] at the FINAL working size (downsized here for coarse scales).
+      style: one array, a sequence (blended), or (array, weight) pairs, at their final working
+        size (or larger); resized at every scale from these.
+      params: a ``weights.Network`` (or a params dict with ``convention=``).
+      config: a ``StyleConfig`` (any preset).
+      scales: None: one scale, the content's size; "auto": ``scale_schedule(long side)`` (from
+        256 px up in √2 steps); or a list of long sides, ascending, the last one the content's.
+      iterations_per_scale: see :func:`scale_iterations` (default: ``config.iterations`` then
+        half as many on each later scale).
+      seed: the start-noise seed.
+      callback: called between chunks with a :class:`ScaleProgress`; returning True stops the
+        whole schedule.
+      convention: for a bare params dict.
+      resample: the filter for every resize here (coarse inputs, upsampling between scales).
+      color_match_method: "chol", "pca" or "sym" for ``preserve_colors="match"``.
+      init_image: a start image for the first scale instead of ``config.init`` (any size; resized;
+        made grey under "lum").
+      chunk_size: steps per compiled chunk (default ``config.chunk_size``).
+
+    Returns:
+      :class:`ControlledResult`.
+    """
+    content = _as_image("content image", content)
+    final = content.shape[:2]
+    shapes = _shapes_for(final, scales)
+    counts = scale_iterations(config, len(shapes), iterations_per_scale)
+    content_in, style_in, restore = prepare_colors(content, style, config, color_match_method=color_match_method,
+                                                   resample=resample)
+    if init_image is not None:
+        init_image = _as_image("init image", init_image)
+        if config.preserve_colors == "lum":
+            init_image = _grey(image.luminance(init_image))
+    engine_config = _engine_config(config)
+    total = sum(counts)
+    losses: list[np.ndarray] = []
+    evaluations = iterations = 0
+    prev: Optional[np.ndarray] = None
+    res: Optional[Result] = None
+    for k, (shape, n) in enumerate(zip(shapes, counts)):
+        # Gatys et al. 2017 use two scales; crowsonkb (and this) any number, √2 apart. Both start a
+        # scale from the previous result upsampled; the content and style are resized from the
+        # full-size inputs at every scale (never from the previous scale's copies).
+        if prev is not None:
+            init_k = image.resize(prev, shape, resample)
+        elif init_image is not None:
+            init_k = image.resize(init_image, shape, resample)
+        else:
+            init_k = None
+        res = transfer.stylize(
+            image.resize(content_in, shape, resample),
+            _styles_at(style_in, shape, config, resample),
+            params,
+            engine_config,
+            iterations=n,
+            seed=seed,
+            callback=_wrap_callback(callback, k, len(shapes), shape, iterations, total, restore),
+            init_image=init_k,
+            convention=convention,
+            chunk_size=chunk_size,
+        )
+        losses.append(res.losses)
+        evaluations += res.evaluations
+        iterations += res.iterations
+        prev = res.output
+        if res.status != "done":
+            break
+    assert res is not None
+    return ControlledResult(
+        image=restore(image.resize(res.image, final, resample)),
+        best_image=restore(image.resize(res.best_image, final, resample)),
+        losses=np.concatenate(losses),
+        evaluations=evaluations,
+        iterations=iterations,
+        status=res.status,
+        config=config,
+        seed=seed,
+        result=res,
+        scales=shapes,
+        iterations_per_scale=counts,
+        losses_per_scale=losses,
+    )
+
+
+def _with_start(style: Any, start: np.ndarray, config: StyleConfig) -> list[tuple[Any, float]]:
+    """The style spec with ``start`` prepended at blend weight 0.
+
+    ``stylize_many`` has no per-member start image; under ``init="style"`` the engine starts from
+    the first style image, and a weight-0 image adds exactly 0 to the blended statistics
+    (``0·x + w·s == w·s`` in floating point; the weights' sum is unchanged), so this gives each
+    member its own start at the cost of one extra VGG forward pass per member.
+    """
+    return [(start, 0.0)] + _style_pairs(style, config)
+
+
+def stylize_many_controlled(
+    content: ImageLike,
+    styles: Sequence[Any],
+    params: Any,
+    config: StyleConfig,
+    *,
+    scales: Scales = None,
+    iterations_per_scale: Union[None, int, Sequence[int]] = None,
+    seeds: Optional[Sequence[int]] = None,
+    callback: Optional[Callable[[ScaleProgress], Optional[bool]]] = None,
+    convention: Optional[vgg.Convention] = None,
+    resample: str = "bicubic",
+    color_match_method: str = "chol",
+    chunk_size: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    devices: Optional[Sequence[jax.Device]] = None,
+) -> ControlledManyResult:
+    """``transfer.stylize_many`` with colour preservation and coarse-to-fine (see ``stylize_controlled``).
+
+    The i-th result equals ``stylize_controlled(content_i, styles[i], ..., seed=seeds[i])`` to
+    float32 rounding. Later scales start each member from its own previous result upsampled (via a
+    weight-0 first style image and ``init="style"``; see ``_with_start``).
+
+    Args:
+      content: one H×W×3 image (shared) or an N×H×W×3 batch, at the final working size.
+      styles: N style specs (one array, a list, or (array, weight) pairs each).
+      params, config, scales, iterations_per_scale, callback, convention, resample,
+        color_match_method, chunk_size: as ``stylize_controlled`` (the callback's
+        ``restored_image()`` is N×H×W×3).
+      seeds, batch_size, devices: as ``transfer.stylize_many``.
+
+    Returns:
+      :class:`ControlledManyResult`.
+    """
+    content = np.asarray(content, np.float32)
+    n = len(styles)
+    if n == 0:
+        raise ConfigError("stylize_many_controlled needs at least one style")
+    shared = content.ndim == 3
+    contents = [_as_image("content image", content)] * n if shared else [_as_image("content image", c) for c in content]
+    if len(contents) != n:
+        raise ConfigError(f"{len(contents)} content images for {n} styles")
+    final = contents[0].shape[:2]
+    if any(c.shape[:2] != final for c in contents):
+        raise ConfigError("the content images of a batch must have one size")
+    seeds = [0] * n if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != n:
+        raise ConfigError(f"{len(seeds)} seeds for {n} styles")
+    shapes = _shapes_for(final, scales)
+    counts = scale_iterations(config, len(shapes), iterations_per_scale)
+    prepared = [prepare_colors(c, s, config, color_match_method=color_match_method, resample=resample)
+                for c, s in zip(contents, styles)]
+    contents_in = [p[0] for p in prepared]
+    styles_in = [p[1] for p in prepared]
+    restores = [p[2] for p in prepared]
+
+    def restore_all(batch: np.ndarray) -> np.ndarray:
+        return np.stack([restores[i](im) for i, im in enumerate(batch)])
+
+    total = sum(counts)
+    losses: list[np.ndarray] = []
+    evaluations = np.zeros((n,), np.int64)
+    iterations = 0
+    nonfinite = [False] * n
+    prev: Optional[np.ndarray] = None
+    many: Optional[ManyResult] = None
+    for k, (shape, iters) in enumerate(zip(shapes, counts)):
+        m = len(contents_in)
+        c_k = image.resize(contents_in[0], shape, resample) if shared else \
+            np.stack([image.resize(c, shape, resample) for c in contents_in])
+        s_k = [_styles_at(s, shape, config, resample) for s in styles_in]
+        cfg_k = _engine_config(config)
+        if prev is not None:
+            s_k = [_with_start(s, image.resize(p, shape, resample), config) for s, p in zip(s_k, prev)]
+            cfg_k = cfg_k.replace(init="style")
+        many = transfer.stylize_many(
+            c_k, s_k, params, cfg_k, seeds=seeds[:m], iterations=iters,
+            callback=_wrap_callback(callback, k, len(shapes), shape, iterations, total, restore_all),
+            convention=convention, chunk_size=chunk_size, batch_size=batch_size, devices=devices,
+        )
+        got = len(many)
+        losses = [l[:got] for l in losses] + [many.losses]
+        evaluations = evaluations[:got] + np.asarray(many.evaluations, np.int64)
+        iterations += many.iterations
+        nonfinite = [f or s == "nonfinite" for f, s in zip(nonfinite[:got], many.status)]
+        prev = many.outputs
+        stopped = "stopped" in many.status or got < m
+        if got < m:  # stopped in a later group: only the first `got` members ran
+            contents_in, styles_in, restores = contents_in[:got], styles_in[:got], restores[:got]
+        if stopped:
+            break
+    assert many is not None
+    got = len(many)
+    status = ["nonfinite" if nonfinite[i] else many.status[i] for i in range(got)]
+    images = np.stack([restores[i](image.resize(many.images[i], final, resample)) for i in range(got)])
+    bests = np.stack([restores[i](image.resize(many.best_images[i], final, resample)) for i in range(got)])
+    return ControlledManyResult(
+        images=images,
+        best_images=bests,
+        losses=np.concatenate(losses, axis=1),
+        evaluations=evaluations,
+        iterations=iterations,
+        status=status,
+        config=config,
+        seeds=seeds[:got],
+        result=many,
+        scales=shapes,
+        iterations_per_scale=counts,
+        losses_per_scale=losses,
+    )

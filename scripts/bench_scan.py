@@ -1,0 +1,161 @@
+#!/usr/bin/env python
+"""Experiment: per-step time of the engine's chunked ``lax.scan`` against other loop structures.
+
+    python scripts/bench_scan.py --size 128 --steps 10 --repeats 5 --variants plain,scan,scan_nocond
+
+Variants (all run the same ``transfer._step`` on the same state):
+  plain         ``jax.jit(_step)`` called from Python once per step (state donated)
+  plain_nodonate  the same without donation
+  scan          ``transfer._run_chunk`` (the engine as it is: scan + lax.cond masking)
+  scan_nocond   ``lax.scan`` over ``_step`` without the n_active ``lax.cond``
+  scan_unrollK  ``scan_nocond`` with ``unroll=K``
+  fori          ``lax.fori_loop`` over ``_step`` (no per-step losses)
+  vag           only ``jax.jit(value_and_grad(loss))`` per step (no optimiser, no bookkeeping)
+
+Each variant runs in its own process (``--child``) so compiled programs and thread pools never mix.
+A measurement, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def child(args) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from nst_jax import preset, transfer, vgg
+    from nst_jax.weights import synthetic_params
+
+    cfg = preset(args.preset).replace(optimizer=args.optimizer, shape=(args.size, args.size), size=None,
+                                      precision=args.precision)
+    if args.optimizer == "adam":
+        cfg = cfg.replace(learning_rate=0.02 if cfg.variable_space == "rgb" else 2.0, adam_eps_mode="optax")
+    params = jax.device_put(synthetic_params("vgg19", 0))
+    conv = vgg.CAFFE
+    rng = np.random.default_rng(1)
+    content = rng.random((args.size, args.size, 3), dtype=np.float32)
+    style = rng.random((args.size, args.size, 3), dtype=np.float32)
+    targets = transfer.compute_targets(params, conv, content, style, cfg)
+    v0 = transfer.initial_variable(jnp.asarray(content), None, cfg, conv, jax.random.PRNGKey(0))
+    n = args.steps
+    v = args.variant
+
+    def fresh():
+        return transfer.init_state(v0, cfg)
+
+    if v.startswith("plain") or v == "vag":
+        if v == "vag":
+            def objective(params, targets, x):
+                return transfer.network_loss(params, targets, transfer._to_network(x, cfg, conv), cfg, conv)[0]
+            f = jax.jit(jax.value_and_grad(objective, argnums=2))
+
+            def run(state):
+                x = state.v
+                for _ in range(n):
+                    val, g = f(params, targets, x)
+                    x = x - 1e-3 * g
+                jax.block_until_ready(x)
+                return state, val
+        else:
+            donate = (2,) if v == "plain" else ()
+            step = jax.jit(lambda p, t, s: transfer._step(p, t, s, cfg, conv), donate_argnums=donate)
+
+            def run(state):
+                vals = []
+                for _ in range(n):
+                    state, val = step(params, targets, state)
+                    vals.append(val)
+                jax.block_until_ready(state)
+                return state, vals[-1]
+    else:
+        if v == "scan":
+            def prog(p, t, s):
+                return transfer._run_chunk(p, t, s, jnp.asarray(n, jnp.int32), config=cfg, conv=conv, length=n)
+            jitted = None
+        else:
+            unroll = 1
+            if v.startswith("scan_unroll"):
+                unroll = int(v[len("scan_unroll"):])
+
+            def body(st, _):
+                return transfer._step(params_, targets_, st, cfg, conv)
+
+            def loop(p, t, s):
+                global params_, targets_
+                if v == "fori":
+                    out = jax.lax.fori_loop(0, n, lambda i, st: transfer._step(p, t, st, cfg, conv)[0], s)
+                    return out, jnp.zeros((n,))
+                return jax.lax.scan(lambda st, _: transfer._step(p, t, st, cfg, conv), s, None, length=n,
+                                    unroll=unroll)
+            jitted = jax.jit(loop, donate_argnums=(2,))
+            prog = jitted
+
+        def run(state):
+            state, losses = prog(params, targets, state)
+            jax.block_until_ready(state)
+            return state, losses[-1]
+
+    t0 = time.perf_counter()
+    state, last = run(fresh())  # compile + first run
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(args.repeats):
+        s = fresh()
+        jax.block_until_ready(s)
+        t0 = time.perf_counter()
+        _, last = run(s)
+        times.append((time.perf_counter() - t0) / n)
+    return {"variant": v, "first_s": first, "per_step_ms": [t * 1e3 for t in times],
+            "median_ms": statistics.median(times) * 1e3, "last_loss": float(last),
+            "loadavg": os.getloadavg()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--preset", default="jcjohnson")
+    ap.add_argument("--optimizer", default="adam")
+    ap.add_argument("--precision", default="default")
+    ap.add_argument("--variants", default="plain,scan,scan_nocond")
+    ap.add_argument("--child", default=None)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    if args.child:
+        args.variant = args.child
+        print(json.dumps(child(args)))
+        return 0
+    results = []
+    for v in args.variants.split(","):
+        cmd = [sys.executable, __file__, "--child", v, "--size", str(args.size), "--steps", str(args.steps),
+               "--repeats", str(args.repeats), "--preset", args.preset, "--optimizer", args.optimizer,
+               "--precision", args.precision]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode:
+            print(v, "FAILED", out.stderr[-2000:])
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        results.append(r)
+        print(f"{v:<16} first {r['first_s']:.2f}s  median {r['median_ms']:.1f} ms/step  "
+              f"all {[round(x, 1) for x in r['per_step_ms']]}  loss {r['last_loss']:.6g}  load {r['loadavg'][0]:.2f}",
+              flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
