@@ -38,6 +38,22 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _scales(text: Optional[str]):
+    if text is None or text == "auto":
+        return text
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"--scales takes 'auto' or comma-separated long sides such as 256,362,512; got {text!r}") from None
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
@@ -91,6 +107,17 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--original-size", action="store_true", default=None,
                    help="resize the result back to the content image's size")
     g.add_argument("--max-pixels", type=int, default=None, help="refuse input images larger than this")
+    g.add_argument("--scales", metavar="auto|S1,S2,...",
+                   help="coarse-to-fine: 'auto' (from 256 px up to --size in steps of sqrt 2) or long sides; "
+                        "each scale starts from the previous result upsampled")
+    g.add_argument("--iterations-per-scale", type=_ints, metavar="N|N1,N2,...",
+                   help="iterations at each scale (default: --iterations on the first, half on the others)")
+    g = p.add_argument_group("colour")
+    g.add_argument("--preserve-colors", choices=["none", "lum", "match", "swap"],
+                   help="keep the content's colours: lum = luminance-only transfer, match = recolour the style "
+                        "to the content's colour statistics first, swap = take the content's chroma afterwards")
+    g.add_argument("--color-match", choices=["chol", "pca", "sym"], default="chol",
+                   help="linear colour transfer for --preserve-colors match (default chol)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,7 +214,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[StyleConfig, Optional[st
     direct = ["content_weight", "style_weight", "tv_weight", "content_layers", "content_layer_weights",
               "style_layers", "style_layer_weights", "style_blend_weights", "style_loss", "pooling", "arch",
               "optimizer", "learning_rate", "iterations", "lbfgs_linesearch", "precision", "ema_decay",
-              "chunk_size", "original_size"]
+              "chunk_size", "original_size", "preserve_colors"]
     for name in direct:
         value = getattr(args, name, None)
         if value is not None:
@@ -241,15 +268,15 @@ def working_images(content_path: str, style_paths: Sequence[str], cfg: StyleConf
     h0, w0 = content_full.shape[:2]
     shape = cfg.shape or image.working_shape(h0, w0, cfg.size, cfg.size_side)
     content = image.resize(content_full, shape, cfg.resample)
+    from .control import style_working_shape
+
     styles = []
     for path in style_paths:
         st = image.load_image(path, **kw)
-        if cfg.style_size == "content":
-            st_shape = shape
-        else:
-            st_shape = image.working_shape(st.shape[0], st.shape[1], max(16, round(cfg.style_scale * max(shape))), "long")
-        if min(st_shape) < 16:
-            raise ImageError(f"{path}: at style scale {cfg.style_scale} the style would be {st_shape[0]}x{st_shape[1]}; VGG needs 16 pixels a side")
+        try:
+            st_shape = style_working_shape(st.shape[:2], shape, cfg)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
         styles.append(image.resize(st, st_shape, cfg.resample))
     init = None
     if init_path is not None:
@@ -324,10 +351,11 @@ def _warn_not_pretrained(net) -> None:
 def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pathlib.Path, *, seed: int,
              save_every: Optional[int], overwrite: bool, progress: bool, montage: Optional[pathlib.Path],
              loss_plot: Optional[pathlib.Path], style_paths: Sequence[str], checkpoint_every: Optional[int] = None,
-             checkpoint_path: Optional[pathlib.Path] = None, resume: Optional[str] = None) -> int:
+             checkpoint_path: Optional[pathlib.Path] = None, resume: Optional[str] = None, scales=None,
+             iterations_per_scale=None, color_match: str = "chol") -> int:
     import jax.numpy as jnp
 
-    from . import checkpoint, image, transfer
+    from . import checkpoint, control, image, transfer
 
     from tqdm import tqdm
 
@@ -339,13 +367,19 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
         template = transfer.init_state(jnp.zeros(content.shape, jnp.float32), cfg)
         resume_state, resume_losses, header = checkpoint.load(resume, template, **ckpt_meta)
         print(f"resuming {resume} at iteration {header['iteration']}", file=sys.stderr)
-    bar = tqdm(total=cfg.iterations, disable=not progress, unit="it", dynamic_ncols=True, file=sys.stderr)
+    shapes = control.run_shapes(tuple(content.shape[:2]), scales)
+    per_scale = control.scale_iterations(cfg, len(shapes), iterations_per_scale)
+    multi = len(shapes) > 1
+    bar = tqdm(total=sum(per_scale), disable=not progress, unit="it", dynamic_ncols=True, file=sys.stderr)
     with _Signals() as signals:
-        def callback(p: transfer.Progress) -> bool:
-            bar.update(p.iteration - bar.n)
-            bar.set_postfix(loss=f"{p.loss:.4g}", evals=p.evaluations)
-            if save_every and p.iteration % save_every == 0 and p.iteration < p.iterations:
-                image.save_image(_intermediate_path(out, p.iteration), p.image(), overwrite=overwrite,
+        def callback(p: control.ScaleProgress) -> bool:
+            bar.update(p.overall_iteration - bar.n)
+            post = dict(loss=f"{p.loss:.4g}", evals=p.evaluations)
+            if multi:
+                post["scale"] = f"{p.scale_index + 1}/{p.num_scales} {p.scale_shape[0]}x{p.scale_shape[1]}"
+            bar.set_postfix(**post)
+            if save_every and p.overall_iteration % save_every == 0 and p.overall_iteration < p.total_iterations:
+                image.save_image(_intermediate_path(out, p.overall_iteration), p.restored_image(), overwrite=overwrite,
                                  rounding=cfg.save_rounding)
             stop = signals.received is not None
             if checkpoint_path is not None and (stop or (checkpoint_every and p.iteration % checkpoint_every == 0)):
@@ -354,8 +388,10 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
 
         blend = cfg.style_blend_weights
         style_arg = styles if blend is None else list(zip(styles, blend))
-        result = transfer.stylize(content, style_arg, net, cfg, seed=seed, callback=callback, init_image=init,
-                                  chunk_size=chunk, resume=resume_state, resume_losses=resume_losses)
+        result = control.stylize_controlled(
+            content, style_arg, net, cfg, seed=seed, callback=callback, init_image=init, chunk_size=chunk,
+            resume=resume_state, resume_losses=resume_losses, scales=scales, iterations_per_scale=iterations_per_scale,
+            resample=cfg.resample, color_match_method=color_match)
         bar.update(result.iterations - bar.n)
         bar.close()
     final = result.best_image if (result.status != "done" or cfg.select != "last") else result.output
@@ -435,17 +471,24 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
     if init is not None:
         raise ConfigError("--init FILE is not supported with --batch; use --init content/noise/...")
     seeds = [args.seed] * len(mine)
-    bar = tqdm(total=cfg.iterations, disable=args.no_progress, unit="it", dynamic_ncols=True, file=sys.stderr,
-               desc=f"{len(mine)} styles")
+    from .control import run_shapes, scale_iterations
+
+    n_scales = len(run_shapes(tuple(content.shape[:2]), _scales(args.scales)))
+    bar = tqdm(total=sum(scale_iterations(cfg, n_scales, args.iterations_per_scale)), disable=args.no_progress,
+               unit="it", dynamic_ncols=True, file=sys.stderr, desc=f"{len(mine)} styles")
     with _Signals() as signals:
-        def callback(p: transfer.Progress) -> bool:
-            bar.update(p.iteration - bar.n)
+        def callback(p) -> bool:
+            bar.update(p.overall_iteration - bar.n)
             bar.set_postfix(mean_loss=f"{p.loss:.4g}")
             return signals.received is not None
 
+        from . import control
+
         t0 = time.time()
-        many = transfer.stylize_many(content, style_imgs, net, cfg, seeds=seeds, callback=callback,
-                                     batch_size=args.batch_size)
+        many = control.stylize_many_controlled(content, style_imgs, net, cfg, seeds=seeds, callback=callback,
+                                               batch_size=args.batch_size, scales=_scales(args.scales),
+                                               iterations_per_scale=args.iterations_per_scale,
+                                               resample=cfg.resample, color_match_method=args.color_match)
         elapsed = time.time() - t0
         bar.close()
     entries = []
@@ -500,6 +543,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if args.save_every:
         for k in range(args.save_every, cfg.iterations, args.save_every):
             image.check_output_path(_intermediate_path(out, k), overwrite=args.overwrite)
+    scales = _scales(args.scales)
+    if scales is not None and (args.resume or args.checkpoint_every):
+        raise ConfigError("--checkpoint-every/--resume work on single-scale runs, not with --scales")
     if args.checkpoint_every is not None and args.checkpoint_every <= 0:
         raise ConfigError(f"--checkpoint-every must be > 0; got {args.checkpoint_every}")
     net = _load_network(cfg, args.weights, download=not args.no_download)
@@ -508,7 +554,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     return _run_one(cfg, net, content, styles, init, hw, out, seed=args.seed, save_every=args.save_every,
                     overwrite=args.overwrite, progress=not args.no_progress, montage=montage, loss_plot=loss_plot,
                     style_paths=args.styles, checkpoint_every=args.checkpoint_every, checkpoint_path=ckpt,
-                    resume=args.resume)
+                    resume=args.resume, scales=_scales(args.scales), iterations_per_scale=args.iterations_per_scale,
+                    color_match=args.color_match)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

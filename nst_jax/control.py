@@ -314,7 +314,8 @@ def scale_iterations(
     return [int(c) for c in counts]
 
 
-def _shapes_for(final_hw: tuple[int, int], scales: Scales) -> list[tuple[int, int]]:
+def run_shapes(final_hw: tuple[int, int], scales: Scales) -> list[tuple[int, int]]:
+    """The working shapes of a run: one scale (None), the automatic schedule ("auto"), or given long sides."""
     h, w = final_hw
     if min(h, w) < MIN_SIDE:
         raise ConfigError(f"content image is {h}x{w}: VGG needs at least {MIN_SIDE} pixels a side")
@@ -470,6 +471,8 @@ def stylize_controlled(
     color_match_method: str = "chol",
     init_image: Optional[ImageLike] = None,
     chunk_size: Optional[int] = None,
+    resume: Optional[transfer.LoopState] = None,
+    resume_losses: Optional[np.ndarray] = None,
 ) -> ControlledResult:
     """``transfer.stylize`` with colour preservation (``config.preserve_colors``) and coarse-to-fine scales.
 
@@ -501,13 +504,17 @@ def stylize_controlled(
       init_image: a start image for the first scale instead of ``config.init`` (any size; resized;
         made grey under "lum").
       chunk_size: steps per compiled chunk (default ``config.chunk_size``).
+      resume, resume_losses: continue a single-scale run from a checkpointed ``LoopState``
+        (``transfer.stylize``'s arguments; refused with several scales).
 
     Returns:
       :class:`ControlledResult`.
     """
     content = _as_image("content image", content)
     final = content.shape[:2]
-    shapes = _shapes_for(final, scales)
+    shapes = run_shapes(final, scales)
+    if resume is not None and len(shapes) > 1:
+        raise ConfigError("resuming works for single-scale runs; coarse-to-fine runs cannot be resumed")
     counts = scale_iterations(config, len(shapes), iterations_per_scale)
     content_in, style_in, restore = prepare_colors(content, style, config, color_match_method=color_match_method,
                                                    resample=resample)
@@ -542,6 +549,8 @@ def stylize_controlled(
             init_image=init_k,
             convention=convention,
             chunk_size=chunk_size,
+            resume=resume,
+            resume_losses=resume_losses,
         )
         losses.append(res.losses)
         evaluations += res.evaluations
@@ -566,17 +575,6 @@ def stylize_controlled(
     )
 
 
-def _with_start(style: Any, start: np.ndarray, config: StyleConfig) -> list[tuple[Any, float]]:
-    """The style spec with ``start`` prepended at blend weight 0.
-
-    ``stylize_many`` has no per-member start image; under ``init="style"`` the engine starts from
-    the first style image, and a weight-0 image adds exactly 0 to the blended statistics
-    (``0·x + w·s == w·s`` in floating point; the weights' sum is unchanged), so this gives each
-    member its own start at the cost of one extra VGG forward pass per member.
-    """
-    return [(start, 0.0)] + _style_pairs(style, config)
-
-
 def stylize_many_controlled(
     content: ImageLike,
     styles: Sequence[Any],
@@ -597,8 +595,8 @@ def stylize_many_controlled(
     """``transfer.stylize_many`` with colour preservation and coarse-to-fine (see ``stylize_controlled``).
 
     The i-th result equals ``stylize_controlled(content_i, styles[i], ..., seed=seeds[i])`` to
-    float32 rounding. Later scales start each member from its own previous result upsampled (via a
-    weight-0 first style image and ``init="style"``; see ``_with_start``).
+    float32 rounding. Later scales start each member from its own previous result upsampled
+    (``stylize_many(init_images=...)``).
 
     Args:
       content: one H×W×3 image (shared) or an N×H×W×3 batch, at the final working size.
@@ -625,7 +623,7 @@ def stylize_many_controlled(
     seeds = [0] * n if seeds is None else [int(s) for s in seeds]
     if len(seeds) != n:
         raise ConfigError(f"{len(seeds)} seeds for {n} styles")
-    shapes = _shapes_for(final, scales)
+    shapes = run_shapes(final, scales)
     counts = scale_iterations(config, len(shapes), iterations_per_scale)
     prepared = [prepare_colors(c, s, config, color_match_method=color_match_method, resample=resample)
                 for c, s in zip(contents, styles)]
@@ -649,13 +647,12 @@ def stylize_many_controlled(
             np.stack([image.resize(c, shape, resample) for c in contents_in])
         s_k = [_styles_at(s, shape, config, resample) for s in styles_in]
         cfg_k = _engine_config(config)
-        if prev is not None:
-            s_k = [_with_start(s, image.resize(p, shape, resample), config) for s, p in zip(s_k, prev)]
-            cfg_k = cfg_k.replace(init="style")
+        starts = None if prev is None else np.stack([image.resize(p, shape, resample) for p in prev])
         many = transfer.stylize_many(
             c_k, s_k, params, cfg_k, seeds=seeds[:m], iterations=iters,
             callback=_wrap_callback(callback, k, len(shapes), shape, iterations, total, restore_all),
             convention=convention, chunk_size=chunk_size, batch_size=batch_size, devices=devices,
+            init_images=starts,
         )
         got = len(many)
         losses = [l[:got] for l in losses] + [many.losses]

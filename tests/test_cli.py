@@ -137,3 +137,19 @@ def test_batch_writes_one_image_per_style_and_a_manifest(workdir, capsys):
     code, _, err = run(["stylize", workdir / "content.png", workdir / "style.png", "--batch", "-o", outdir,
                         "--weights", workdir / "syn.h5", "--size", "40", "--iterations", "1"], capsys)
     assert code == 2 and "--overwrite" in err
+
+
+def test_preserve_colors_and_coarse_to_fine(workdir, capsys):
+    out = workdir / "c2f.png"
+    code, stdout, err = run(["stylize", workdir / "content.png", workdir / "style.png", "-o", out,
+                             "--weights", workdir / "syn.h5", "--size", "48", "--scales", "32,48",
+                             "--iterations-per-scale", "3,2", "--preserve-colors", "swap", "--set", "optimizer=adam",
+                             "--save-every", "2", "--no-progress"], capsys)
+    assert code == 0, err
+    assert "5 iterations" in stdout
+    assert Image.open(out).size == (48, 36)
+    # intermediates count iterations over all scales; the one at 2 is from the 32-px scale, upsampled
+    assert Image.open(workdir / "c2f_00002.png").size in ((32, 24), (48, 36))
+    code, _, err = run(["stylize", workdir / "content.png", workdir / "style.png", "-o", workdir / "bad.png",
+                        "--weights", workdir / "syn.h5", "--size", "48", "--scales", "32,40"], capsys)
+    assert code == 2 and "last scale" in err

@@ -234,9 +234,9 @@ def test_a_stop_at_a_coarse_scale_returns_the_final_shape(vgg19_params):
 
 
 def test_auto_scales():
-    assert control._shapes_for((300, 400), "auto") == [(212, 283), (300, 400)]  # 400/√2 = 282.8; 300·283/400
-    assert control._shapes_for((32, 48), "auto") == [(32, 48)]  # under 256: one scale
-    assert control._shapes_for((32, 48), None) == [(32, 48)]
+    assert control.run_shapes((300, 400), "auto") == [(212, 283), (300, 400)]  # 400/√2 = 282.8; 300·283/400
+    assert control.run_shapes((32, 48), "auto") == [(32, 48)]  # under 256: one scale
+    assert control.run_shapes((32, 48), None) == [(32, 48)]
 
 
 def test_scales_errors():
