@@ -118,6 +118,12 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                         "to the content's colour statistics first, swap = take the content's chroma afterwards")
     g.add_argument("--color-match", choices=["chol", "pca", "sym"], default="chol",
                    help="linear colour transfer for --preserve-colors match (default chol)")
+    g = p.add_argument_group("spatial control")
+    g.add_argument("--content-mask", metavar="FILE",
+                   help="paint region k of the content with style k (guided Gram matrices): an indexed-colour "
+                        "image (palette index k = style k) or, for two styles, greyscale (black = first style)")
+    g.add_argument("--normalize-gradients", action="store_true", default=None,
+                   help="L1-normalise each loss term's gradient (neural-style's -normalize_gradients)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,7 +220,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[StyleConfig, Optional[st
     direct = ["content_weight", "style_weight", "tv_weight", "content_layers", "content_layer_weights",
               "style_layers", "style_layer_weights", "style_blend_weights", "style_loss", "pooling", "arch",
               "optimizer", "learning_rate", "iterations", "lbfgs_linesearch", "precision", "ema_decay",
-              "chunk_size", "original_size", "preserve_colors"]
+              "chunk_size", "original_size", "preserve_colors", "normalize_gradients"]
     for name in direct:
         value = getattr(args, name, None)
         if value is not None:
@@ -352,7 +358,7 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
              save_every: Optional[int], overwrite: bool, progress: bool, montage: Optional[pathlib.Path],
              loss_plot: Optional[pathlib.Path], style_paths: Sequence[str], checkpoint_every: Optional[int] = None,
              checkpoint_path: Optional[pathlib.Path] = None, resume: Optional[str] = None, scales=None,
-             iterations_per_scale=None, color_match: str = "chol") -> int:
+             iterations_per_scale=None, color_match: str = "chol", masks=None) -> int:
     import jax.numpy as jnp
 
     from . import checkpoint, control, image, transfer
@@ -388,10 +394,12 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
 
         blend = cfg.style_blend_weights
         style_arg = styles if blend is None else list(zip(styles, blend))
+        if masks is not None:
+            style_arg = styles  # one style per region, not blended
         result = control.stylize_controlled(
             content, style_arg, net, cfg, seed=seed, callback=callback, init_image=init, chunk_size=chunk,
             resume=resume_state, resume_losses=resume_losses, scales=scales, iterations_per_scale=iterations_per_scale,
-            resample=cfg.resample, color_match_method=color_match)
+            resample=cfg.resample, color_match_method=color_match, masks=masks)
         bar.update(result.iterations - bar.n)
         bar.close()
     final = result.best_image if (result.status != "done" or cfg.select != "last") else result.output
@@ -520,8 +528,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     cfg, init_path = config_from_args(args)
     styles = _style_list(args)
     if args.batch or args.styles_dir:
-        if args.resume or args.checkpoint_every:
-            raise ConfigError("--checkpoint-every/--resume work on single runs, not with --batch")
+        if args.resume or args.checkpoint_every or args.content_mask:
+            raise ConfigError("--checkpoint-every/--resume/--content-mask work on single runs, not with --batch")
         return cmd_batch(args, cfg, init_path, styles)
     args.styles = styles
     # A resumed run replaces the files its interrupted part wrote (output, intermediates).
@@ -544,6 +552,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         for k in range(args.save_every, cfg.iterations, args.save_every):
             image.check_output_path(_intermediate_path(out, k), overwrite=args.overwrite)
     scales = _scales(args.scales)
+    if args.content_mask and cfg.style_blend_weights is not None:
+        raise ConfigError("--content-mask gives each style its own region; it does not mix with --style-blend-weights")
     if scales is not None and (args.resume or args.checkpoint_every):
         raise ConfigError("--checkpoint-every/--resume work on single-scale runs, not with --scales")
     if args.checkpoint_every is not None and args.checkpoint_every <= 0:
@@ -551,11 +561,14 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     net = _load_network(cfg, args.weights, download=not args.no_download)
     _warn_not_pretrained(net)
     content, styles, init, hw = working_images(args.content, args.styles, cfg, args.max_pixels, init_path)
+    masks = None
+    if args.content_mask:
+        masks = image.load_region_mask(args.content_mask, len(styles), tuple(content.shape[:2]))
     return _run_one(cfg, net, content, styles, init, hw, out, seed=args.seed, save_every=args.save_every,
                     overwrite=args.overwrite, progress=not args.no_progress, montage=montage, loss_plot=loss_plot,
                     style_paths=args.styles, checkpoint_every=args.checkpoint_every, checkpoint_path=ckpt,
                     resume=args.resume, scales=_scales(args.scales), iterations_per_scale=args.iterations_per_scale,
-                    color_match=args.color_match)
+                    color_match=args.color_match, masks=masks)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -11,13 +11,15 @@ import dataclasses
 import math
 from typing import Optional
 
-from . import losses, vgg
+from . import losses, resnet, vgg
 from .errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "lbfgs")
+ARCHS = vgg.ARCHS + ("resnet50",)
 VARIABLE_SPACES = ("network", "rgb")
 INITS = ("content", "style", "noise", "randn", "blend")
 SELECTS = ("last", "best", "matlab_best")
+ITERATION_UNITS = ("step", "evaluation")
 SIZE_SIDES = ("long", "height", "width")
 STYLE_SIZES = ("content", "scale")
 RESAMPLES = ("nearest", "bilinear", "bicubic", "lanczos", "area")
@@ -89,6 +91,7 @@ class StyleConfig:
     style_reduce: str = "mean"
     style_divisor: str = "none"
     style_loss: str = "gram"
+    normalize_gradients: bool = False  # neural-style's -normalize_gradients: L1-normalise each loss term's gradient
     # total variation
     tv_weight: float = 0.0
     tv_loss: str = "none"
@@ -107,6 +110,8 @@ class StyleConfig:
     variable_space: str = "rgb"
     clamp: bool = True
     iterations: int = 500
+    iteration_unit: str = "step"  # "evaluation": `iterations` counts function evaluations (SciPy's maxfun)
+    lbfgs_round: Optional[int] = None  # restart L-BFGS every this many iterations (SciPy called in rounds)
     select: str = "last"
     ema_decay: Optional[float] = None
     chunk_size: int = 50
@@ -128,7 +133,7 @@ class StyleConfig:
     preserve_colors: str = "none"
 
     def __post_init__(self) -> None:
-        _choice("arch", self.arch, vgg.ARCHS)
+        _choice("arch", self.arch, ARCHS)
         _choice("pooling", self.pooling, vgg.POOLINGS)
         if self.pixel_scale is not None:
             _positive("pixel_scale", self.pixel_scale)
@@ -138,7 +143,10 @@ class StyleConfig:
                 raise ConfigError(f"{field} must be a sequence of layer names such as ('relu4_2',); got {layers!r}")
             object.__setattr__(self, field, tuple(layers))
         try:
-            vgg.validate_layers(self.arch, self.content_layers + self.style_layers)
+            if self.arch == "resnet50":
+                resnet.validate_layers(self.content_layers + self.style_layers)
+            else:
+                vgg.validate_layers(self.arch, self.content_layers + self.style_layers)
         except ValueError as err:
             raise ConfigError(str(err)) from None
         if not self.content_layers and not self.style_layers:
@@ -193,6 +201,9 @@ class StyleConfig:
         _choice("lbfgs_linesearch", self.lbfgs_linesearch, LINESEARCHES)
         _choice("variable_space", self.variable_space, VARIABLE_SPACES)
         _choice("select", self.select, SELECTS)
+        _choice("iteration_unit", self.iteration_unit, ITERATION_UNITS)
+        if self.lbfgs_round is not None:
+            _posint("lbfgs_round", self.lbfgs_round)
         _choice("init", self.init, INITS)
         _choice("size_side", self.size_side, SIZE_SIDES)
         _choice("style_size", self.style_size, STYLE_SIZES)
@@ -209,7 +220,7 @@ class StyleConfig:
             _posint("size", self.size)
             if self.size < 16:
                 raise ConfigError(f"size must be at least 16 pixels (VGG pools 4 times before conv5); got {self.size}")
-        for name in ("clamp", "original_size"):
+        for name in ("clamp", "original_size", "normalize_gradients"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false; got {getattr(self, name)!r}")
         if self.shape is not None:

@@ -473,6 +473,7 @@ def stylize_controlled(
     chunk_size: Optional[int] = None,
     resume: Optional[transfer.LoopState] = None,
     resume_losses: Optional[np.ndarray] = None,
+    masks: Optional[ImageLike] = None,
 ) -> ControlledResult:
     """``transfer.stylize`` with colour preservation (``config.preserve_colors``) and coarse-to-fine scales.
 
@@ -504,6 +505,7 @@ def stylize_controlled(
       init_image: a start image for the first scale instead of ``config.init`` (any size; resized;
         made grey under "lum").
       chunk_size: steps per compiled chunk (default ``config.chunk_size``).
+      masks: K×H×W region masks at the content's size (spatial control; resized to each scale).
       resume, resume_losses: continue a single-scale run from a checkpointed ``LoopState``
         (``transfer.stylize``'s arguments; refused with several scales).
 
@@ -551,6 +553,8 @@ def stylize_controlled(
             chunk_size=chunk_size,
             resume=resume,
             resume_losses=resume_losses,
+            masks=None if masks is None else np.stack([image.resize(np.asarray(m, np.float32), shape, "bilinear")
+                                                       for m in masks]),
         )
         losses.append(res.losses)
         evaluations += res.evaluations

@@ -745,6 +745,48 @@ def _encode_tiff16(a: np.ndarray) -> bytes:
 # geometry
 
 
+def load_region_mask(path: os.PathLike[str] | str, regions: int, shape: tuple[int, int]) -> np.ndarray:
+    """A region mask file as ``regions``×H×W weights summing to 1 at each pixel (spatial control).
+
+    An indexed-colour (palette) image maps palette index k to region k; any other image is read
+    as greyscale: with two regions black is the first and white the second (grey blends them);
+    with more, the grey levels are split evenly (0 → region 0, 255 → the last).
+
+    Args:
+      path: the mask image.
+      regions: the number of regions (one per style image).
+      shape: (H, W) to resize to (nearest for indices, bilinear for grey).
+
+    Returns:
+      float32 array regions×H×W.
+    """
+    p = pathlib.Path(path)
+    name = _name(p)
+    if regions < 1:
+        raise ConfigError("a region mask needs at least one style")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            if im.mode == "P":
+                idx = np.asarray(im.resize((shape[1], shape[0]), Image.Resampling.NEAREST), np.int64)
+                if idx.max() >= regions:
+                    raise ImageError(f"{name}: palette index {int(idx.max())} but only {regions} styles; "
+                                     "give one style per colour index")
+                return np.stack([(idx == k).astype(np.float32) for k in range(regions)])
+            grey = np.asarray(im.convert("L").resize((shape[1], shape[0]), Image.Resampling.BILINEAR),
+                              np.float32) / 255.0
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageError(f"{name}: cannot read the mask ({_one_line(err)})") from None
+    if regions == 1:
+        return np.ones((1, *shape), np.float32)
+    if regions == 2:
+        return np.stack([1.0 - grey, grey]).astype(np.float32)
+    idx = np.clip(np.rint(grey * (regions - 1)), 0, regions - 1).astype(np.int64)
+    return np.stack([(idx == k).astype(np.float32) for k in range(regions)])
+
+
 def working_shape(height: int, width: int, size: int, side: str = "long") -> tuple[int, int]:
     """The (H, W) an image is resized to.
 

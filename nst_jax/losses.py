@@ -41,13 +41,17 @@ def gram(f: jax.Array, norm: str = "none", mask: jax.Array | None = None) -> jax
     """
     h, w, c = f.shape
     flat = f.reshape(h * w, c)
+    area = h * w
     if mask is not None:
         flat = flat * mask.reshape(h * w, 1)
+        # A region's Gram is normalised by the region's area (its mask's sum), so regions of any
+        # size compare with their style's Gram like whole images do.
+        area = jnp.maximum(jnp.sum(mask), 1e-6)
     g = jnp.matmul(flat.T, flat, precision=jax.lax.Precision.HIGHEST)
     if norm == "chw":
-        g = g / (c * h * w)
+        g = g / (c * area)
     elif norm == "hw":
-        g = g / (h * w)
+        g = g / area
     elif norm != "none":
         raise ValueError(f"gram norm must be one of {GRAM_NORMS}, got {norm!r}")
     return g
@@ -154,3 +158,27 @@ def wasserstein2(mu_x: jax.Array, cov_x: jax.Array, mu_s: jax.Array, cov_s: jax.
     vals = jnp.linalg.eigvalsh(0.5 * (inner + inner.T))
     cross = jnp.sum(jnp.sqrt(jnp.clip(vals, 1e-12)))
     return jnp.sum(jnp.square(mu_x - mu_s)) + jnp.trace(cov_x) + jnp.trace(cov_s) - 2.0 * cross
+
+
+def normalized_gradient(fn):
+    """``fn(f, *args)`` whose gradient w.r.t. ``f`` is divided by its L1 norm (+1e-8).
+
+    neural-style's ``-normalize_gradients``: each loss module's gradient is L1-normalised before
+    its weight is applied, so every layer pushes with the same strength. The value is unchanged.
+    """
+
+    @jax.custom_vjp
+    def wrapped(f, *args):
+        return fn(f, *args)
+
+    def fwd(f, *args):
+        value, vjp = jax.vjp(lambda ff: fn(ff, *args), f)
+        (g,) = vjp(jnp.ones_like(value))
+        return value, (g, args)
+
+    def bwd(res, ct):
+        g, args = res
+        return (ct * g / (jnp.sum(jnp.abs(g)) + 1e-8),) + tuple(jax.tree.map(jnp.zeros_like, a) for a in args)
+
+    wrapped.defvjp(fwd, bwd)
+    return wrapped

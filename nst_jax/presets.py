@@ -179,6 +179,79 @@ PRESETS: dict[str, StyleConfig] = {
     ),
 }
 
+# The blog of seed 002 ("Neural style transfer with pretrained VGG16, VGG19 and ResNet50"): the
+# Keras example's *older* program (the one in Chollet's book) run three ways. The formulas are the
+# `keras` preset's, quirks included: Gram without normalisation divided by 4 * 3**2 * (H*W)**2 with
+# the channel count hard-coded to 3 and H, W the *input's* size for every layer; TV
+# sum((a + b)**1.25) on the preprocessed (BGR, 0-255, mean-subtracted) image; the variable is the
+# preprocessed image (x = preprocess_image(target_image_path)), never clamped.
+#
+# Optimisation is SciPy's L-BFGS-B called in rounds:
+#     for i in range(iterations):            # iterations = 10
+#         x, min_val, info = fmin_l_bfgs_b(evaluator.loss, x, fprime=evaluator.grads, maxfun=10)
+# The seed's code says maxfun=10 and 10 rounds, and its prose agrees ("10 iterations, each of 10
+# gradient-descent steps"). shared/REFERENCE.md's "10 rounds of 20 evaluations" is Chollet's book
+# (iterations = 20, maxfun=20), not this seed; the code that ran here is what we follow: 10 rounds
+# of 10 evaluations = 100 evaluations. Each call is a fresh L-BFGS-B, so the optimiser state is
+# reset every round (lbfgs_round=10, counted in evaluations). For the book's schedule use
+# `--set iterations=400 --set lbfgs_round=20` (20 rounds of maxfun=20).
+# The blog saves an image after each round: that is the CLI's `--save-every 10`.
+# SciPy's maxfun counts every function evaluation, line-search trials included
+# (iteration_unit="evaluation"), and it is checked only when an iteration ends, so a round may run
+# a few evaluations past it; nst-jax likewise finishes the step it started.
+# Memory: fmin_l_bfgs_b's default m=10 correction pairs (lbfgs_memory=10).
+# Line search: SciPy's L-BFGS-B uses the More-Thuente search (MINPACK-2 dcsrch, ftol 1e-3, gtol
+# 0.9, xtol 0.1, at most maxls=20 trials) on a *projected* path (the bounds machinery: the
+# generalised Cauchy point and subspace minimisation, here without bounds), first step of each run
+# 1/||g||. nst-jax uses optax's zoom line search (Nocedal & Wright algorithms 3.5/3.6: strong Wolfe
+# with c1 1e-4, c2 0.9, cubic/quadratic interpolation in the zoom phase, plus Hager-Zhang's
+# approximate Wolfe test near convergence), initial guess 1 on every step and min(1, 1/||g||)
+# scaling of the first direction, at most 20 trials. Both accept a strong-Wolfe point; the trial
+# points differ, so the trajectories differ while the per-evaluation progress is comparable
+# (tests/test_blog.py compares the final loss with SciPy's on the same weights and images).
+_KERAS_LBFGS = _KERAS.replace(
+    content_weight=0.025,
+    style_weight=1.0,
+    tv_weight=1e-4,
+    optimizer="lbfgs",
+    learning_rate=1.0,
+    lr_decay_rate=None,
+    lbfgs_memory=10,  # fmin_l_bfgs_b(m=10), SciPy's default
+    lbfgs_linesearch="zoom",
+    iteration_unit="evaluation",  # maxfun counts function evaluations
+    iterations=100,  # 10 rounds x maxfun=10 (the seed's code)
+    lbfgs_round=10,  # each round a fresh fmin_l_bfgs_b
+)
+PRESETS["keras-lbfgs"] = _KERAS_LBFGS
+# Part 2: vgg16.VGG16(include_top=False) with the same layer names (block5_conv2 = relu5_2,
+# blockN_conv1 = reluN_1 exist in VGG16 too) and vgg16.preprocess_input (the same Caffe
+# convention). The blog "increased style_weight and decreased content_weight" without printing
+# the values. We take the smallest round change in that direction: style x2 (2.0), content /2
+# (0.0125), i.e. a style:content ratio of 160 instead of 40. Layer counts give no reason for a
+# larger factor: the five style layers and relu5_2 have the same widths (64..512) and resolutions
+# in both networks, relu1_1..relu3_1 sit at the same depth, relu4_1 and relu5_1 one convolution
+# shallower (VGG16's blocks 3-5 have 3 convolutions, VGG19's 4); so the Keras terms keep the same
+# order of magnitude and the change is the blog's taste for "more style", not a normalisation.
+PRESETS["keras-vgg16"] = _KERAS_LBFGS.replace(arch="vgg16", content_weight=0.0125, style_weight=2.0)
+# Part 3: resnet50.ResNet50(include_top=False, pooling="max") with the blog's first-attempt values.
+# Layer names are old Keras' (resnet50.py, Keras 2.0-2.2): res5b_branch2a etc. are the Conv2D
+# outputs *before* their batch norm and ReLU (see nst_jax/resnet.py). pooling="max" adds a
+# GlobalMaxPooling2D after res5c, the model's output: the loss reads the named intermediate layers
+# only, so it never reaches that head and the setting changes nothing here (our `pooling` field is
+# VGG's pooling type, unused by ResNet50). resnet50.preprocess_input is the Caffe convention.
+# Keras 2.0-2.2's ResNet50 pools after conv1 without padding (pool1_pad=0 in nst_jax.resnet);
+# converted files run the current padded pool unless the convention says otherwise.
+PRESETS["keras-resnet50"] = _KERAS_LBFGS.replace(
+    arch="resnet50",
+    content_layers=("res5b_branch2a",),
+    style_layers=("res3a_branch2a", "res4a_branch2a", "res5a_branch2a"),
+    style_layer_weights=(1.0 / 3,) * 3,  # style_weight / len(style_layers)
+    content_weight=0.0001,
+    style_weight=400000.0,
+    tv_weight=0.0,
+    tv_loss="none",  # total_variation_weight = 0
+)
+
 # What we recommend for real use: neural-style's proven loss balance on the weights' own pixel
 # scale, started from the content image (faster and keeps the structure), L-BFGS without a line
 # search (the best result per evaluation among our optimisers, one gradient per iteration), 500
@@ -192,6 +265,9 @@ DESCRIPTIONS: dict[str, str] = {
     "matlab": "MATLAB example (seed 001): Adam lr 2, average pooling, best-loss iterate, 384x512",
     "gatys": "Gatys et al. (2015): average pooling, 4N^2M^2 style loss, L-BFGS with line search from noise",
     "jcjohnson": "neural-style (Lua): content 5, style 100, TV 1e-3, L-BFGS 1000 from randn, x256 quirk",
+    "keras-lbfgs": "blog (seed 002) part 1: Keras loss, content 0.025 style 1 TV 1e-4, SciPy-style L-BFGS 10 rounds x 10 evals",
+    "keras-vgg16": "blog (seed 002) part 2: keras-lbfgs on VGG16, style 2 and content 0.0125 (blog: more style, less content)",
+    "keras-resnet50": "blog (seed 002) part 3: ResNet50 res5b_branch2a / res3a,4a,5a_branch2a, style 4e5 content 1e-4, no TV",
     "default": "recommended: neural-style's loss balance, from the content image, L-BFGS 500 evaluations, 512 px",
 }
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import losses, vgg
+from . import losses, resnet, vgg
 from .config import StyleConfig
 from .errors import ConfigError
 
@@ -34,7 +34,10 @@ ImageLike = Union[np.ndarray, Array]
 def split_network(network: Any, convention: Optional[vgg.Convention] = None) -> tuple[dict, vgg.Convention]:
     """(params, convention) from a ``weights.Network`` or a bare params dict plus ``convention``."""
     if hasattr(network, "params") and hasattr(network, "convention"):
-        return network.params, convention or network.convention
+        conv = convention or network.convention
+        if getattr(network, "arch", None) == "resnet50" and not isinstance(conv, resnet.ResNetConvention):
+            conv = resnet.ResNetConvention(**dataclasses.asdict(conv), stride_on=network.stride_on)
+        return network.params, conv
     if convention is None:
         raise ConfigError("a bare params dict needs convention= (e.g. nst_jax.vgg.CAFFE)")
     return network, convention
@@ -58,21 +61,29 @@ class Targets(NamedTuple):
 
     content: tuple[Array, ...]
     style: tuple[Any, ...]
+    # Spatial control (guided Grams): per style layer, K region masks at that layer's resolution;
+    # then ``style`` holds K Grams per layer (one per region's style), not one blend.
+    masks: Optional[tuple[Array, ...]] = None
 
 
 def _precision(config: StyleConfig):
     return jax.lax.Precision.HIGHEST if config.precision == "highest" else None
 
 
-def _features(params, xn: Array, layers: Sequence[str], config: StyleConfig) -> dict[str, Array]:
+def _features(params, xn: Array, layers: Sequence[str], config: StyleConfig, conv: vgg.Convention) -> dict[str, Array]:
+    """The network's named activations: ResNet50 when the convention says so, else VGG."""
+    if isinstance(conv, resnet.ResNetConvention):
+        fn = functools.partial(resnet.features, stride_on=conv.stride_on, pool1_pad=conv.pool1_pad)
+    else:
+        # hwio_grad: the convolutions' input gradients stay on XLA's fast CPU path inside the chunk's
+        # lax.scan (without it each step ran 3-4x slower than under a plain jit; see vgg._conv3x3_hwio_grad).
+        fn = functools.partial(vgg.features, pooling=config.pooling, hwio_grad=True)
     if config.precision == "bf16":
         # bfloat16 convolutions (AMX on recent Xeons, tensor cores on GPUs); losses stay float32.
         p16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
-        out = vgg.features(p16, xn.astype(jnp.bfloat16), layers, pooling=config.pooling, hwio_grad=True)
+        out = fn(p16, xn.astype(jnp.bfloat16), layers)
         return {k: v.astype(jnp.float32) for k, v in out.items()}
-    # hwio_grad: the convolutions' input gradients stay on XLA's fast CPU path inside the chunk's
-    # lax.scan (without it each step ran 3-4x slower than under a plain jit; see vgg._conv3x3_hwio_grad).
-    return vgg.features(params, xn, layers, pooling=config.pooling, precision=_precision(config), hwio_grad=True)
+    return fn(params, xn, layers, precision=_precision(config))
 
 
 def _style_stat(f: Array, config: StyleConfig):
@@ -116,6 +127,8 @@ def compute_targets(
     content: ImageLike,
     style: Any,
     config: StyleConfig,
+    masks: Optional[ImageLike] = None,
+    style_masks: Optional[Sequence[Optional[ImageLike]]] = None,
 ) -> Targets:
     """Content features and blended style statistics, computed once.
 
@@ -127,6 +140,11 @@ def compute_targets(
         equally), or a sequence of (array, weight) pairs. Styles may have any size: each one's
         statistics are computed at its own size, then blended.
       config: the run's config.
+      masks: spatial control (Gatys et al. 2017): K×H×W region weights over the content, one per
+        style image (then the styles are not blended: style k paints region k). Each style's Gram
+        is computed over its own region (``style_masks[k]``, H_k×W_k, default its whole image),
+        and the masks are resized to every style layer's resolution (area-weighted).
+      style_masks: optional per-style masks (None entries: the whole style image).
 
     Returns:
       ``Targets``.
@@ -136,15 +154,50 @@ def compute_targets(
     images, weights = _normalise_styles(style, config)
     for im in images:
         _check_image("style image", im)
-    cfeats = _features(params, convention.to_network(content), config.content_layers, config) if config.content_layers else {}
+    if masks is not None:
+        return _guided_targets(params, convention, content, images, config, masks, style_masks)
+    cfeats = _features(params, convention.to_network(content), config.content_layers, config, convention) if config.content_layers else {}
     content_t = tuple(cfeats[name] for name in config.content_layers)
     style_t: list[Any] = []
     if config.style_layers:
-        per_image = [_features(params, convention.to_network(im), config.style_layers, config) for im in images]
+        per_image = [_features(params, convention.to_network(im), config.style_layers, config, convention) for im in images]
         for name in config.style_layers:
             stats = [_style_stat(f[name], config) for f in per_image]
             style_t.append(jax.tree.map(lambda *xs: sum(float(w) * x for w, x in zip(weights, xs)), *stats))
     return Targets(content_t, tuple(style_t))
+
+
+def _layer_mask(mask: Array, shape: tuple[int, int]) -> Array:
+    """A region mask at a layer's resolution: area-weighted (antialiased linear) resize."""
+    if mask.shape == shape:
+        return mask
+    return jax.image.resize(mask, shape, "linear", antialias=True)
+
+
+def _guided_targets(params, convention, content, images, config, masks, style_masks) -> Targets:
+    if config.style_loss != "gram":
+        raise ConfigError("spatial masks work with the Gram style loss (style_loss='gram')")
+    masks = jnp.asarray(masks, jnp.float32)
+    if masks.ndim != 3 or masks.shape[1:] != content.shape[:2]:
+        raise ConfigError(f"masks must be K×H×W at the content's size {content.shape[:2]}; got {tuple(masks.shape)}")
+    if masks.shape[0] != len(images):
+        raise ConfigError(f"{masks.shape[0]} masks for {len(images)} style images: one region per style")
+    style_masks = list(style_masks) if style_masks is not None else [None] * len(images)
+    cfeats = _features(params, convention.to_network(content), config.content_layers, config, convention) if config.content_layers else {}
+    shapes = jax.eval_shape(lambda x: _features(params, x, config.style_layers, config, convention),
+                            jax.ShapeDtypeStruct(content.shape, jnp.float32))
+    per_image = [_features(params, convention.to_network(im), config.style_layers, config, convention) for im in images]
+    style_t, mask_t = [], []
+    for name in config.style_layers:
+        hw = tuple(shapes[name].shape[:2])
+        grams = []
+        for feats, smask in zip(per_image, style_masks):
+            f = feats[name]
+            m = None if smask is None else _layer_mask(jnp.asarray(smask, jnp.float32), tuple(f.shape[:2]))
+            grams.append(losses.gram(f, config.gram_norm, m))
+        style_t.append(jnp.stack(grams))
+        mask_t.append(jnp.stack([_layer_mask(m, hw) for m in masks]))
+    return Targets(tuple(cfeats[n] for n in config.content_layers), tuple(style_t), tuple(mask_t))
 
 
 def _all_layers(config: StyleConfig) -> tuple[str, ...]:
@@ -167,30 +220,40 @@ def network_loss(
       (total, parts) with parts ``content``, ``style``, ``tv`` and ``content/<layer>``,
       ``style/<layer>``, all weighted as they enter the total.
     """
-    feats = _features(params, xn, _all_layers(config), config)
+    feats = _features(params, xn, _all_layers(config), config, convention)
     cw, sw = config.layer_weights
     parts: dict[str, Array] = {}
     content_total = jnp.zeros((), jnp.float32)
+    content_fn = functools.partial(losses.content_loss, kind=config.content_loss)
+    if config.normalize_gradients:
+        content_fn = losses.normalized_gradient(content_fn)
     for name, w, target in zip(config.content_layers, cw, targets.content):
-        term = config.content_weight * w * losses.content_loss(feats[name], target, config.content_loss)
+        term = config.content_weight * w * content_fn(feats[name], target)
         parts[f"content/{name}"] = term
         content_total = content_total + term
     style_total = jnp.zeros((), jnp.float32)
     input_hw = (xn.shape[0], xn.shape[1])
-    for name, w, target in zip(config.style_layers, sw, targets.style):
+    masks = targets.masks if targets.masks is not None else (None,) * len(config.style_layers)
+    for name, w, target, layer_masks in zip(config.style_layers, sw, targets.style, masks):
         f = feats[name]
-        if config.style_loss == "wasserstein":
-            mu, cov = losses.mean_cov(f)
-            raw = losses.wasserstein2(mu, cov, target[0], target[1])
-        else:
-            h, wd, c = f.shape
-            raw = losses.style_layer_loss(
-                losses.gram(f, config.gram_norm),
-                target,
-                config.style_reduce,
-                losses.style_divisor(config.style_divisor, c, h, wd, input_hw),
+        h, wd, c = f.shape
+        divisor = losses.style_divisor(config.style_divisor, c, h, wd, input_hw)
+
+        def layer_loss(f, target, layer_masks=layer_masks, divisor=divisor):
+            if config.style_loss == "wasserstein":
+                mu, cov = losses.mean_cov(f)
+                return losses.wasserstein2(mu, cov, target[0], target[1])
+            if layer_masks is None:
+                return losses.style_layer_loss(losses.gram(f, config.gram_norm), target, config.style_reduce, divisor)
+            # guided Grams: region k's Gram against style k's, summed over the regions
+            return sum(
+                losses.style_layer_loss(losses.gram(f, config.gram_norm, layer_masks[k]), target[k],
+                                        config.style_reduce, divisor)
+                for k in range(layer_masks.shape[0])
             )
-        term = config.style_weight * w * raw
+
+        fn = losses.normalized_gradient(layer_loss) if config.normalize_gradients else layer_loss
+        term = config.style_weight * w * fn(f, target)
         parts[f"style/{name}"] = term
         style_total = style_total + term
     if config.tv_weight and config.tv_loss != "none":
@@ -209,6 +272,8 @@ def make_loss_fn(
     config: StyleConfig,
     *,
     convention: Optional[vgg.Convention] = None,
+    masks: Optional[ImageLike] = None,
+    style_masks: Optional[Sequence[Optional[ImageLike]]] = None,
 ) -> Callable[[Array], tuple[Array, dict[str, Array]]]:
     """A pure, jittable ``loss_fn(image) -> (total, parts)`` over precomputed targets.
 
@@ -220,13 +285,14 @@ def make_loss_fn(
       content: H×W×3 RGB in [0, 1].
       style: one array, a sequence of arrays, or (array, weight) pairs (see ``compute_targets``).
       config: a ``StyleConfig``.
+      masks, style_masks: spatial control, see ``compute_targets``.
 
     Returns:
       ``loss_fn``. It closes over the targets; inside ``stylize`` they are passed as arguments.
     """
     p, conv = split_network(params, convention)
     conv = effective_convention(conv, config)
-    targets = compute_targets(p, conv, content, style, config)
+    targets = compute_targets(p, conv, content, style, config, masks, style_masks)
 
     def loss_fn(image: Array) -> tuple[Array, dict[str, Array]]:
         return network_loss(p, targets, conv.to_network(image), config, conv)
@@ -514,11 +580,18 @@ def _step(params, targets, state: LoopState, config: StyleConfig, conv: vgg.Conv
 
 
 def _chunk(params, targets, state: LoopState, n_active: Array, *, config: StyleConfig, conv: vgg.Convention, length: int):
-    """``length`` steps in one ``lax.scan``; steps at index >= n_active are skipped (same program)."""
+    """``length`` steps in one ``lax.scan``; steps at index >= n_active are skipped (same program).
+
+    With ``config.iteration_unit == "evaluation"``, ``n_active`` is instead the budget of function
+    evaluations: a step runs while fewer have been made (SciPy's ``maxfun``).
+    """
+
+    def active(st, i):
+        return st.evals < n_active if config.iteration_unit == "evaluation" else i < n_active
 
     def body(st, i):
         return jax.lax.cond(
-            i < n_active,
+            active(st, i),
             lambda s: _step(params, targets, s, config, conv),
             lambda s: (s, jnp.asarray(jnp.nan, jnp.float32)),
             st,
@@ -607,6 +680,8 @@ def stylize(
     resume: Optional[LoopState] = None,
     resume_losses: Optional[np.ndarray] = None,
     chunk_size: Optional[int] = None,
+    masks: Optional[ImageLike] = None,
+    style_masks: Optional[Sequence[Optional[ImageLike]]] = None,
 ) -> Result:
     """Optimise an image so its VGG features match the content's and its style statistics the style's.
 
@@ -623,6 +698,8 @@ def stylize(
         run continues to ``iterations`` in total, exactly as an uninterrupted run would.
       resume_losses: the losses recorded before ``resume`` (kept at the head of ``Result.losses``).
       chunk_size: steps per compiled chunk (default ``config.chunk_size``).
+      masks, style_masks: spatial control: K×H×W region weights over the content, style k
+        painting region k (guided Gram matrices, Gatys et al. 2017; see ``compute_targets``).
 
     Returns:
       ``Result``.
@@ -633,7 +710,7 @@ def stylize(
     if total < 0:
         raise ConfigError(f"iterations must be >= 0; got {total}")
     content = jnp.asarray(content, jnp.float32)
-    targets = compute_targets(p, conv, content, style, config)
+    targets = compute_targets(p, conv, content, style, config, masks, style_masks)
     images, _ = _normalise_styles(style, config)
     if resume is None:
         v0 = initial_variable(content, images[0], config, conv, jax.random.PRNGKey(seed), init_image)
@@ -645,14 +722,28 @@ def stylize(
     history: list[np.ndarray] = [] if resume_losses is None else [np.asarray(resume_losses, np.float32)]
     status = "done"
     to_rgb = functools.partial(_rgb_host, config=config, conv=conv)
+    by_evals = config.iteration_unit == "evaluation"
+    if by_evals:
+        done = int(state.evals)
+    rnd = config.lbfgs_round
     while done < total:
-        n = min(chunk, total - done)
-        state, chunk_losses = _run_chunk(p, targets, state, jnp.asarray(n, jnp.int32), config=config, conv=conv, length=chunk)
-        history.append(np.asarray(chunk_losses)[:n])
-        done += n
+        # Rounds (the blog calls SciPy's fmin_l_bfgs_b repeatedly): a round ends at a multiple of
+        # lbfgs_round, where the optimiser state is reset and the callback sees the image.
+        round_end = min(total, (done // rnd + 1) * rnd) if rnd else total
+        n = min(chunk, round_end - done)
+        budget = round_end if by_evals else n
+        state, chunk_losses = _run_chunk(p, targets, state, jnp.asarray(budget, jnp.int32), config=config, conv=conv,
+                                         length=chunk)
+        cl = np.asarray(chunk_losses)
+        history.append(cl[~np.isnan(cl)] if by_evals else cl[:n])
+        previous, done = done, (int(state.evals) if by_evals else done + n)
         if bool(state.failed):
             status = "nonfinite"
             break
+        if done == previous:  # pragma: no cover - a budget step that made no evaluation
+            break
+        if rnd and done >= round_end and done < total:
+            state = state._replace(opt_state=jax.tree.map(jnp.copy, make_optimizer(config).init(state.v)))
         if callback is not None:
             losses_so_far = np.concatenate(history)
             prog = Progress(done, total, int(state.evals), float(losses_so_far[-1]), losses_so_far, state, to_rgb)
@@ -797,6 +888,8 @@ def stylize_many(
     """
     p, conv = split_network(params, convention)
     conv = effective_convention(conv, config)
+    if config.lbfgs_round is not None:
+        raise ConfigError("lbfgs_round (L-BFGS in rounds) runs single results; use stylize for it")
     content = jnp.asarray(content, jnp.float32)
     n = len(styles)
     if n == 0:
@@ -833,14 +926,17 @@ def stylize_many(
             p_dev = p
         history: list[np.ndarray] = []
         done, stopped = 0, False
+        by_evals = config.iteration_unit == "evaluation"
         while done < total:
             k = min(chunk, total - done)
-            state, chunk_losses = _run_chunk_many(p_dev, targets, state, jnp.asarray(k, jnp.int32),
+            state, chunk_losses = _run_chunk_many(p_dev, targets, state, jnp.asarray(total if by_evals else k, jnp.int32),
                                                   config=config, conv=conv, length=chunk)
-            history.append(np.asarray(chunk_losses)[: len(idx), :k])
-            done += k
+            # (evaluation budgets: skipped steps record NaN; each member's losses are its steps')
+            history.append(np.asarray(chunk_losses)[: len(idx), :k] if not by_evals else np.asarray(chunk_losses)[: len(idx)])
+            previous = done
+            done = int(np.asarray(state.evals)[: len(idx)].min()) if by_evals else done + k
             failed = np.asarray(state.failed)[: len(idx)]
-            if failed.all():
+            if failed.all() or (by_evals and done == previous):
                 break
             if callback is not None:
                 so_far = np.concatenate(history, axis=1)
