@@ -175,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("name", nargs="?", help="show every field of one preset")
     pr.add_argument("--json", action="store_true")
 
+    bn = sub.add_parser("bench", help="benchmark against PyTorch (scripts/benchmark.py; needs a checkout and torch)",
+                        description="Run scripts/benchmark.py: the same recipe in nst-jax and PyTorch, side by side.",
+                        add_help=False)
+    bn.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for scripts/benchmark.py (--help lists them)")
+
     cli_weights.add_parser(sub)
     return p
 
@@ -627,6 +632,19 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(bench_args: Sequence[str]) -> int:
+    script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+    if not script.exists():
+        raise NSTError("nst-jax bench runs scripts/benchmark.py from a source checkout: clone the repository and "
+                       "pip install -e '.[bench]'")
+    sys.path.insert(0, str(script.parent))
+    try:
+        import benchmark  # noqa: PLC0415 - lives in scripts/, with torch as its dependency
+    except ImportError as err:
+        raise NSTError(f"the benchmark needs the bench extra ({err}): pip install -e '.[bench]'") from None
+    return int(benchmark.main(list(bench_args)) or 0)
+
+
 COMMANDS = {"stylize": cmd_stylize, "demo": cmd_demo, "presets": cmd_presets}
 
 
@@ -646,6 +664,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     debug = "--debug" in argv
     warnings.showwarning = _show_warning
     try:
+        if argv[:1] == ["bench"]:  # everything after it belongs to scripts/benchmark.py
+            return cmd_bench(argv[1:])
         args = build_parser().parse_args(argv)
         if args.command == "weights":
             return cli_weights.run(args)
