@@ -371,7 +371,7 @@ def _wrap_callback(callback, k: int, n: int, shape, before: int, total: int, res
 
 
 @dataclasses.dataclass
-class ControlledResult:
+class ControlledResult(Result):
     """A controlled run; duck-types ``transfer.Result`` (``image``, ``best_image``, ``output``,
     ``losses``, ``final_loss``, ``status``...).
 
@@ -384,31 +384,14 @@ class ControlledResult:
     ``losses_per_scale``: one array per scale that ran (fewer than ``scales`` if stopped early).
     """
 
-    image: np.ndarray
-    best_image: np.ndarray
-    losses: np.ndarray
-    evaluations: int
-    iterations: int
-    status: str
-    config: StyleConfig
-    seed: int
-    result: Result
-    scales: list[tuple[int, int]]
-    iterations_per_scale: list[int]
-    losses_per_scale: list[np.ndarray]
-
-    @property
-    def output(self) -> np.ndarray:
-        return self.best_image if self.config.select in ("best", "matlab_best") else self.image
-
-    @property
-    def final_loss(self) -> float:
-        finite = self.losses[np.isfinite(self.losses)]
-        return float(finite[-1]) if finite.size else float("nan")
+    result: Optional[Result] = None
+    scales: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    iterations_per_scale: list[int] = dataclasses.field(default_factory=list)
+    losses_per_scale: list[np.ndarray] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
-class ControlledManyResult:
+class ControlledManyResult(ManyResult):
     """N controlled runs done together (see ``ControlledResult``); arrays have a leading N axis.
 
     ``losses``: N × (all scales' iterations); ``losses_per_scale``: one N × k array per scale run;
@@ -416,30 +399,19 @@ class ControlledManyResult:
     status "nonfinite" and goes on from its last good image.
     """
 
-    images: np.ndarray
-    best_images: np.ndarray
-    losses: np.ndarray
-    evaluations: np.ndarray
-    iterations: int
-    status: list[str]
-    config: StyleConfig
-    seeds: list[int]
-    result: ManyResult
-    scales: list[tuple[int, int]]
-    iterations_per_scale: list[int]
-    losses_per_scale: list[np.ndarray]
-
-    def __len__(self) -> int:
-        return len(self.images)
+    result: Optional[ManyResult] = None
+    scales: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    iterations_per_scale: list[int] = dataclasses.field(default_factory=list)
+    losses_per_scale: list[np.ndarray] = dataclasses.field(default_factory=list)
 
     def __getitem__(self, i: int) -> ControlledResult:
-        return ControlledResult(self.images[i], self.best_images[i], self.losses[i], int(self.evaluations[i]),
-                                self.iterations, self.status[i], self.config, self.seeds[i], self.result[i],
-                                self.scales, self.iterations_per_scale, [l[i] for l in self.losses_per_scale])
-
-    @property
-    def outputs(self) -> np.ndarray:
-        return self.best_images if self.config.select in ("best", "matlab_best") else self.images
+        return ControlledResult(
+            image=self.images[i], best_image=self.best_images[i], losses=self.losses[i],
+            evaluations=int(self.evaluations[i]), iterations=self.iterations, status=self.status[i],
+            config=self.config, seed=self.seeds[i], result=None if self.result is None else self.result[i],
+            scales=self.scales, iterations_per_scale=self.iterations_per_scale,
+            losses_per_scale=[l[i] for l in self.losses_per_scale],
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -573,6 +545,7 @@ def stylize_controlled(
         config=config,
         seed=seed,
         result=res,
+        state=res.state,
         scales=shapes,
         iterations_per_scale=counts,
         losses_per_scale=losses,
