@@ -218,7 +218,7 @@ def run_style_transfer(cnn, content_img, style_img, input_img, num_steps=300, st
             loss.backward()
             run[0] += 1
             if record is not None:
-                record.append(float(loss))
+                record.append(float(loss.detach()))
             return style_score + content_score
 
         if exact_evaluations:

@@ -53,7 +53,7 @@ def _torch_loss(name: str, params, content, style, image):
     else:
         raise KeyError(name)
     loss.backward()
-    return float(loss), x.grad[0].numpy().transpose(1, 2, 0)
+    return float(loss.detach()), x.grad[0].numpy().transpose(1, 2, 0)
 
 
 CONVENTION = {"pytorch": vgg.TORCHVISION}
@@ -119,7 +119,7 @@ def test_matlab_adam_trajectory_and_best_iterate(vgg19_params, images):
         (grad,) = torch.autograd.grad(loss, x)
         previous = transfer_img
         transfer_img, avg, avg_sq = ref.matlab_adamupdate(transfer_img, grad, avg, avg_sq, iteration, 2.0)
-        want.append(float(loss))
+        want.append(float(loss.detach()))
         if float(loss) < minimum:  # MATLAB keeps dlTransfer *after* adamupdate
             minimum, output, before = float(loss), transfer_img.clone(), previous.clone()
     np.testing.assert_allclose(result.losses, want, rtol=1e-4)
