@@ -87,7 +87,7 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                    help="blend several styles into one result with these weights (as neural-style)")
     g.add_argument("--style-loss", choices=["gram", "wasserstein"])
     g.add_argument("--pooling", choices=["max", "avg"])
-    g.add_argument("--arch", choices=["vgg19", "vgg16"])
+    g.add_argument("--arch", choices=["vgg19", "vgg16", "resnet50"])
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"])
     g.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)
@@ -209,7 +209,7 @@ def _parse_value(field: dataclasses.Field, text: str) -> Any:
         except ValueError:
             raise ConfigError(f"{name} takes comma-separated numbers; got {text!r}") from None
     try:
-        if kind is int or name in ("size", "iterations", "chunk_size"):
+        if kind is int or name in ("size", "iterations", "chunk_size", "lbfgs_round"):
             return int(text)
         if kind is float or name in ("pixel_scale", "lr_decay_rate", "ema_decay"):
             return float(text)

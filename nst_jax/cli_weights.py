@@ -12,7 +12,7 @@ import argparse
 import pathlib
 from typing import Any
 
-from . import vgg, weights
+from . import resnet, vgg, weights
 from .errors import WeightsError
 
 
@@ -26,7 +26,7 @@ def add_parser(subparsers: Any) -> None:
         "weights",
         help="convert, download, create and inspect network weight files",
         description=(
-            "Manage VGG weight files. nst-jax reads its own HDF5 format; `convert` turns Keras "
+            "Manage VGG and ResNet50 weight files. nst-jax reads its own HDF5 format; `convert` turns Keras "
             "(.h5, .weights.h5) and torchvision (.pth) files into it, `download` fetches and converts "
             "the official files, `synthetic` writes random weights for tests, `info` describes a file. "
             f"Default directory: {weights.default_weights_dir()} (set NST_JAX_WEIGHTS to change it)."
@@ -81,8 +81,15 @@ def add_parser(subparsers: Any) -> None:
     )
     s.add_argument("-o", "--output", dest="weights_output", metavar="PATH", required=True)
     s.add_argument("--seed", dest="weights_seed", type=int, default=0)
-    s.add_argument("--arch", dest="weights_arch", choices=vgg.ARCHS, default="vgg19")
+    s.add_argument("--arch", dest="weights_arch", choices=vgg.ARCHS + resnet.ARCHS, default="vgg19")
     s.add_argument("--convention", dest="weights_convention", choices=sorted(vgg.CONVENTIONS), default="caffe")
+    s.add_argument(
+        "--stride-on",
+        dest="weights_stride_on",
+        choices=resnet.STRIDE_PLACEMENTS,
+        help="resnet50 only: where the first block of stages 3-5 strides: 1x1 (Keras / Caffe, default) "
+        "or 3x3 (torchvision)",
+    )
     s.add_argument("--overwrite", dest="weights_overwrite", action="store_true", help="replace an existing file")
 
     i = sub.add_parser("info", help="describe a converted weights file", description="Describe a converted weights file.")
@@ -92,7 +99,8 @@ def add_parser(subparsers: Any) -> None:
 def _summary(net: weights.Network) -> str:
     conv = weights.convention_name(net.convention)
     kind = "pretrained" if net.pretrained else "random (not pretrained)"
-    return f"{net.path}: {net.arch}, {kind}, {conv} input convention, fingerprint {net.fingerprint[:16]}"
+    arch = net.arch + (f" (stride on the {net.stride_on} conv)" if getattr(net, "stride_on", None) else "")
+    return f"{net.path}: {arch}, {kind}, {conv} input convention, fingerprint {net.fingerprint[:16]}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,8 +141,17 @@ def run(args: argparse.Namespace) -> int:
         out = pathlib.Path(args.weights_output).expanduser()
         if out.exists() and not args.weights_overwrite:
             raise WeightsError(f"{out} already exists; pass --overwrite to replace it")
+        stride_on = getattr(args, "weights_stride_on", None)
+        if args.weights_arch in resnet.ARCHS:
+            stride_on = stride_on or "1x1"
+        elif stride_on is not None:
+            raise WeightsError(f"--stride-on applies to resnet50 weights, not {args.weights_arch}")
         net = weights.write_synthetic(
-            out, arch=args.weights_arch, seed=args.weights_seed, convention=vgg.CONVENTIONS[args.weights_convention]
+            out,
+            arch=args.weights_arch,
+            seed=args.weights_seed,
+            convention=vgg.CONVENTIONS[args.weights_convention],
+            stride_on=stride_on,
         )
         print(f"wrote {_summary(net)} (seed {args.weights_seed}; for tests only: results will not look like style transfer)")
         return 0

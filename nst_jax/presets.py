@@ -189,26 +189,29 @@ PRESETS: dict[str, StyleConfig] = {
 # Optimisation is SciPy's L-BFGS-B called in rounds:
 #     for i in range(iterations):            # iterations = 10
 #         x, min_val, info = fmin_l_bfgs_b(evaluator.loss, x, fprime=evaluator.grads, maxfun=10)
-# The seed's code says maxfun=10 and 10 rounds, and its prose agrees ("10 iterations, each of 10
-# gradient-descent steps"). shared/REFERENCE.md's "10 rounds of 20 evaluations" is Chollet's book
-# (iterations = 20, maxfun=20), not this seed; the code that ran here is what we follow: 10 rounds
-# of 10 evaluations = 100 evaluations. Each call is a fresh L-BFGS-B, so the optimiser state is
-# reset every round (lbfgs_round=10, counted in evaluations). For the book's schedule use
-# `--set iterations=400 --set lbfgs_round=20` (20 rounds of maxfun=20).
+# The seed's code says `iterations = 10` and maxfun=10, and its prose agrees ("10 iterations, each
+# of 10 gradient-descent steps"). shared/REFERENCE.md's "10 rounds of 20 evaluations" matches
+# neither (other versions of this Keras program call fmin_l_bfgs_b with maxfun=20); the seed's
+# code is what ran, so: 10 rounds of 10 evaluations = 100 evaluations. Each call is a fresh
+# L-BFGS-B, so the optimiser state is reset every round (lbfgs_round=10, counted in evaluations).
+# Another schedule: StyleConfig fields iterations=<rounds * maxfun>, lbfgs_round=<maxfun>.
 # The blog saves an image after each round: that is the CLI's `--save-every 10`.
 # SciPy's maxfun counts every function evaluation, line-search trials included
-# (iteration_unit="evaluation"), and it is checked only when an iteration ends, so a round may run
-# a few evaluations past it; nst-jax likewise finishes the step it started.
+# (iteration_unit="evaluation"), and it is checked only when an iteration ends (`nfev > maxfun`),
+# so a call makes at least maxfun + 1 evaluations; nst-jax likewise finishes the step it started.
 # Memory: fmin_l_bfgs_b's default m=10 correction pairs (lbfgs_memory=10).
-# Line search: SciPy's L-BFGS-B uses the More-Thuente search (MINPACK-2 dcsrch, ftol 1e-3, gtol
-# 0.9, xtol 0.1, at most maxls=20 trials) on a *projected* path (the bounds machinery: the
-# generalised Cauchy point and subspace minimisation, here without bounds), first step of each run
-# 1/||g||. nst-jax uses optax's zoom line search (Nocedal & Wright algorithms 3.5/3.6: strong Wolfe
-# with c1 1e-4, c2 0.9, cubic/quadratic interpolation in the zoom phase, plus Hager-Zhang's
-# approximate Wolfe test near convergence), initial guess 1 on every step and min(1, 1/||g||)
-# scaling of the first direction, at most 20 trials. Both accept a strong-Wolfe point; the trial
-# points differ, so the trajectories differ while the per-evaluation progress is comparable
-# (tests/test_blog.py compares the final loss with SciPy's on the same weights and images).
+# Line search: SciPy's L-BFGS-B runs its own More-Thuente search (MINPACK-2 dcsrch inside lnsrlb,
+# not scipy.optimize's Python scalar_search_wolfe1/2): strong Wolfe with ftol (c1) 1e-3, gtol (c2)
+# 0.9, xtol 0.1, at most maxls=20 trials, along a direction from the bounds machinery (generalised
+# Cauchy point, subspace minimisation, projection onto the box: with no bounds, as here, the plain
+# L-BFGS direction); first trial step 1/||d|| on a run's first iteration, 1 afterwards; a run also
+# stops early on factr (1e7 * eps relative decrease) or pgtol (1e-5). nst-jax uses optax's zoom
+# line search (Nocedal & Wright algorithms 3.5/3.6: strong Wolfe with c1 1e-4, c2 0.9, bracketing
+# then cubic/quadratic interpolation, plus Hager-Zhang's approximate Wolfe test near convergence),
+# initial guess 1 on every step with the first direction scaled by min(1, 1/||g||), at most 20
+# trials, no bounds, no early stop. Both accept strong-Wolfe points, but not the same ones, so
+# the trajectories differ; tests/test_blog.py compares the final loss with SciPy's on the same
+# weights, images and budget rule.
 _KERAS_LBFGS = _KERAS.replace(
     content_weight=0.025,
     style_weight=1.0,
@@ -265,9 +268,9 @@ DESCRIPTIONS: dict[str, str] = {
     "matlab": "MATLAB example (seed 001): Adam lr 2, average pooling, best-loss iterate, 384x512",
     "gatys": "Gatys et al. (2015): average pooling, 4N^2M^2 style loss, L-BFGS with line search from noise",
     "jcjohnson": "neural-style (Lua): content 5, style 100, TV 1e-3, L-BFGS 1000 from randn, x256 quirk",
-    "keras-lbfgs": "blog (seed 002) part 1: Keras loss, content 0.025 style 1 TV 1e-4, SciPy-style L-BFGS 10 rounds x 10 evals",
-    "keras-vgg16": "blog (seed 002) part 2: keras-lbfgs on VGG16, style 2 and content 0.0125 (blog: more style, less content)",
-    "keras-resnet50": "blog (seed 002) part 3: ResNet50 res5b_branch2a / res3a,4a,5a_branch2a, style 4e5 content 1e-4, no TV",
+    "keras-lbfgs": "blog (seed 002) part 1: Keras loss, content 0.025, style 1, TV 1e-4, L-BFGS 10 x maxfun=10",
+    "keras-vgg16": "blog (seed 002) part 2: keras-lbfgs on VGG16 with style 2, content 0.0125 (our choice)",
+    "keras-resnet50": "blog (seed 002) part 3: ResNet50 pre-BN res*_branch2a layers, style 4e5, content 1e-4, no TV",
     "default": "recommended: neural-style's loss balance, from the content image, L-BFGS 500 evaluations, 512 px",
 }
 

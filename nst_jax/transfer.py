@@ -75,9 +75,10 @@ def _features(params, xn: Array, layers: Sequence[str], config: StyleConfig, con
     if isinstance(conv, resnet.ResNetConvention):
         fn = functools.partial(resnet.features, stride_on=conv.stride_on, pool1_pad=conv.pool1_pad)
     else:
-        # hwio_grad: the convolutions' input gradients stay on XLA's fast CPU path inside the chunk's
-        # lax.scan (without it each step ran 3-4x slower than under a plain jit; see vgg._conv3x3_hwio_grad).
-        fn = functools.partial(vgg.features, pooling=config.pooling, hwio_grad=True)
+        # custom_vjp: hand-written VJPs for the convolutions and max/avg poolings, which XLA's CPU
+        # backend runs several times faster than JAX's own rules, most of all inside the chunk's
+        # lax.scan (see vgg._conv3x3_custom_vjp, vgg._max_pool_vjp; BENCHMARKS.md "Performance log").
+        fn = functools.partial(vgg.features, pooling=config.pooling, custom_vjp=True)
     if config.precision == "bf16":
         # bfloat16 convolutions (AMX on recent Xeons, tensor cores on GPUs); losses stay float32.
         p16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
@@ -367,16 +368,20 @@ def scale_by_torch_lbfgs(memory: int, learning_rate: float = 1.0) -> optax.Gradi
             h_diag=jnp.ones((), jnp.float32),
         )
 
-    def update(grad, state, params=None):
+    def update(grad, state, params=None, *, allow_store=True):
+        # allow_store=False: do not add this step's pair to the memory (the engine passes whether
+        # the evaluation was finite, so a failed step leaves the memory as it was).
         del params
         vdot = lambda a, b: sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
         first = state.count == 0
         y = jax.tree.map(jnp.subtract, grad, state.prev_grad)
         s = state.prev_step
         ys = vdot(y, s)
-        store = (~first) & (ys > 1e-10)
-        s_mem = jax.tree.map(lambda m, v: jnp.where(store, m.at[state.head].set(v), m), state.s_mem, s)
-        y_mem = jax.tree.map(lambda m, v: jnp.where(store, m.at[state.head].set(v), m), state.y_mem, y)
+        store = (~first) & (ys > 1e-10) & allow_store
+        # Select the one slot, not the whole memory: where(store, m.at[h].set(v), m) reads and writes
+        # all `memory` images every step; this is an in-place write of one.
+        s_mem = jax.tree.map(lambda m, v: m.at[state.head].set(jnp.where(store, v, m[state.head])), state.s_mem, s)
+        y_mem = jax.tree.map(lambda m, v: m.at[state.head].set(jnp.where(store, v, m[state.head])), state.y_mem, y)
         rho = jnp.where(store, state.rho.at[state.head].set(1.0 / jnp.where(store, ys, 1.0)), state.rho)
         head = jnp.where(store, (state.head + 1) % memory, state.head)
         size = jnp.where(store, jnp.minimum(state.size + 1, memory), state.size)
@@ -388,28 +393,27 @@ def scale_by_torch_lbfgs(memory: int, learning_rate: float = 1.0) -> optax.Gradi
         def backward(k, carry):
             q, alphas = carry
             i = slot(k)
-            valid = k < size
             s_i = jax.tree.map(lambda m: m[i], s_mem)
             y_i = jax.tree.map(lambda m: m[i], y_mem)
-            a = jnp.where(valid, rho[i] * vdot(s_i, q), 0.0)
+            a = rho[i] * vdot(s_i, q)
             q = jax.tree.map(lambda qq, yy: qq - a * yy, q, y_i)
             return q, alphas.at[i].set(a)
 
+        # Both loops visit only the stored pairs (a dynamic trip count): the empty slots added
+        # exact zeros, so the result is the same as looping over the whole memory.
         q = jax.tree.map(jnp.negative, grad)
-        q, alphas = jax.lax.fori_loop(0, memory, backward, (q, jnp.zeros((memory,), jnp.float32)))
+        q, alphas = jax.lax.fori_loop(0, size, backward, (q, jnp.zeros((memory,), jnp.float32)))
         r = jax.tree.map(lambda x: x * h_diag, q)
 
         def forward(j, r):
-            k = memory - 1 - j  # oldest first
-            i = slot(k)
-            valid = k < size
+            i = slot(size - 1 - j)  # oldest first
             s_i = jax.tree.map(lambda m: m[i], s_mem)
             y_i = jax.tree.map(lambda m: m[i], y_mem)
             b = rho[i] * vdot(y_i, r)
-            coef = jnp.where(valid, alphas[i] - b, 0.0)
+            coef = alphas[i] - b
             return jax.tree.map(lambda rr, ss: rr + coef * ss, r, s_i)
 
-        d = jax.lax.fori_loop(0, memory, forward, r)
+        d = jax.lax.fori_loop(0, size, forward, r)
         # first iteration: d = -g (no pairs) and t = min(1, 1/|g|_1) * lr
         l1 = sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(grad))
         t = jnp.where(first, jnp.minimum(1.0, 1.0 / l1), 1.0) * learning_rate
@@ -536,6 +540,22 @@ def init_state(v0: Array, config: StyleConfig) -> LoopState:
     return jax.tree.map(jnp.copy, state)
 
 
+def _keep_if_ok(ok: Array, new: Any, old: Any) -> Any:
+    """``where(ok, new, old)`` over an optimiser state, except the L-BFGS memory.
+
+    A ``where`` over ``scale_by_torch_lbfgs``'s (memory, H, W, 3) stacks read and wrote every stored
+    pair each step (2 × memory images, ~0.6 GB a step at 512²) and made XLA copy them. ``_step``
+    instead lets the update store a pair only when the loss and gradient are finite
+    (``allow_store``), so the memory (stacks, 1/yᵀs, head, size, γ) is taken from the update as is.
+    """
+    if isinstance(old, TorchLBFGSState):
+        kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new._replace(s_mem=None, y_mem=None),
+                            old._replace(s_mem=None, y_mem=None))
+        return kept._replace(s_mem=new.s_mem, y_mem=new.y_mem, rho=new.rho, head=new.head, size=new.size,
+                             h_diag=new.h_diag)
+    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
 def _step(params, targets, state: LoopState, config: StyleConfig, conv: vgg.Convention) -> tuple[LoopState, Array]:
     """One optimiser step on one image: evaluate at the (clamped) iterate, update."""
     opt = make_optimizer(config)
@@ -550,10 +570,18 @@ def _step(params, targets, state: LoopState, config: StyleConfig, conv: vgg.Conv
     if zoom:
         value, grad = optax.value_and_grad_from_state(objective)(v, state=state.opt_state)
         updates, opt_state = opt.update(grad, state.opt_state, v, value=value, grad=grad, value_fn=objective)
-        evals = 1 + optax.tree.get(opt_state, "num_linesearch_steps")
+        # The first step of a (fresh) state evaluates at v; later ones reuse the value and gradient
+        # the line search stored at its accepted point.
+        fresh = ~jnp.isfinite(optax.tree.get(state.opt_state, "value"))
+        evals = fresh.astype(jnp.int32) + optax.tree.get(opt_state, "num_linesearch_steps")
     else:
         value, grad = jax.value_and_grad(objective)(v)
-        updates, opt_state = opt.update(grad, state.opt_state, v)
+        if isinstance(state.opt_state, TorchLBFGSState):
+            # store the new (s, y) pair only from a finite evaluation of a live run (see _keep_if_ok)
+            finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad)) & ~state.failed
+            updates, opt_state = opt.update(grad, state.opt_state, v, allow_store=finite)
+        else:
+            updates, opt_state = opt.update(grad, state.opt_state, v)
         evals = 1
     new_v = v + updates
     ok = jnp.isfinite(value) & jnp.all(jnp.isfinite(new_v)) & ~state.failed
@@ -574,8 +602,8 @@ def _step(params, targets, state: LoopState, config: StyleConfig, conv: vgg.Conv
         failed=state.failed,
     )
     # A non-finite loss stops the run: keep the last good iterate and flag the failure.
-    kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
-    kept = kept._replace(failed=state.failed | ~ok)
+    kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new._replace(opt_state=None), state._replace(opt_state=None))
+    kept = kept._replace(opt_state=_keep_if_ok(ok, new.opt_state, state.opt_state), failed=state.failed | ~ok)
     return kept, jnp.where(ok, value, jnp.nan)
 
 
@@ -718,38 +746,51 @@ def stylize(
     else:
         state = resume
     chunk = max(1, min(chunk_size or config.chunk_size, max(total, 1)))
-    done = int(state.step)
     history: list[np.ndarray] = [] if resume_losses is None else [np.asarray(resume_losses, np.float32)]
     status = "done"
     to_rgb = functools.partial(_rgb_host, config=config, conv=conv)
     by_evals = config.iteration_unit == "evaluation"
-    if by_evals:
-        done = int(state.evals)
     rnd = config.lbfgs_round
-    while done < total:
-        # Rounds (the blog calls SciPy's fmin_l_bfgs_b repeatedly): a round ends at a multiple of
-        # lbfgs_round, where the optimiser state is reset and the callback sees the image.
-        round_end = min(total, (done // rnd + 1) * rnd) if rnd else total
-        n = min(chunk, round_end - done)
-        budget = round_end if by_evals else n
-        state, chunk_losses = _run_chunk(p, targets, state, jnp.asarray(budget, jnp.int32), config=config, conv=conv,
-                                         length=chunk)
-        cl = np.asarray(chunk_losses)
-        history.append(cl[~np.isnan(cl)] if by_evals else cl[:n])
-        previous, done = done, (int(state.evals) if by_evals else done + n)
-        if bool(state.failed):
-            status = "nonfinite"
-            break
-        if done == previous:  # pragma: no cover - a budget step that made no evaluation
-            break
-        if rnd and done >= round_end and done < total:
-            state = state._replace(opt_state=jax.tree.map(jnp.copy, make_optimizer(config).init(state.v)))
-        if callback is not None:
-            losses_so_far = np.concatenate(history)
-            prog = Progress(done, total, int(state.evals), float(losses_so_far[-1]), losses_so_far, state, to_rgb)
-            if callback(prog):
-                status = "stopped"
+
+    def count(st: LoopState) -> int:
+        return int(st.evals) if by_evals else int(st.step)
+
+    # Rounds (the blog calls SciPy's fmin_l_bfgs_b(maxfun=rnd) repeatedly): each round is a fresh
+    # optimiser state; with evaluations as the unit a round keeps stepping while it has made no
+    # more than `rnd` evaluations (SciPy's rule, so a round makes rnd + 1 or a few more).
+    rounds_total = math.ceil(total / rnd) if rnd else 1
+    round_index = min(count(state) // rnd, rounds_total) if rnd else 0
+    round_start = count(state)
+    done = round_index * rnd if rnd else count(state)
+    stop = False
+    while not stop and round_index < rounds_total:
+        if rnd:
+            limit = round_start + rnd + 1 if by_evals else min(round_start + rnd, total)
+        else:
+            limit = total
+        while count(state) < limit:
+            c = count(state)
+            n = chunk if by_evals else min(chunk, limit - c)
+            state, chunk_losses = _run_chunk(p, targets, state, jnp.asarray(limit if by_evals else n, jnp.int32),
+                                             config=config, conv=conv, length=chunk)
+            cl = np.asarray(chunk_losses)
+            history.append(cl[~np.isnan(cl)] if by_evals else cl[:n])
+            if bool(state.failed):
+                status, stop = "nonfinite", True
                 break
+            if count(state) == c:  # pragma: no cover - nothing left to do within the budget
+                break
+            done = round_index * rnd + min(rnd, count(state) - round_start) if rnd else count(state)
+            if callback is not None:
+                losses_so_far = np.concatenate(history)
+                prog = Progress(done, total, int(state.evals), float(losses_so_far[-1]), losses_so_far, state, to_rgb)
+                if callback(prog):
+                    status, stop = "stopped", True
+                    break
+        round_index += 1
+        if rnd and not stop and round_index < rounds_total:
+            state = state._replace(opt_state=jax.tree.map(jnp.copy, make_optimizer(config).init(state.v)))
+            round_start = count(state)
     losses_all = np.concatenate(history) if history else np.zeros((0,), np.float32)
     final_v = state.ema_v if config.ema_decay is not None else state.v
     if config.clamp and config.variable_space == "rgb":

@@ -161,7 +161,7 @@ def _conv3x3(x: jax.Array, kernel: jax.Array, precision) -> jax.Array:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv3x3_hwio_grad(x: jax.Array, kernel: jax.Array, precision) -> jax.Array:
+def _conv3x3_custom_vjp(x: jax.Array, kernel: jax.Array, precision) -> jax.Array:
     """``_conv3x3`` whose input gradient is a plain HWIO convolution with an explicitly flipped,
     transposed kernel.
 
@@ -189,23 +189,92 @@ def _conv3x3_bwd(precision, residuals, g):
     return dx, kernel_vjp(g)[0]
 
 
-_conv3x3_hwio_grad.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+_conv3x3_custom_vjp.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
-def _conv(x: jax.Array, p: Mapping[str, jax.Array], precision, hwio_grad: bool = False) -> jax.Array:
+def _conv(x: jax.Array, p: Mapping[str, jax.Array], precision, custom_vjp: bool = False) -> jax.Array:
     kernel = p["kernel"].astype(x.dtype)
-    y = _conv3x3_hwio_grad(x, kernel, precision) if hwio_grad else _conv3x3(x, kernel, precision)
+    y = _conv3x3_custom_vjp(x, kernel, precision) if custom_vjp else _conv3x3(x, kernel, precision)
     return y + p["bias"].astype(x.dtype)
 
 
-def _pool(x: jax.Array, pooling: str) -> jax.Array:
+def _pool(x: jax.Array, pooling: str, custom_vjp: bool = False) -> jax.Array:
     # 2x2 window, stride 2, no padding: odd sizes are floored, as in torchvision, Keras
     # ('valid') and MATLAB. (Caffe itself rounds up; no seed program depends on that.)
-    window, strides = (1, 2, 2, 1), (1, 2, 2, 1)
-    if pooling == "max":
-        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, "VALID")
-    summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, "VALID")
-    return summed / 4.0
+    if custom_vjp:
+        return _max_pool_vjp(x) if pooling == "max" else _avg_pool_vjp(x)
+    return _max_pool(x) if pooling == "max" else _avg_pool(x)
+
+
+_WINDOW, _STRIDES = (1, 2, 2, 1), (1, 2, 2, 1)
+
+
+def _max_pool(x: jax.Array) -> jax.Array:
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, _WINDOW, _STRIDES, "VALID")
+
+
+def _avg_pool(x: jax.Array) -> jax.Array:
+    return jax.lax.reduce_window(x, 0.0, jax.lax.add, _WINDOW, _STRIDES, "VALID") / 4.0
+
+
+def _unpool(parts: Sequence[jax.Array], shape: tuple[int, ...]) -> jax.Array:
+    """Four N×Ho×Wo×C arrays (window positions 00, 01, 10, 11) -> N×H×W×C, zeros where VALID dropped."""
+    p00, p01, p10, p11 = parts
+    n, ho, wo, c = p00.shape
+    top = jnp.stack([p00, p01], 3)  # n, ho, wo, 2, c
+    bottom = jnp.stack([p10, p11], 3)
+    dx = jnp.stack([top, bottom], 2).reshape(n, 2 * ho, 2 * wo, c)
+    return jnp.pad(dx, ((0, 0), (0, shape[1] - 2 * ho), (0, shape[2] - 2 * wo), (0, 0)))
+
+
+@jax.custom_vjp
+def _max_pool_vjp(x: jax.Array) -> jax.Array:
+    """``_max_pool`` with its gradient as masks (the same values as XLA's ``select_and_scatter``).
+
+    JAX differentiates max pooling with ``select_and_scatter``, which XLA's CPU backend runs as a
+    naive loop: ~6x slower than the mask below (BENCHMARKS.md, "Performance log"). The gradient
+    of each 2x2 window goes to its first maximum in row-major order, exactly as
+    ``select_and_scatter`` with JAX's ``ge`` selector picks it, ties included.
+    """
+    return _max_pool(x)
+
+
+def _max_pool_fwd(x):
+    y = _max_pool(x)
+    return y, (x, y)
+
+
+def _max_pool_bwd(residuals, g):
+    x, y = residuals
+    n, ho, wo, c = y.shape
+    win = x[:, : 2 * ho, : 2 * wo].reshape(n, ho, 2, wo, 2, c) == y[:, :, None, :, None, :]
+    m00 = win[:, :, 0, :, 0]
+    m01 = win[:, :, 0, :, 1] & ~m00
+    m10 = win[:, :, 1, :, 0] & ~(m00 | m01)
+    m11 = win[:, :, 1, :, 1] & ~(m00 | m01 | m10)
+    zero = jnp.zeros_like(g)
+    return (_unpool([jnp.where(m, g, zero) for m in (m00, m01, m10, m11)], x.shape),)
+
+
+_max_pool_vjp.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+@jax.custom_vjp
+def _avg_pool_vjp(x: jax.Array) -> jax.Array:
+    """``_avg_pool`` with its gradient as a broadcast (the same values as JAX's own rule)."""
+    return _avg_pool(x)
+
+
+def _avg_pool_fwd(x):
+    return _avg_pool(x), x.shape
+
+
+def _avg_pool_bwd(shape, g):
+    q = g / 4.0
+    return (_unpool([q, q, q, q], shape),)
+
+
+_avg_pool_vjp.defvjp(_avg_pool_fwd, _avg_pool_bwd)
 
 
 def features(
@@ -215,7 +284,7 @@ def features(
     *,
     pooling: str = "max",
     precision=None,
-    hwio_grad: bool = False,
+    custom_vjp: bool = False,
 ) -> dict[str, jax.Array]:
     """Named VGG activations of a preprocessed image.
 
@@ -228,10 +297,11 @@ def features(
       layers: names such as ``conv4_2``, ``relu4_2``, ``pool4``.
       pooling: "max" or "avg" (Gatys / MATLAB replace every max pooling by average pooling).
       precision: passed to ``lax.conv_general_dilated`` (e.g. ``"highest"`` to avoid TF32).
-      hwio_grad: differentiate each convolution with a custom VJP whose input gradient is a
-        standard HWIO convolution (see ``_conv3x3_hwio_grad``): the same values, 3-4x faster
-        gradients inside ``lax.scan`` / ``while`` loops on XLA's CPU backend; forward-mode AD
-        (``jax.jvp``) is then unavailable. The engine (``transfer``) turns it on.
+      custom_vjp: differentiate the convolutions and poolings with hand-written VJPs that XLA's
+        CPU backend runs fast (see ``_conv3x3_custom_vjp``, ``_max_pool_vjp``): the same values
+        (the poolings' bit for bit), several times faster gradients, most of all inside
+        ``lax.scan`` / ``while`` loops; forward-mode AD (``jax.jvp``) is then unavailable. The
+        engine (``transfer``) turns it on.
 
     Returns:
       dict name -> activation, HWC or NHWC like ``x``.
@@ -248,11 +318,11 @@ def features(
     out: dict[str, jax.Array] = {}
     for name in order[: deepest + 1]:
         if name.startswith("conv"):
-            h = _conv(h, params[name], precision, hwio_grad)
+            h = _conv(h, params[name], precision, custom_vjp)
         elif name.startswith("relu"):
             h = jax.nn.relu(h)
         else:
-            h = _pool(h, pooling)
+            h = _pool(h, pooling, custom_vjp)
         if name in wanted:
             out[name] = h[0] if single else h
     return out

@@ -38,6 +38,13 @@ def child(args) -> dict:
     from nst_jax import preset, transfer, vgg
     from nst_jax.weights import synthetic_params
 
+    if args.vjp in ("jax", "conv"):  # the engine as it was: JAX's own VJPs (for the pools, or all)
+        pool = vgg._pool
+        vgg._pool = lambda x, pooling, custom_vjp=False: pool(x, pooling, False)
+    if args.vjp == "jax":
+        conv_ = vgg._conv
+        vgg._conv = lambda x, p, precision, custom_vjp=False: conv_(x, p, precision, False)
+
     cfg = preset(args.preset).replace(optimizer=args.optimizer, shape=(args.size, args.size), size=None,
                                       precision=args.precision)
     if args.optimizer == "adam":
@@ -83,24 +90,18 @@ def child(args) -> dict:
         if v == "scan":
             def prog(p, t, s):
                 return transfer._run_chunk(p, t, s, jnp.asarray(n, jnp.int32), config=cfg, conv=conv, length=n)
-            jitted = None
         else:
             unroll = 1
             if v.startswith("scan_unroll"):
                 unroll = int(v[len("scan_unroll"):])
 
-            def body(st, _):
-                return transfer._step(params_, targets_, st, cfg, conv)
-
             def loop(p, t, s):
-                global params_, targets_
                 if v == "fori":
                     out = jax.lax.fori_loop(0, n, lambda i, st: transfer._step(p, t, st, cfg, conv)[0], s)
                     return out, jnp.zeros((n,))
                 return jax.lax.scan(lambda st, _: transfer._step(p, t, st, cfg, conv), s, None, length=n,
                                     unroll=unroll)
-            jitted = jax.jit(loop, donate_argnums=(2,))
-            prog = jitted
+            prog = jax.jit(loop, donate_argnums=(2,))
 
         def run(state):
             state, losses = prog(params, targets, state)
@@ -117,7 +118,8 @@ def child(args) -> dict:
         t0 = time.perf_counter()
         _, last = run(s)
         times.append((time.perf_counter() - t0) / n)
-    return {"variant": v, "first_s": first, "per_step_ms": [t * 1e3 for t in times],
+    return {"variant": v, "vjp": args.vjp, "xla_flags": os.environ.get("XLA_FLAGS"),
+            "size": args.size, "optimizer": args.optimizer, "first_s": first, "per_step_ms": [t * 1e3 for t in times],
             "median_ms": statistics.median(times) * 1e3, "last_loss": float(last),
             "loadavg": os.getloadavg()}
 
@@ -131,6 +133,9 @@ def main(argv=None) -> int:
     ap.add_argument("--optimizer", default="adam")
     ap.add_argument("--precision", default="default")
     ap.add_argument("--variants", default="plain,scan,scan_nocond")
+    ap.add_argument("--vjp", default="custom", choices=("custom", "conv", "jax"),
+                    help="custom: the engine's VJPs for convs and pools; conv: for convs only; jax: JAX's own")
+    ap.add_argument("--xla-flags", default=None)
     ap.add_argument("--child", default=None)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -142,14 +147,17 @@ def main(argv=None) -> int:
     for v in args.variants.split(","):
         cmd = [sys.executable, __file__, "--child", v, "--size", str(args.size), "--steps", str(args.steps),
                "--repeats", str(args.repeats), "--preset", args.preset, "--optimizer", args.optimizer,
-               "--precision", args.precision]
-        out = subprocess.run(cmd, capture_output=True, text=True)
+               "--precision", args.precision] + ["--vjp", args.vjp]
+        env = dict(os.environ)
+        if args.xla_flags is not None:
+            env["XLA_FLAGS"] = args.xla_flags
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode:
             print(v, "FAILED", out.stderr[-2000:])
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         results.append(r)
-        print(f"{v:<16} first {r['first_s']:.2f}s  median {r['median_ms']:.1f} ms/step  "
+        print(f"{v:<16} vjp {args.vjp:<6} first {r['first_s']:.2f}s  median {r['median_ms']:.1f} ms/step  "
               f"all {[round(x, 1) for x in r['per_step_ms']]}  loss {r['last_loss']:.6g}  load {r['loadavg'][0]:.2f}",
               flush=True)
     if args.json:
