@@ -96,6 +96,8 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init", help="content, style, noise, randn, blend, or an image file")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--precision", choices=["default", "highest", "bf16"])
+    g.add_argument("--conv", dest="conv_algorithm", choices=["direct", "winograd", "auto"],
+                   help="VGG convolutions: direct, winograd (faster on CPUs for wide layers), auto (winograd on CPU)")
     g.add_argument("--ema", dest="ema_decay", type=float, help="average the iterates (e.g. 0.99); sgd/adam only")
     g.add_argument("--chunk-size", type=int, help="steps per compiled chunk (progress updates between chunks)")
     g.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -224,7 +226,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[StyleConfig, Optional[st
     changes: dict[str, Any] = {}
     direct = ["content_weight", "style_weight", "tv_weight", "content_layers", "content_layer_weights",
               "style_layers", "style_layer_weights", "style_blend_weights", "style_loss", "pooling", "arch",
-              "optimizer", "learning_rate", "iterations", "lbfgs_linesearch", "precision", "ema_decay",
+              "optimizer", "learning_rate", "iterations", "lbfgs_linesearch", "precision", "conv_algorithm", "ema_decay",
               "chunk_size", "original_size", "preserve_colors", "normalize_gradients"]
     for name in direct:
         value = getattr(args, name, None)
@@ -658,6 +660,32 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _default_showwarning = warnings.showwarning
 
 
+def enable_compilation_cache() -> Optional[str]:
+    """Turn on JAX's persistent compilation cache for this process, so a second run of the same
+    shapes and settings skips XLA's compilation (seconds to tens of seconds on a CPU; see
+    BENCHMARKS.md). ``NST_JAX_CACHE_DIR`` picks the folder (default ``~/.cache/nst-jax/xla``, under
+    ``XDG_CACHE_HOME`` when set); an empty value turns the cache off. An unusable folder only
+    means no cache. Returns the folder in use, or None.
+    """
+    path = os.environ.get("NST_JAX_CACHE_DIR")
+    if path is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        path = os.path.join(base, "nst-jax", "xla")
+    if not path:
+        return None
+    try:
+        os.makedirs(path, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            return None
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    except (OSError, AttributeError, ValueError):
+        return None
+    return path
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``nst-jax`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -669,6 +697,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "weights":
             return cli_weights.run(args)
+        if args.command in ("stylize", "demo"):
+            enable_compilation_cache()
         return COMMANDS[args.command](args)
     except NSTError as err:
         if debug:

@@ -29,6 +29,7 @@ ADAM_EPS_MODES = ("optax", "matlab")
 STYLE_LOSSES = ("gram", "wasserstein")
 PRESERVE_COLORS = ("none", "lum", "match", "swap")
 PRECISIONS = ("default", "highest", "bf16")
+CONV_ALGORITHMS = ("direct", "winograd", "auto")
 
 
 def _choice(name: str, value, valid) -> None:
@@ -116,6 +117,9 @@ class StyleConfig:
     ema_decay: Optional[float] = None
     chunk_size: int = 50
     precision: str = "default"
+    # "winograd": VGG's wide 3x3 convolutions as Winograd F(4x4, 3x3) (vgg.with_winograd), float32
+    # only; "auto": that on a CPU backend in float32, else direct. The seed presets keep "direct".
+    conv_algorithm: str = "direct"
     # start image
     init: str = "content"
     init_noise_ratio: float = 0.7
@@ -211,6 +215,9 @@ class StyleConfig:
         _choice("save_rounding", self.save_rounding, ROUNDINGS)
         _choice("preserve_colors", self.preserve_colors, PRESERVE_COLORS)
         _choice("precision", self.precision, PRECISIONS)
+        _choice("conv_algorithm", self.conv_algorithm, CONV_ALGORITHMS)
+        if self.conv_algorithm == "winograd" and self.precision == "bf16":
+            raise ConfigError("conv_algorithm winograd needs float32 (its transforms lose too much in bf16); use direct or auto")
         _posint("iterations", self.iterations, allow_zero=True)
         _posint("chunk_size", self.chunk_size)
         _posint("lr_decay_steps", self.lr_decay_steps)

@@ -87,6 +87,34 @@ def _features(params, xn: Array, layers: Sequence[str], config: StyleConfig, con
     return fn(params, xn, layers, precision=_precision(config))
 
 
+# "auto" uses Winograd from this many pixels on: below it the extra compilation (about 1 s per
+# convolution and direction) outweighs what a few hundred faster steps save.
+WINOGRAD_AUTO_MIN_PIXELS = 160 * 160
+
+
+def uses_winograd(config: StyleConfig, conv: vgg.Convention, shape: Optional[Sequence[int]] = None) -> bool:
+    """Whether the engine computes VGG's wide convolutions as Winograd F(4x4, 3x3).
+
+    Args:
+      config: its ``conv_algorithm`` ("direct", "winograd", "auto") and ``precision``.
+      conv: the network's convention (ResNet never uses it).
+      shape: the working image's (H, W, ...), for "auto".
+    """
+    if isinstance(conv, resnet.ResNetConvention) or config.conv_algorithm == "direct":
+        return False
+    if config.conv_algorithm == "auto":
+        big = shape is None or shape[0] * shape[1] >= WINOGRAD_AUTO_MIN_PIXELS
+        return big and config.precision != "bf16" and jax.default_backend() == "cpu"
+    return True
+
+
+def engine_params(params: Any, config: StyleConfig, conv: vgg.Convention,
+                  shape: Optional[Sequence[int]] = None) -> Any:
+    """The params the engine runs: with the Winograd-transformed kernels added (once per run, not
+    per step) when ``uses_winograd``; otherwise unchanged."""
+    return vgg.with_winograd(params, _all_layers(config)) if uses_winograd(config, conv, shape) else params
+
+
 def _style_stat(f: Array, config: StyleConfig):
     if config.style_loss == "wasserstein":
         return losses.mean_cov(f)
@@ -293,6 +321,7 @@ def make_loss_fn(
     """
     p, conv = split_network(params, convention)
     conv = effective_convention(conv, config)
+    p = engine_params(p, config, conv, np.shape(content)[-3:])
     targets = compute_targets(p, conv, content, style, config, masks, style_masks)
 
     def loss_fn(image: Array) -> tuple[Array, dict[str, Array]]:
@@ -608,24 +637,32 @@ def _step(params, targets, state: LoopState, config: StyleConfig, conv: vgg.Conv
 
 
 def _chunk(params, targets, state: LoopState, n_active: Array, *, config: StyleConfig, conv: vgg.Convention, length: int):
-    """``length`` steps in one ``lax.scan``; steps at index >= n_active are skipped (same program).
+    """Up to ``length`` steps in one loop; steps at index >= n_active are not run (same program).
 
     With ``config.iteration_unit == "evaluation"``, ``n_active`` is instead the budget of function
     evaluations: a step runs while fewer have been made (SciPy's ``maxfun``).
+
+    Returns (state, losses): ``losses[i]`` is step i's loss, NaN for the steps not run. A
+    ``while_loop`` whose condition stops at ``n_active`` (not a ``scan`` with a ``lax.cond`` per
+    step): XLA copied the whole state in and out of the ``cond`` every step, the L-BFGS memory
+    included (2 × memory images: time, and twice that memory held).
     """
 
     def active(st, i):
         return st.evals < n_active if config.iteration_unit == "evaluation" else i < n_active
 
-    def body(st, i):
-        return jax.lax.cond(
-            active(st, i),
-            lambda s: _step(params, targets, s, config, conv),
-            lambda s: (s, jnp.asarray(jnp.nan, jnp.float32)),
-            st,
-        )
+    def cond(carry):
+        st, i, _ = carry
+        return (i < length) & active(st, i)
 
-    return jax.lax.scan(body, state, jnp.arange(length))
+    def body(carry):
+        st, i, losses = carry
+        st, value = _step(params, targets, st, config, conv)
+        return st, i + 1, losses.at[i].set(value)
+
+    init = (state, jnp.zeros((), jnp.int32), jnp.full((length,), jnp.nan, jnp.float32))
+    state, _, losses = jax.lax.while_loop(cond, body, init)
+    return state, losses
 
 
 # One compiled chunk per (shapes, config, convention, chunk length). Params, targets and state are
@@ -734,6 +771,7 @@ def stylize(
     """
     p, conv = split_network(params, convention)
     conv = effective_convention(conv, config)
+    p = engine_params(p, config, conv, np.shape(content)[-3:])
     total = config.iterations if iterations is None else int(iterations)
     if total < 0:
         raise ConfigError(f"iterations must be >= 0; got {total}")
@@ -929,6 +967,7 @@ def stylize_many(
     """
     p, conv = split_network(params, convention)
     conv = effective_convention(conv, config)
+    p = engine_params(p, config, conv, np.shape(content)[-3:])
     if config.lbfgs_round is not None:
         raise ConfigError("lbfgs_round (L-BFGS in rounds) runs single results; use stylize for it")
     content = jnp.asarray(content, jnp.float32)

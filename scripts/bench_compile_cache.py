@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         print(f"{name:<28} {r['first_run_s']:>11.2f} {r['second_run_s']:>12.2f} {r['warmup_s']:>9.2f} "
               f"{r['compile_s']:>15.2f} {r['loadavg']:>5.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "cache_bytes": size, "args": vars(args)}, indent=1))
+        args.json.write_text(json.dumps({"rows": rows, "cache_bytes": size, "args": vars(args)}, indent=1, default=str))
     return 0
 
 

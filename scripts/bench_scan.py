@@ -11,6 +11,7 @@ Variants (all run the same ``transfer._step`` on the same state):
   scan_unrollK  ``scan_nocond`` with ``unroll=K``
   fori          ``lax.fori_loop`` over ``_step`` (no per-step losses)
   vag           only ``jax.jit(value_and_grad(loss))`` per step (no optimiser, no bookkeeping)
+  feat          only the network: ``jax.jit(value_and_grad(sum of the deepest layer))`` per step
 
 Each variant runs in its own process (``--child``) so compiled programs and thread pools never mix.
 A measurement, not a test.
@@ -62,10 +63,14 @@ def child(args) -> dict:
     def fresh():
         return transfer.init_state(v0, cfg)
 
-    if v.startswith("plain") or v == "vag":
-        if v == "vag":
+    if v.startswith("plain") or v in ("vag", "feat"):
+        if v in ("vag", "feat"):
             def objective(params, targets, x):
-                return transfer.network_loss(params, targets, transfer._to_network(x, cfg, conv), cfg, conv)[0]
+                xn = transfer._to_network(x, cfg, conv)
+                if v == "feat":  # the network alone: sum of the deepest layer's features
+                    deepest = max(transfer._all_layers(cfg), key=vgg.layer_names(cfg.arch).index)
+                    return jnp.sum(transfer._features(params, xn, [deepest], cfg, conv)[deepest])
+                return transfer.network_loss(params, targets, xn, cfg, conv)[0]
             f = jax.jit(jax.value_and_grad(objective, argnums=2))
 
             def run(state):

@@ -11,6 +11,8 @@ Variants (each runs in its own Python process, so thread pools and memory peaks 
   nst-jax        ``nst_jax.transfer.stylize``: targets precomputed once, the optimisation loop compiled
                  in chunks (``lax.scan``). Warm-up (first ``stylize``: compilation included) is timed
                  apart from the steady state; the steady state times the compiled chunk itself.
+  nst-jax-direct the same with ``conv_algorithm="direct"`` (XLA's own convolutions): shows what the
+                 Winograd convolutions (``--conv``, the ``default`` preset's ``auto``) buy.
   torch          PyTorch eager, as a PyTorch user writes it: the tutorial's own model and closure
                  (loss modules after the convolutions, ``optim.LBFGS`` / ``optim.Adam``) for the
                  ``pytorch`` recipe; the same structure (targets once, one forward per evaluation) with
@@ -53,7 +55,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # torch_reference, bench_torch
 sys.path.insert(0, str(HERE.parent))  # run from a checkout
 
-VARIANTS = ("nst-jax", "torch", "torch-compile", "keras-way")
+VARIANTS = ("nst-jax", "nst-jax-direct", "torch", "torch-compile", "keras-way")
 PRESET_NAMES = ("keras", "keras-lecture", "pytorch", "matlab", "gatys", "jcjohnson", "default")
 PRECISIONS = {"float32": "default", "highest": "highest", "bf16": "bf16"}
 
@@ -145,6 +147,8 @@ def build_config(args: argparse.Namespace):
         changes["lr_decay_rate"] = None
     if args.lr is not None:
         changes["learning_rate"] = args.lr
+    if args.conv is not None:
+        changes["conv_algorithm"] = args.conv
     return cfg.replace(**changes)
 
 
@@ -155,6 +159,19 @@ def _smooth_image(h: int, w: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     coarse = rng.random((max(2, h // 8), max(2, w // 8), 3), dtype=np.float32)
     img = image.resize(coarse, (h, w), "bicubic") + 0.05 * rng.standard_normal((h, w, 3)).astype(np.float32)
+    return np.clip(img, 0.0, 1.0).astype(np.float32)
+
+
+def _pattern_image(h: int, w: int, seed: int) -> np.ndarray:
+    """A style-like RGB image in [0, 1]: oriented stripes of a different frequency per channel, plus noise
+    (statistics unlike the content's, so the style loss has work to do for hundreds of evaluations)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / np.float32(max(h, w))
+    img = np.empty((h, w, 3), np.float32)
+    for c in range(3):
+        fx, fy = rng.uniform(6.0, 20.0, 2)
+        img[..., c] = 0.5 + 0.4 * np.sin(2 * np.pi * (fx * xx + fy * yy) + rng.uniform(0, 2 * np.pi))
+    img += 0.1 * rng.standard_normal((h, w, 3)).astype(np.float32)
     return np.clip(img, 0.0, 1.0).astype(np.float32)
 
 
@@ -173,9 +190,9 @@ def prepare_inputs(args: argparse.Namespace, cfg, workdir: Path) -> dict[str, An
 
     h, w = cfg.shape
     content = _load(args.content, (h, w), cfg.resample) if args.content else _smooth_image(h, w, args.seed + 1)
-    style = _load(args.style, (h, w), cfg.resample) if args.style else _smooth_image(h, w, args.seed + 2)
+    style = _load(args.style, (h, w), cfg.resample) if args.style else _pattern_image(h, w, args.seed + 2)
     n = max(1, args.styles)
-    styles = np.stack([style] + [_smooth_image(h, w, args.seed + 100 + i) for i in range(1, n)])
+    styles = np.stack([style] + [_pattern_image(h, w, args.seed + 100 + i) for i in range(1, n)])
     if args.weights:
         from nst_jax.weights import load_weights
 
@@ -226,7 +243,7 @@ def _config(spec: dict):
     return StyleConfig(**d)
 
 
-def child_jax(spec: dict) -> dict:
+def child_jax(spec: dict, direct: bool = False) -> dict:
     if spec.get("compilation_cache"):
         import jax
 
@@ -239,47 +256,61 @@ def child_jax(spec: dict) -> dict:
     from nst_jax import transfer, vgg
 
     cfg = _config(spec)
+    if direct:
+        cfg = cfg.replace(conv_algorithm="direct")
     n, reps = spec["iterations"], spec["repeats"]
     data = np.load(spec["inputs"])
     content, style = data["content"], data["style"]
     base = vgg.Convention(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in spec["convention"].items()})
     params = jax.device_put(_load_params(spec))
     rss_base = _rss_now()
-    out: dict[str, Any] = {"structure": "stylize: targets once, lax.scan chunk"}
+    out: dict[str, Any] = {"structure": "stylize: targets once, compiled chunk, conv "
+                           + ("winograd" if transfer.uses_winograd(cfg, base, content.shape) else "direct")}
 
+    # (each Result holds its final LoopState, L-BFGS memory included: keep only the losses, so the
+    # peak RSS is that of one run at a time, as a user's)
     t0 = time.perf_counter()
-    res = transfer.stylize(content, style, params, cfg, iterations=n, seed=spec["seed"], convention=base, chunk_size=n)
+    first_losses = transfer.stylize(content, style, params, cfg, iterations=n, seed=spec["seed"], convention=base,
+                                    chunk_size=n).losses
     out["first_run_s"] = time.perf_counter() - t0
+    out["peak_rss_first_run"] = _peak_rss()
     t0 = time.perf_counter()
-    res = transfer.stylize(content, style, params, cfg, iterations=n, seed=spec["seed"], convention=base, chunk_size=n)
+    run_losses = transfer.stylize(content, style, params, cfg, iterations=n, seed=spec["seed"], convention=base,
+                                  chunk_size=n).losses
     out["second_run_s"] = time.perf_counter() - t0
     out["warmup_s"] = out["first_run_s"] - out["second_run_s"]
+    out["first_run_losses_match"] = bool(np.array_equal(first_losses, run_losses, equal_nan=True))
 
     conv = transfer.effective_convention(base, cfg)
+    run_params = transfer.engine_params(params, cfg, conv, content.shape)  # what stylize runs (Winograd kernels added)
     t0 = time.perf_counter()
-    targets = jax.block_until_ready(transfer.compute_targets(params, conv, content, style, cfg))
+    targets = jax.block_until_ready(transfer.compute_targets(run_params, conv, content, style, cfg))
     out["setup_s"] = time.perf_counter() - t0  # targets (steady)
     v0 = jnp.asarray(data["v0"])
     n_arr = jnp.asarray(n, jnp.int32)
-    state = transfer.init_state(v0, cfg)
+    state_shape = jax.eval_shape(lambda: transfer.init_state(v0, cfg))  # lowering needs shapes only
     jax.clear_caches()  # the chunk compiled by stylize above would be reused: time a fresh compile
     t0 = time.perf_counter()
-    lowered = transfer._run_chunk.lower(params, targets, state, n_arr, config=cfg, conv=conv, length=n)
+    lowered = transfer._run_chunk.lower(run_params, targets, state_shape, n_arr, config=cfg, conv=conv, length=n)
     t1 = time.perf_counter()
     compiled = lowered.compile()
     out["trace_s"], out["compile_s"] = t1 - t0, time.perf_counter() - t1
     times, losses, evals = [], None, None
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(reps):
+        state = None  # the previous repeat's state: freed before the next is made
         state = jax.block_until_ready(transfer.init_state(v0, cfg))
         t0 = time.perf_counter()
-        state, chunk_losses = compiled(params, targets, state, n_arr)
+        state, chunk_losses = compiled(run_params, targets, state, n_arr)
         jax.block_until_ready((state, chunk_losses))
         times.append(time.perf_counter() - t0)
         losses, evals = np.asarray(chunk_losses), int(state.evals)
+    out["minor_faults_per_iteration"] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / (reps * n)
     out["times_s"] = times
     out["evaluations"] = evals
     out["losses"] = [float(x) for x in losses]
-    out["stylize_losses_match"] = bool(np.allclose(res.losses, losses, rtol=1e-5, equal_nan=True))
+    out["stylize_losses_match"] = bool(np.allclose(run_losses, losses, rtol=1e-5, equal_nan=True))
+    del state
 
     if spec["styles"] > 1:
         styles = list(data["styles"])
@@ -349,10 +380,13 @@ def child_torch(spec: dict, variant: str) -> dict:
     out["structure"] += f", {optimiser}"
     first = bt.run_loop(loss_fn, cfg, space, v0, n, device)
     out["first_run_s"] = first["wall_s"]
+    out["peak_rss_first_run"] = _peak_rss()
     times = []
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(reps):
         r = bt.run_loop(loss_fn, cfg, space, v0, n, device)
         times.append(r["wall_s"])
+    out["minor_faults_per_iteration"] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / (reps * n)
     out["times_s"] = times
     out["evaluations"] = r["evaluations"]
     out["losses"] = r["losses"]
@@ -424,10 +458,14 @@ def summarise(results: dict[str, dict], cfg, n: int) -> dict[str, Any]:
     if "times_s" in torch_r:
         torch_ms = 1e3 * statistics.median(torch_r["times_s"]) / max(torch_r["evaluations"], 1)
     jax_r = results.get("nst-jax", {})
-    target = None
+    target = best = None
     if cfg.optimizer == "lbfgs" and torch_r.get("losses"):
+        # L-BFGS without a line search is not monotone (on random weights it spikes now and then):
+        # report the time to torch's final loss and to the lowest loss torch saw.
         target = torch_r["losses"][-1]
+        best = float(np.nanmin(torch_r["losses"]))
         summary["target_loss"] = target
+        summary["target_best_loss"] = best
     for name, r in results.items():
         if "times_s" not in r:
             summary[name] = {"error": r.get("error", "no result")}
@@ -444,8 +482,10 @@ def summarise(results: dict[str, dict], cfg, n: int) -> dict[str, Any]:
             "final_loss": r["losses"][-1] if r["losses"] else None,
             "warmup_s": r.get("warmup_s"),
             "compile_s": r.get("compile_s"),
-            "peak_rss_mb": r["peak_rss"] / 2**20,
-            "rss_increase_mb": (r["peak_rss"] - r["rss_base"]) / 2**20 if r.get("rss_base") else None,
+            # the process's peak during its first run (compilation, one run), as a user's run
+            "peak_rss_mb": r.get("peak_rss_first_run", r["peak_rss"]) / 2**20,
+            "peak_rss_whole_process_mb": r["peak_rss"] / 2**20,
+            "rss_increase_mb": (r.get("peak_rss_first_run", r["peak_rss"]) - r["rss_base"]) / 2**20 if r.get("rss_base") else None,
             "device_peak_mb": r["device_peak_bytes"] / 2**20 if r.get("device_peak_bytes") else None,
             "other_load": r.get("other_load"),
         }
@@ -458,11 +498,13 @@ def summarise(results: dict[str, dict], cfg, n: int) -> dict[str, Any]:
             s["final_loss_rel_diff_vs_torch"] = float(abs(a[-1] / b[-1] - 1))
             s["max_rel_diff_vs_torch_first_k"] = float(np.max(np.abs(a[: min(k, 5)] / b[: min(k, 5)] - 1)))
         if target is not None:
-            e = _evals_to_reach(r["losses"], target)
-            s["evals_to_torch_final_loss"] = e
-            s["s_to_torch_final_loss"] = None if e is None else e * s["ms_per_evaluation"] / 1e3
-            if e is not None and r.get("warmup_s") is not None:
-                s["s_to_torch_final_loss_with_warmup"] = s["s_to_torch_final_loss"] + max(r["warmup_s"], 0.0)
+            for key, value in (("final", target), ("best", best)):
+                e = _evals_to_reach(r["losses"], value)
+                s[f"evals_to_torch_{key}_loss"] = e
+                s[f"s_to_torch_{key}_loss"] = None if e is None else e * s["ms_per_evaluation"] / 1e3
+                if e is not None and r.get("warmup_s") is not None:
+                    s[f"s_to_torch_{key}_loss_with_warmup"] = s[f"s_to_torch_{key}_loss"] + max(r["warmup_s"], 0.0)
+            s["best_loss"] = float(np.nanmin(r["losses"]))
         if "many_s" in r:
             s["results_per_s"] = len(r["many_final_losses"]) / r["many_s"]
             s["many_s"] = r["many_s"]
@@ -513,17 +555,18 @@ def print_table(summary: dict, results: dict, info: dict, args, cfg) -> None:
         print(f"# same work: nst-jax vs torch loss, first evaluation rel. diff {sw['first_loss_rel_diff']:.1e}, "
               f"final {sw['final_loss_rel_diff']:.1e}")
     if "target_loss" in summary:
-        print(f"# L-BFGS: evaluations (seconds, steady / with warm-up) to reach torch eager's final loss "
-              f"{summary['target_loss']:.6g}:")
-        for name, s in summary.items():
-            if isinstance(s, dict) and "evals_to_torch_final_loss" in s:
-                e = s["evals_to_torch_final_loss"]
-                if e is None:
-                    print(f"#   {name}: not reached in {s['evaluations']}")
-                else:
-                    ww = s.get("s_to_torch_final_loss_with_warmup")
-                    print(f"#   {name}: {e} evaluations, {s['s_to_torch_final_loss']:.2f} s"
-                          + (f" / {ww:.2f} s" if ww is not None else ""))
+        for key in ("final", "best"):
+            print(f"# L-BFGS: evaluations (seconds: steady / with warm-up) to reach torch eager's {key} loss "
+                  f"{summary['target_' + ('' if key == 'final' else 'best_') + 'loss']:.6g}:")
+            for name, s in summary.items():
+                if isinstance(s, dict) and f"evals_to_torch_{key}_loss" in s:
+                    e = s[f"evals_to_torch_{key}_loss"]
+                    if e is None:
+                        print(f"#   {name}: not reached in {s['evaluations']} (its best {s['best_loss']:.6g})")
+                    else:
+                        ww = s.get(f"s_to_torch_{key}_loss_with_warmup")
+                        print(f"#   {name}: {e} evaluations, {s[f's_to_torch_{key}_loss']:.2f} s"
+                              + (f" / {ww:.2f} s" if ww is not None else ""))
     many = {k: s for k, s in summary.items() if isinstance(s, dict) and "results_per_s" in s}
     if many:
         print(f"# {args.styles} styles x {args.iterations} iterations: results per second")
@@ -549,6 +592,7 @@ def make_parser() -> argparse.ArgumentParser:
     ap.add_argument("--styles", type=int, default=1, help="N > 1: also time N results (stylize_many vs N torch runs)")
     ap.add_argument("--precision", default="float32", choices=tuple(PRECISIONS),
                     help="bf16: convolutions in bfloat16, losses in float32 (both sides)")
+    ap.add_argument("--conv", choices=("direct", "winograd", "auto"), help="override the preset's conv_algorithm")
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     ap.add_argument("--weights", help="converted weights file (default: synthetic weights, seed 0)")
     ap.add_argument("--arch", default="vgg19", choices=("vgg19", "vgg16"), help="synthetic weights' architecture")
@@ -575,7 +619,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
     if args.child:
         spec = json.loads(Path(args.spec).read_text())
-        out = child_jax(spec) if args.child == "nst-jax" else child_torch(spec, args.child)
+        if args.child.startswith("nst-jax"):
+            out = child_jax(spec, direct=args.child == "nst-jax-direct")
+        else:
+            out = child_torch(spec, args.child)
         Path(args.child_out).write_text(json.dumps(out))
         return 0
 
@@ -611,7 +658,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         spec_path.write_text(json.dumps(spec))
         for v in variants:
             venv = dict(env)
-            if v == "nst-jax" and args.xla_flags is not None:
+            if v.startswith("nst-jax") and args.xla_flags is not None:
                 venv["XLA_FLAGS"] = args.xla_flags
             print(f"# running {v} ...", file=sys.stderr, flush=True)
             results[v] = run_child(v, spec_path, workdir / f"{v}.json", venv, args.timeout)

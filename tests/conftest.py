@@ -8,6 +8,8 @@ from pathlib import Path
 
 # Tests run on the CPU, single precision, deterministic.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The CLI's persistent compilation cache stays off in tests (hermetic, nothing written to ~/.cache).
+os.environ.setdefault("NST_JAX_CACHE_DIR", "")
 
 import numpy as np
 import pytest
