@@ -109,6 +109,8 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--original-size", action="store_true", default=None,
                    help="resize the result back to the content image's size")
     g.add_argument("--max-pixels", type=int, default=None, help="refuse input images larger than this")
+    g.add_argument("--skip-memory-check", action="store_true",
+                   help="run even when the memory estimate says the size will not fit")
     g.add_argument("--scales", metavar="auto|S1,S2,...",
                    help="coarse-to-fine: 'auto' (from 256 px up to --size in steps of sqrt 2) or long sides; "
                         "each scale starts from the previous result upsampled")
@@ -159,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--format", default="png", help="output format in batch mode (png, jpg, tif, webp)")
     b.add_argument("--distributed", action="store_true",
                    help="multi-host: call jax.distributed.initialize(); each host runs and writes its share")
+    b.add_argument("--coordinator", metavar="HOST:PORT", help="--distributed: process 0's address "
+                   "(default: $JAX_COORDINATOR_ADDRESS, or the cluster's)")
+    b.add_argument("--num-processes", type=int, help="--distributed: how many processes (default: $JAX_NUM_PROCESSES)")
+    b.add_argument("--process-id", type=int, help="--distributed: this process's index (default: $JAX_PROCESS_ID)")
     _add_config_options(s)
 
     d = sub.add_parser("demo", help="stylise the bundled example images",
@@ -432,6 +438,22 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
     return 0
 
 
+def _check_memory(args: argparse.Namespace, height: int, width: int, cfg: StyleConfig) -> None:
+    """A clear error before the run when one result of this size will not fit in free memory."""
+    from . import transfer
+
+    if getattr(args, "skip_memory_check", False):
+        return
+    short = transfer.memory_shortfall(height, width, cfg)
+    if short is not None:
+        need, free, fits = short
+        def size(b: int) -> str:
+            return f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"
+
+        raise ConfigError(f"a {height}x{width} run needs about {size(need)}, but only {size(free)} is free; "
+                          f"use --size {fits} or smaller (or --skip-memory-check to try anyway)")
+
+
 def _style_list(args: argparse.Namespace) -> list[str]:
     from . import image
 
@@ -449,6 +471,35 @@ def _style_list(args: argparse.Namespace) -> list[str]:
     return styles
 
 
+def _init_distributed(args: argparse.Namespace) -> None:
+    """``jax.distributed.initialize`` from --coordinator/--num-processes/--process-id, else from
+    JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, else JAX's cluster detection
+    (Slurm, Cloud TPU, ...). JAX itself reads only the first variable: the other two are ours."""
+    import jax
+
+    def pick(value, env, kind):
+        if value is not None:
+            return value
+        text = os.environ.get(env)
+        if text is None or text == "":
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise ConfigError(f"{env} must be {'an integer' if kind is int else 'HOST:PORT'}; got {text!r}") from None
+
+    kw = {"coordinator_address": pick(args.coordinator, "JAX_COORDINATOR_ADDRESS", str),
+          "num_processes": pick(args.num_processes, "JAX_NUM_PROCESSES", int),
+          "process_id": pick(args.process_id, "JAX_PROCESS_ID", int)}
+    kw = {k: v for k, v in kw.items() if v is not None}
+    try:
+        jax.distributed.initialize(**kw)
+    except (ValueError, TypeError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"--distributed: {first} (set --coordinator HOST:PORT --num-processes N --process-id I, "
+                          "or run under Slurm / on Cloud TPU)") from None
+
+
 def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[str], styles: list[str]) -> int:
     """One result per style, all optimised together by ``stylize_many``; writes a manifest."""
     import jax
@@ -459,7 +510,7 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
     from tqdm import tqdm
 
     if args.distributed:
-        jax.distributed.initialize()  # coordinator, process count and id from the environment
+        _init_distributed(args)
     host, hosts = jax.process_index(), jax.process_count()
     ext = "." + args.format.lower().lstrip(".")
     outdir = pathlib.Path(args.output)
@@ -483,6 +534,7 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
     net = _load_network(cfg, args.weights, download=not args.no_download)
     _warn_not_pretrained(net)
     content, style_imgs, init, hw = working_images(args.content, [styles[i] for i in mine], cfg, args.max_pixels, init_path)
+    _check_memory(args, content.shape[0], content.shape[1], cfg)
     if init is not None:
         raise ConfigError("--init FILE is not supported with --batch; use --init content/noise/...")
     seeds = [args.seed] * len(mine)
@@ -568,6 +620,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     net = _load_network(cfg, args.weights, download=not args.no_download)
     _warn_not_pretrained(net)
     content, styles, init, hw = working_images(args.content, args.styles, cfg, args.max_pixels, init_path)
+    _check_memory(args, content.shape[0], content.shape[1], cfg)
     masks = None
     if args.content_mask:
         masks = image.load_region_mask(args.content_mask, len(styles), tuple(content.shape[:2]))

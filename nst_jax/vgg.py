@@ -198,9 +198,9 @@ _conv3x3_custom_vjp.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 # so that a 4x4 output tile costs 36 multiplications per channel pair instead of 144, and the
 # work becomes 36 batched matmuls. Same results up to float32 rounding (about 1e-5 of the layer's
 # largest value, against about 1e-7 for the direct convolution). On this project's CPU it is
-# 1.6-2.5x faster than XLA's direct convolution for layers with >= 128 channels at moderate sizes,
-# slower for wide, shallow layers (the transforms are memory-bound): ``winograd_wanted`` holds the
-# measured rule (BENCHMARKS.md, "Performance log").
+# 1.1-2.5x faster than XLA's direct convolution for layers with >= 256 channels, and for 128-channel
+# layers at small sizes; slower for narrow layers at large sizes (the transforms are memory-bound):
+# ``winograd_wanted`` holds the measured rule (BENCHMARKS.md, "Performance log").
 
 _WINO_BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                      [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float32)
@@ -209,7 +209,8 @@ _WINO_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 
 _WINO_AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
                      [0, 1, -1, 8, -8, 1]], np.float32)
 WINOGRAD_MIN_CHANNELS = 128  # both sides of the convolution
-WINOGRAD_MAX_ELEMENTS = 2**21 - 1  # H * W * max(channels): above it the transforms leave the cache
+WINOGRAD_MAX_ELEMENTS = 2**20  # H * W * max(channels), for layers with fewer than 256 channels on a side
+WINOGRAD_MAX_PIXELS_WIDE = 128 * 128  # H * W, for layers with >= 256 channels on both sides (larger: unmeasured)
 
 
 def _combine(parts: Sequence[jax.Array], matrix: np.ndarray) -> list[jax.Array]:
@@ -239,14 +240,16 @@ def winograd_kernel(kernel: jax.Array) -> jax.Array:
     Returns:
       (36, C, K): one C×K matrix per point of the 6x6 transformed tile, the kernel's dtype.
     """
-    xp = jnp if isinstance(kernel, jax.core.Tracer) else np
-    kernel = kernel if xp is jnp else np.asarray(kernel)
+    c, k = kernel.shape[2:]
+    if isinstance(kernel, jax.core.Tracer):
+        g = jnp.asarray(_WINO_G, kernel.dtype)
+        u = jnp.einsum("ij,jkco,lk->ilco", g, kernel, g, precision=jax.lax.Precision.HIGHEST)
+        return u.reshape(36, c, k)
+    kernel = np.asarray(kernel)
     g = _WINO_G.astype(kernel.dtype)
-    rows = _combine([kernel[j] for j in range(3)], g)  # 6 x (3, C, K)
-    out: list = []
-    for r in rows:
-        out.extend(_combine([r[j] for j in range(3)], g))  # 6 x (C, K)
-    return jnp.asarray(xp.stack(out, 0))
+    rows = (g @ kernel.reshape(3, -1)).reshape(6, 3, -1)  # G k over the kernel's rows
+    u = np.einsum("lk,ikx->ilx", g, rows, optimize=True)  # ... then G^T over its columns
+    return jnp.asarray(u.reshape(36, c, k))
 
 
 def _winograd_conv(x: jax.Array, u: jax.Array, precision) -> jax.Array:
@@ -296,10 +299,20 @@ _winograd_custom_vjp.defvjp(_winograd_fwd, _winograd_bwd)
 
 
 def winograd_wanted(height: int, width: int, in_channels: int, out_channels: int) -> bool:
-    """Whether a 3x3 convolution of this shape runs faster as Winograd F(4x4, 3x3) (measured
-    on XLA's CPU backend, see the module comment)."""
-    return (min(in_channels, out_channels) >= WINOGRAD_MIN_CHANNELS
-            and height * width * max(in_channels, out_channels) <= WINOGRAD_MAX_ELEMENTS)
+    """Whether a 3x3 convolution of this shape runs faster as Winograd F(4x4, 3x3).
+
+    Measured on XLA's CPU backend (2-core AVX-512 Xeon, forward, ms direct -> Winograd):
+    64², 256->256: 17.7 -> 10.5; 32², 512->512: 24 -> 9.4; 64², 512->512: 70 -> 48;
+    96², 512->512: 187 -> 101; 128², 256->256: 70 -> 65; 32², 128->128: 2.3 -> 1.5; but
+    128², 128->128: 21.7 -> 27; 128², 128->256: 34.5 -> 45.9; 256², 64->64: 17.6 -> 50.6
+    (the transforms are memory-bound: narrow layers at large sizes lose).
+    """
+    lo, hi = min(in_channels, out_channels), max(in_channels, out_channels)
+    if lo >= 256:
+        return height * width <= WINOGRAD_MAX_PIXELS_WIDE
+    if lo >= WINOGRAD_MIN_CHANNELS:
+        return height * width * hi <= WINOGRAD_MAX_ELEMENTS
+    return False
 
 
 def with_winograd(params: Mapping[str, Mapping[str, jax.Array]], layers: Sequence[str] = ()) -> dict:
@@ -327,6 +340,11 @@ def with_winograd(params: Mapping[str, Mapping[str, jax.Array]], layers: Sequenc
             p = dict(p, winograd=winograd_kernel(kernel), winograd_t=winograd_kernel(flipped))
         out[name] = p
     return out
+
+
+def without_winograd(params: Mapping[str, Mapping[str, jax.Array]]) -> dict:
+    """Params with any ``with_winograd`` additions removed (direct convolutions everywhere)."""
+    return {name: {k: v for k, v in p.items() if k not in ("winograd", "winograd_t")} for name, p in params.items()}
 
 
 def _conv(x: jax.Array, p: Mapping[str, jax.Array], precision, custom_vjp: bool = False) -> jax.Array:

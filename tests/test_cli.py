@@ -153,3 +153,83 @@ def test_preserve_colors_and_coarse_to_fine(workdir, capsys):
     code, _, err = run(["stylize", workdir / "content.png", workdir / "style.png", "-o", workdir / "bad.png",
                         "--weights", workdir / "syn.h5", "--size", "48", "--scales", "32,40"], capsys)
     assert code == 2 and "last scale" in err
+
+
+def test_size_that_will_not_fit_is_a_clear_error_before_any_work(workdir, capsys, monkeypatch):
+    from nst_jax import transfer
+
+    monkeypatch.setattr(transfer, "free_device_memory", lambda device=None: 8 * 2**20)  # 8 MiB free
+    out = workdir / "toolarge.png"
+    code, _, err = run(["stylize", workdir / "content.png", workdir / "style.png", "-o", out,
+                        "--weights", workdir / "syn.h5", "--size", "512", "--no-progress"], capsys)
+    assert code == 2
+    errors = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
+    assert len(errors) == 1 and errors[0].startswith("error: a 384x512 run needs about") and "--size" in errors[0]
+    assert "8 MiB is free" in errors[0] and "Traceback" not in err
+    assert not out.exists()
+    # batch runs are checked too
+    code, _, err = run(["stylize", workdir / "content.png", workdir / "style.png", workdir / "style2.jpg", "-o",
+                        workdir / "toolarge_batch", "--batch", "--weights", workdir / "syn.h5", "--size", "512",
+                        "--no-progress"], capsys)
+    assert code == 2 and "needs about" in err and not (workdir / "toolarge_batch" / "manifest.json").exists()
+    # the suggested size does fit the same estimate
+    need, free, fits = transfer.memory_shortfall(384, 512, cli.preset("default"), free=8 * 2**20)
+    assert need > free and 0 < fits < 512
+    assert transfer.memory_shortfall(fits * 3 // 4, fits, cli.preset("default"), free=free) is None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_distributed_batch_two_processes_each_write_their_share(workdir, tmp_path):
+    """Two processes on this machine stand in for two hosts: jax.distributed.initialize with a
+    127.0.0.1 coordinator; each runs and writes only its share, with the single-process losses."""
+    import os
+    import subprocess
+    import sys
+
+    styles = [workdir / "style.png", workdir / "style2.jpg", workdir / "content.png"]
+    common = ["stylize", workdir / "content.png", *styles, "--batch", "--weights", workdir / "syn.h5",
+              "--size", "32", "--iterations", "2", "--no-progress"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", NST_JAX_CACHE_DIR="")
+    env.pop("XLA_FLAGS", None)
+    port = _free_port()
+    out = tmp_path / "dist"
+    procs = [subprocess.Popen([sys.executable, "-m", "nst_jax.cli", *map(str, common), "-o", str(out), "--distributed",
+                               "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    for p, (o, e) in zip(procs, results):
+        assert p.returncode == 0, e[-2000:]
+    manifests = [json.loads((out / f"manifest-{i}.json").read_text()) for i in range(2)]
+    assert [m["host"] for m in manifests] == [0, 1] and all(m["hosts"] == 2 for m in manifests)
+    assert [e["style"] for e in manifests[0]["results"]] == [str(styles[0]), str(styles[2])]
+    assert [e["style"] for e in manifests[1]["results"]] == [str(styles[1])]
+    assert not (out / "manifest.json").exists()
+    for m in manifests:
+        for e in m["results"]:
+            assert pathlib.Path(e["output"]).is_file()
+    # the same batch in one process
+    single = tmp_path / "single"
+    code = subprocess.run([sys.executable, "-m", "nst_jax.cli", *map(str, common), "-o", str(single)], env=env,
+                          capture_output=True, text=True)
+    assert code.returncode == 0, code.stderr[-2000:]
+    ref = {e["style"]: e["final_loss"] for e in json.loads((single / "manifest.json").read_text())["results"]}
+    for m in manifests:
+        for e in m["results"]:
+            np.testing.assert_allclose(e["final_loss"], ref[e["style"]], rtol=1e-4)
+
+
+def test_distributed_without_a_coordinator_is_a_one_line_error(workdir, capsys, monkeypatch):
+    for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
+    code, _, err = run(["stylize", workdir / "content.png", workdir / "style.png", "-o", workdir / "nodist",
+                        "--batch", "--distributed", "--weights", workdir / "syn.h5"], capsys)
+    assert code == 2 and err.strip().startswith("error: JAX_NUM_PROCESSES must be an integer")
+    assert len(err.strip().splitlines()) == 1

@@ -34,6 +34,7 @@ def everywhere(monkeypatch):
     """Winograd for every convolution with >= 64 channels at any size (tests use tiny images)."""
     monkeypatch.setattr(vgg, "WINOGRAD_MIN_CHANNELS", 64)
     monkeypatch.setattr(vgg, "WINOGRAD_MAX_ELEMENTS", 1 << 40)
+    monkeypatch.setattr(vgg, "WINOGRAD_MAX_PIXELS_WIDE", 1 << 40)
 
 
 @pytest.mark.parametrize(("n", "h", "w", "c", "k"), [(1, 8, 8, 3, 5), (2, 7, 9, 4, 6), (1, 13, 5, 16, 8), (1, 16, 16, 64, 32)])
@@ -69,9 +70,12 @@ def test_with_winograd_adds_kernels_only_to_wide_layers(vgg19_params):
 
 def test_winograd_wanted_rule():
     assert vgg.winograd_wanted(64, 64, 256, 256)  # measured 1.7x faster
-    assert vgg.winograd_wanted(16, 16, 512, 512)
+    assert vgg.winograd_wanted(96, 96, 512, 512)  # measured 1.85x faster
+    assert vgg.winograd_wanted(32, 32, 128, 128)  # measured 1.5x faster
     assert not vgg.winograd_wanted(256, 256, 64, 64)  # measured 3x slower
     assert not vgg.winograd_wanted(128, 128, 128, 128)  # measured 1.25x slower
+    assert not vgg.winograd_wanted(128, 128, 128, 256)  # measured 1.33x slower
+    assert not vgg.winograd_wanted(256, 256, 512, 512)  # larger than measured
     assert not vgg.winograd_wanted(8, 8, 64, 512)  # too few channels on one side
 
 
@@ -107,8 +111,8 @@ def test_gradients_with_winograd_equal_direct(vgg19_params):
 
 
 def _cfg(**kw) -> StyleConfig:
-    return StyleConfig(shape=(32, 32), size=None, optimizer="adam", learning_rate=0.02, iterations=6,
-                       chunk_size=3, **kw)
+    base = dict(shape=(32, 32), size=None, optimizer="adam", learning_rate=0.02, iterations=6, chunk_size=3)
+    return StyleConfig(**{**base, **kw})
 
 
 @pytest.mark.usefixtures("everywhere")
@@ -118,7 +122,24 @@ def test_engine_with_winograd_matches_direct(vgg19_params):
     direct = transfer.stylize(content, style, vgg19_params, _cfg(conv_algorithm="direct"), convention=vgg.CAFFE)
     wino = transfer.stylize(content, style, vgg19_params, _cfg(conv_algorithm="winograd"), convention=vgg.CAFFE)
     np.testing.assert_allclose(wino.losses, direct.losses, rtol=1e-4)
-    np.testing.assert_allclose(np.asarray(wino.image), np.asarray(direct.image), atol=1e-4)
+    # Adam's first steps are about lr * sign(gradient): a pixel whose gradient is within rounding of
+    # zero may step either way (lr 0.02), so the images are held to 5e-3, not to the losses' 1e-4.
+    diff = np.abs(np.asarray(wino.image) - np.asarray(direct.image))
+    assert diff.max() < 5e-3 and diff.mean() < 1e-4
+
+
+def test_prepared_params_follow_the_config(vgg19_params):
+    """Params that already hold Winograd kernels run direct when the config says direct (bit for
+    bit the plain run), and are not transformed again when it says winograd."""
+    content = np.random.default_rng(2).random((32, 32, 3), dtype=np.float32)
+    style = np.random.default_rng(3).random((32, 32, 3), dtype=np.float32)
+    prepared = vgg.with_winograd(vgg19_params)
+    a = transfer.stylize(content, style, vgg19_params, _cfg(iterations=3), convention=vgg.CAFFE)
+    b = transfer.stylize(content, style, prepared, _cfg(iterations=3), convention=vgg.CAFFE)
+    np.testing.assert_array_equal(a.losses, b.losses)
+    again = transfer.engine_params(prepared, _cfg(conv_algorithm="winograd"), vgg.CAFFE)
+    assert again["conv4_2"]["winograd"] is prepared["conv4_2"]["winograd"]
+    assert "winograd" not in vgg.without_winograd(prepared)["conv4_2"]
 
 
 def test_auto_picks_winograd_only_where_it_pays():
