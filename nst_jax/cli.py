@@ -450,8 +450,9 @@ def _check_memory(args: argparse.Namespace, height: int, width: int, cfg: StyleC
         def size(b: int) -> str:
             return f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"
 
+        advice = (f"use --size {fits} or smaller" if fits >= 16 else "free some memory first")
         raise ConfigError(f"a {height}x{width} run needs about {size(need)}, but only {size(free)} is free; "
-                          f"use --size {fits} or smaller (or --skip-memory-check to try anyway)")
+                          f"{advice} (or --skip-memory-check to try anyway)")
 
 
 def _style_list(args: argparse.Namespace) -> list[str]:

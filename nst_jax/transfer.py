@@ -917,6 +917,12 @@ def free_device_memory(device: Optional[jax.Device] = None) -> Optional[int]:
         return None
 
 
+# What a run holds besides the per-pixel part: weights, Winograd kernels (~0.4 GB), XLA's compiler.
+# Measured: peak RSS = ~1.2 GiB + ~5.1 kB/pixel for the default preset on CPU (BENCHMARKS.md), of
+# which ~0.4 GiB is the Python process with JAX loaded (not in the free memory any more).
+RUN_OVERHEAD_BYTES = 3 * 2**28  # 0.75 GiB
+
+
 def memory_shortfall(height: int, width: int, config: StyleConfig,
                      free: Optional[int] = None) -> Optional[tuple[int, int, int]]:
     """Whether one result of this size clearly will not fit: None if it fits (or free memory is
@@ -929,20 +935,30 @@ def memory_shortfall(height: int, width: int, config: StyleConfig,
     free = free_device_memory() if free is None else free
     if free is None:
         return None
-    need = estimate_bytes_per_result(height, width, config)
+    need = estimate_bytes_per_result(height, width, config) + RUN_OVERHEAD_BYTES
     if need <= free:
         return None
+    per_pixel = estimate_bytes_per_result(height, width, config) / (height * width)
+    pixels = max(free - RUN_OVERHEAD_BYTES, 0) / per_pixel
     long_side = max(height, width)
-    fits = int(long_side * math.sqrt(free / need)) // 16 * 16
+    fits = int(math.sqrt(pixels * long_side / min(height, width))) // 16 * 16
     return need, free, max(fits, 0)
 
 
+# On a CPU backend, batches larger than this were measured slower per result than running the
+# results one after another (BENCHMARKS.md, "Many styles": XLA's CPU batched matmuls, the Gram
+# matrices under vmap, lose ~30 %); the cores are busy with one image's convolutions already.
+CPU_MAX_BATCH = 4
+
+
 def default_batch_size(height: int, width: int, config: StyleConfig, n: int) -> int:
-    """How many results to optimise at once: what fits in 70% of the free memory, at most ``n``."""
+    """How many results to optimise at once: what fits in 70% of the free memory, at most ``n``
+    (and at most ``CPU_MAX_BATCH`` on a CPU backend)."""
+    cap = min(n, CPU_MAX_BATCH) if jax.default_backend() == "cpu" else n
     free = free_device_memory()
     if free is None:
-        return n
-    return int(max(1, min(n, (0.7 * free) // estimate_bytes_per_result(height, width, config))))
+        return cap
+    return int(max(1, min(cap, (0.7 * free) // estimate_bytes_per_result(height, width, config))))
 
 
 def _stack(trees: Sequence[Any]) -> Any:

@@ -36,6 +36,8 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="default")
     ap.add_argument("--optimizer", default="adam")
     ap.add_argument("--conv", choices=("direct", "winograd", "auto"))
+    ap.add_argument("--default-batch", action="store_true",
+                    help="let stylize_many pick its batch size (default: all N in one batch)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
@@ -70,7 +72,7 @@ def main(argv=None) -> int:
 
         def many():
             return transfer.stylize_many(content, styles, params, cfg, iterations=n_it, convention=vgg.CAFFE,
-                                         chunk_size=n_it, batch_size=n, seeds=seeds)
+                                         chunk_size=n_it, batch_size=None if args.default_batch else n, seeds=seeds)
 
         def sequential():
             return [transfer.stylize(content, s, params, cfg, iterations=n_it, convention=vgg.CAFFE,
@@ -86,13 +88,14 @@ def main(argv=None) -> int:
         seq = sequential()
         t_seq = time.perf_counter() - t0
         diff = float(np.max(np.abs(np.asarray(m.losses[0]) / np.asarray(seq[0].losses) - 1)))
-        row = {"n": n, "vmapped_s": t_many, "sequential_s": t_seq,
+        row = {"n": n, "batch_size": transfer.default_batch_size(h, w, cfg, n) if args.default_batch else n,
+               "vmapped_s": t_many, "sequential_s": t_seq,
                "vmapped_result_iterations_per_s": n * n_it / t_many,
                "sequential_result_iterations_per_s": n * n_it / t_seq,
                "speedup": t_seq / t_many, "first_result_loss_max_rel_diff": diff,
                "loadavg": os.getloadavg()[0]}
         rows.append(row)
-        print(f"{n:>3} {t_many:>10.2f} {t_seq:>13.2f} {row['vmapped_result_iterations_per_s']:>17.2f} "
+        print(f"{n:>3} (batches of {row['batch_size']}) {t_many:>10.2f} {t_seq:>13.2f} {row['vmapped_result_iterations_per_s']:>17.2f} "
               f"{row['sequential_result_iterations_per_s']:>20.2f} {row['speedup']:>7.2f}x {diff:>11.1e}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "machine": info, "args": vars(args), "python": platform.python_version()},

@@ -6,7 +6,8 @@
 Variants (all run the same ``transfer._step`` on the same state):
   plain         ``jax.jit(_step)`` called from Python once per step (state donated)
   plain_nodonate  the same without donation
-  scan          ``transfer._run_chunk`` (the engine as it is: scan + lax.cond masking)
+  scan          ``transfer._run_chunk`` (the engine as it is: a while_loop up to n_active)
+  scan_cond     the engine before: ``lax.scan`` with a ``lax.cond`` masking each step
   scan_nocond   ``lax.scan`` over ``_step`` without the n_active ``lax.cond``
   scan_unrollK  ``scan_nocond`` with ``unroll=K``
   fori          ``lax.fori_loop`` over ``_step`` (no per-step losses)
@@ -101,6 +102,14 @@ def child(args) -> dict:
                 unroll = int(v[len("scan_unroll"):])
 
             def loop(p, t, s):
+                if v == "scan_cond":  # the engine before: lax.scan with a lax.cond masking each step
+                    n_active = jnp.asarray(n, jnp.int32)
+
+                    def body(st, i):
+                        return jax.lax.cond(i < n_active, lambda s_: transfer._step(p, t, s_, cfg, conv),
+                                            lambda s_: (s_, jnp.asarray(jnp.nan, jnp.float32)), st)
+
+                    return jax.lax.scan(body, s, jnp.arange(n))
                 if v == "fori":
                     out = jax.lax.fori_loop(0, n, lambda i, st: transfer._step(p, t, st, cfg, conv)[0], s)
                     return out, jnp.zeros((n,))

@@ -17,6 +17,8 @@ Variants (each runs in its own Python process, so thread pools and memory peaks 
                  (loss modules after the convolutions, ``optim.LBFGS`` / ``optim.Adam``) for the
                  ``pytorch`` recipe; the same structure (targets once, one forward per evaluation) with
                  the recipe's loss formulas for the others (scripts/bench_torch.py).
+  torch-cl       ``torch`` with the network and images in ``torch.channels_last`` (NHWC) memory
+                 format: PyTorch's faster CPU layout for oneDNN convolutions, one line for a user.
   torch-compile  the same loss module under ``torch.compile`` (inductor); its first run includes the
                  compilation. Reported as failed if inductor cannot build on this machine.
   keras-way      the Keras example's structure: [content, style, result] through VGG as one batch every
@@ -55,7 +57,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # torch_reference, bench_torch
 sys.path.insert(0, str(HERE.parent))  # run from a checkout
 
-VARIANTS = ("nst-jax", "nst-jax-direct", "torch", "torch-compile", "keras-way")
+VARIANTS = ("nst-jax", "nst-jax-direct", "torch", "torch-cl", "torch-compile", "keras-way")
 PRESET_NAMES = ("keras", "keras-lecture", "pytorch", "matlab", "gatys", "jcjohnson", "default")
 PRECISIONS = {"float32": "default", "highest": "highest", "bf16": "bf16"}
 
@@ -347,11 +349,16 @@ def child_torch(spec: dict, variant: str) -> dict:
     device = torch.device("cuda" if spec["device"] == "gpu" else "cpu")
     data = np.load(spec["inputs"])
 
+    cl = variant == "torch-cl"
+
     def nchw(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)[None])).to(device)
+        t = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)[None])).to(device)
+        return t.contiguous(memory_format=torch.channels_last) if cl else t
 
     eff = vgg.Convention(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in spec["effective_convention"].items()})
     features = ref.vgg_features(_load_params(spec), cfg.pooling).to(device)
+    if cl:
+        features = features.to(memory_format=torch.channels_last)
     space = bt.Space(eff, cfg.variable_space, device)
     content, v0 = nchw(data["content"]), nchw(data["v0"])
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
@@ -368,7 +375,7 @@ def child_torch(spec: dict, variant: str) -> dict:
         module = bt.PresetLoss(features, cfg, space, content, style, dtype=dtype)
         if variant == "torch-compile":
             return torch.compile(module), "PresetLoss under torch.compile (inductor)"
-        return module, "PresetLoss (targets once), eager"
+        return module, "PresetLoss (targets once), eager" + (", channels_last" if cl else "")
 
     out: dict[str, Any] = {}
     t0 = time.perf_counter()

@@ -38,6 +38,8 @@ from nst_jax import vgg  # noqa: E402  (importing jax starts no threads)
 
 VARIANTS: dict[str, str] = {
     "jax": "jax jit NHWC",
+    "jax_vjp": "jax, engine VJPs",  # vgg.features(custom_vjp=True): what stylize runs
+    "jax_winograd": "jax, engine VJPs, Winograd",  # ... with vgg.with_winograd params (conv auto)
     "torch": "torch eager NCHW",
     "torch_cl": "torch eager channels_last",
 }
@@ -138,14 +140,18 @@ def time_calls(fn: Callable[[], object], repeats: int) -> list[float]:
 # --------------------------------------------------------------------------- variants
 
 
-def bench_jax(params: dict, x_nhwc: np.ndarray, layer: str, repeats: int) -> tuple[dict, np.ndarray]:
+def bench_jax(params: dict, x_nhwc: np.ndarray, layer: str, repeats: int, mode: str = "jax") -> tuple[dict, np.ndarray]:
     """Jitted value_and_grad of sum(features[layer]) w.r.t. the NHWC input."""
     import jax
     import jax.numpy as jnp
 
-    def loss(p: dict, x: jax.Array) -> jax.Array:
-        return jnp.sum(vgg.features(p, x, [layer])[layer])
+    custom = mode != "jax"
 
+    def loss(p: dict, x: jax.Array) -> jax.Array:
+        return jnp.sum(vgg.features(p, x, [layer], custom_vjp=custom)[layer])
+
+    if mode == "jax_winograd":
+        params = vgg.with_winograd(params, [layer])
     p = jax.device_put(params)
     x = jax.device_put(x_nhwc)
     t0 = time.perf_counter()
@@ -207,8 +213,8 @@ def run_child(args: argparse.Namespace) -> None:
     """Time one variant in this process; write the result JSON and the gradient (.npy)."""
     params = random_params(args.arch)
     x = network_input(args.size)
-    if args.child == "jax":
-        result, grad = bench_jax(params, x, args.layer, args.repeats)
+    if args.child.startswith("jax"):
+        result, grad = bench_jax(params, x, args.layer, args.repeats, args.child)
     else:
         result, grad = bench_torch(params, x, args.layer, args.repeats, args.child == "torch_cl")
     out = Path(args.child_out)

@@ -158,14 +158,14 @@ def test_preserve_colors_and_coarse_to_fine(workdir, capsys):
 def test_size_that_will_not_fit_is_a_clear_error_before_any_work(workdir, capsys, monkeypatch):
     from nst_jax import transfer
 
-    monkeypatch.setattr(transfer, "free_device_memory", lambda device=None: 8 * 2**20)  # 8 MiB free
+    monkeypatch.setattr(transfer, "free_device_memory", lambda device=None: 2**30)  # 1 GiB free
     out = workdir / "toolarge.png"
     code, _, err = run(["stylize", workdir / "content.png", workdir / "style.png", "-o", out,
                         "--weights", workdir / "syn.h5", "--size", "512", "--no-progress"], capsys)
     assert code == 2
     errors = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
     assert len(errors) == 1 and errors[0].startswith("error: a 384x512 run needs about") and "--size" in errors[0]
-    assert "8 MiB is free" in errors[0] and "Traceback" not in err
+    assert "1.0 GiB is free" in errors[0] and "Traceback" not in err
     assert not out.exists()
     # batch runs are checked too
     code, _, err = run(["stylize", workdir / "content.png", workdir / "style.png", workdir / "style2.jpg", "-o",
@@ -173,9 +173,10 @@ def test_size_that_will_not_fit_is_a_clear_error_before_any_work(workdir, capsys
                         "--no-progress"], capsys)
     assert code == 2 and "needs about" in err and not (workdir / "toolarge_batch" / "manifest.json").exists()
     # the suggested size does fit the same estimate
-    need, free, fits = transfer.memory_shortfall(384, 512, cli.preset("default"), free=8 * 2**20)
-    assert need > free and 0 < fits < 512
+    need, free, fits = transfer.memory_shortfall(384, 512, cli.preset("default"), free=2**30)
+    assert need > free and 16 <= fits < 512 and f"--size {fits} " in errors[0]
     assert transfer.memory_shortfall(fits * 3 // 4, fits, cli.preset("default"), free=free) is None
+    assert transfer.memory_shortfall(384, 512, cli.preset("default"), free=64 * 2**30) is None
 
 
 def _free_port() -> int:

@@ -85,3 +85,20 @@ def test_four_cpu_devices_shard_a_batch_of_six():
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "OK (6, 32, 40, 3)" in proc.stdout
+
+
+def test_default_batch_size_caps_at_cpu_max_and_memory(monkeypatch):
+    import jax
+
+    from nst_jax import preset, transfer
+
+    cfg = preset("default")
+    monkeypatch.setattr(transfer, "free_device_memory", lambda device=None: 1 << 40)  # plenty
+    expected = transfer.CPU_MAX_BATCH if jax.default_backend() == "cpu" else 8
+    assert transfer.default_batch_size(256, 256, cfg, 8) == expected
+    assert transfer.default_batch_size(256, 256, cfg, 2) == 2
+    per = transfer.estimate_bytes_per_result(256, 256, cfg)
+    monkeypatch.setattr(transfer, "free_device_memory", lambda device=None: int(2.5 * per / 0.7))
+    assert transfer.default_batch_size(256, 256, cfg, 8) == 2  # what fits in 70 % of free memory
+    monkeypatch.setattr(transfer, "free_device_memory", lambda device=None: 1)
+    assert transfer.default_batch_size(256, 256, cfg, 8) == 1
