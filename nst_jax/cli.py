@@ -96,6 +96,9 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init", help="content, style, noise, randn, blend, or an image file")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--precision", choices=["default", "highest", "bf16"])
+    g.add_argument("--remat", action="store_true", default=None,
+                   help="jax.checkpoint per VGG block (recompute activations in the backward pass); "
+                        "meant for large images on GPUs: on CPUs it measured slower and no smaller")
     g.add_argument("--conv", dest="conv_algorithm", choices=["direct", "winograd", "auto"],
                    help="VGG convolutions: direct, winograd (faster on CPUs for wide layers), auto (winograd on CPU)")
     g.add_argument("--ema", dest="ema_decay", type=float, help="average the iterates (e.g. 0.99); sgd/adam only")
@@ -232,7 +235,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[StyleConfig, Optional[st
     changes: dict[str, Any] = {}
     direct = ["content_weight", "style_weight", "tv_weight", "content_layers", "content_layer_weights",
               "style_layers", "style_layer_weights", "style_blend_weights", "style_loss", "pooling", "arch",
-              "optimizer", "learning_rate", "iterations", "lbfgs_linesearch", "precision", "conv_algorithm", "ema_decay",
+              "optimizer", "learning_rate", "iterations", "lbfgs_linesearch", "precision", "conv_algorithm", "remat", "ema_decay",
               "chunk_size", "original_size", "preserve_colors", "normalize_gradients"]
     for name in direct:
         value = getattr(args, name, None)

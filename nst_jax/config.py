@@ -120,6 +120,7 @@ class StyleConfig:
     # "winograd": VGG's wide 3x3 convolutions as Winograd F(4x4, 3x3) (vgg.with_winograd), float32
     # only; "auto": that on a CPU backend in float32, else direct. The seed presets keep "direct".
     conv_algorithm: str = "direct"
+    remat: bool = False  # jax.checkpoint per VGG block (for large images on GPUs; on XLA CPU: no saving measured)
     # start image
     init: str = "content"
     init_noise_ratio: float = 0.7
@@ -227,7 +228,7 @@ class StyleConfig:
             _posint("size", self.size)
             if self.size < 16:
                 raise ConfigError(f"size must be at least 16 pixels (VGG pools 4 times before conv5); got {self.size}")
-        for name in ("clamp", "original_size", "normalize_gradients"):
+        for name in ("clamp", "original_size", "normalize_gradients", "remat"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false; got {getattr(self, name)!r}")
         if self.shape is not None:

@@ -78,7 +78,7 @@ def _features(params, xn: Array, layers: Sequence[str], config: StyleConfig, con
         # custom_vjp: hand-written VJPs for the convolutions and max/avg poolings, which XLA's CPU
         # backend runs several times faster than JAX's own rules, most of all inside the chunk's
         # lax.scan (see vgg._conv3x3_custom_vjp, vgg._max_pool_vjp; BENCHMARKS.md "Performance log").
-        fn = functools.partial(vgg.features, pooling=config.pooling, custom_vjp=True)
+        fn = functools.partial(vgg.features, pooling=config.pooling, custom_vjp=True, remat=config.remat)
     if config.precision == "bf16":
         # bfloat16 convolutions (AMX on recent Xeons, tensor cores on GPUs); losses stay float32.
         p16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
@@ -896,6 +896,7 @@ def estimate_bytes_per_result(height: int, width: int, config: StyleConfig) -> i
     them and adds as much again for the gradients; L-BFGS keeps ``2 · memory`` image-sized vectors.
     """
     pixels = height * width
+    # (remat is not counted as a saving: on XLA's CPU backend it measured no lower peak, BENCHMARKS.md)
     bytes_ = pixels * 320 * 4 * 2 + pixels * 3 * 4 * 8
     if config.optimizer == "lbfgs":
         bytes_ += 2 * config.lbfgs_memory * pixels * 3 * 4

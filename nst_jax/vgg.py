@@ -445,6 +445,7 @@ def features(
     pooling: str = "max",
     precision=None,
     custom_vjp: bool = False,
+    remat: bool = False,
 ) -> dict[str, jax.Array]:
     """Named VGG activations of a preprocessed image.
 
@@ -462,6 +463,9 @@ def features(
         (the poolings' bit for bit), several times faster gradients, most of all inside
         ``lax.scan`` / ``while`` loops; forward-mode AD (``jax.jvp``) is then unavailable. The
         engine (``transfer``) turns it on.
+      remat: rematerialise per block (``jax.checkpoint``): the backward pass keeps each block's
+        output and the requested layers and recomputes the rest, for large images on GPUs. The
+        same values. On XLA's CPU backend it measured slower and no smaller (BENCHMARKS.md).
 
     Returns:
       dict name -> activation, HWC or NHWC like ``x``.
@@ -476,13 +480,36 @@ def features(
     single = x.ndim == 3
     h = x[None] if single else x
     out: dict[str, jax.Array] = {}
+    # Blocks: the layers from one pooling to the next (block B's convs, ReLUs and poolB).
+    blocks: list[list[str]] = [[]]
     for name in order[: deepest + 1]:
-        if name.startswith("conv"):
-            h = _conv(h, params[name], precision, custom_vjp)
-        elif name.startswith("relu"):
-            h = jax.nn.relu(h)
-        else:
-            h = _pool(h, pooling, custom_vjp)
-        if name in wanted:
-            out[name] = h[0] if single else h
+        blocks[-1].append(name)
+        if name.startswith("pool"):
+            blocks.append([])
+
+    def run_block(block_params, h, names):
+        acts = {}
+        for name in names:
+            if name.startswith("conv"):
+                h = _conv(h, block_params[name], precision, custom_vjp)
+            elif name.startswith("relu"):
+                h = jax.nn.relu(h)
+            else:
+                h = _pool(h, pooling, custom_vjp)
+            if name in wanted:
+                acts[name] = h
+        return h, acts
+
+    for names in blocks:
+        if not names:
+            continue
+        block_params = {n: params[n] for n in names if n.startswith("conv")}
+        fn = functools.partial(run_block, names=tuple(names))
+        if remat:
+            # Keep only the block's output and the requested layers for the backward pass; the
+            # block's other activations are recomputed (one more forward per block).
+            fn = jax.checkpoint(fn)
+        h, acts = fn(block_params, h)
+        for name, a in acts.items():
+            out[name] = a[0] if single else a
     return out

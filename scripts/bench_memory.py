@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=2)
     ap.add_argument("--budget-gb", type=float, default=8.0)
     ap.add_argument("--torch", action="store_true", help="also measure torch eager")
+    ap.add_argument("--remat", action="store_true", help="nst-jax with jax.checkpoint per VGG block")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     from nst_jax import preset, transfer
@@ -45,12 +46,15 @@ def main(argv=None) -> int:
                    "--iterations", str(args.iterations), "--repeats", "1", "--variants", variants, "--json", str(out)]
             if args.optimizer:
                 cmd += ["--optimizer", args.optimizer]
+            if args.remat:
+                cmd += ["--remat"]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if not out.exists():
                 print(f"{size}: failed: {proc.stderr.strip().splitlines()[-1:]}")
                 continue
             report = json.loads(out.read_text())
-        cfg = preset(args.preset).replace(shape=(size, size), size=None, **({"optimizer": args.optimizer} if args.optimizer else {}))
+        cfg = preset(args.preset).replace(shape=(size, size), size=None, remat=args.remat,
+                                          **({"optimizer": args.optimizer} if args.optimizer else {}))
         row = {"size": size, "pixels": size * size, "estimate_bytes": transfer.estimate_bytes_per_result(size, size, cfg),
                "loadavg": os.getloadavg()[0]}
         for v, r in report["results"].items():

@@ -151,6 +151,8 @@ def build_config(args: argparse.Namespace):
         changes["learning_rate"] = args.lr
     if args.conv is not None:
         changes["conv_algorithm"] = args.conv
+    if getattr(args, "remat", False):
+        changes["remat"] = True
     return cfg.replace(**changes)
 
 
@@ -600,6 +602,7 @@ def make_parser() -> argparse.ArgumentParser:
     ap.add_argument("--precision", default="float32", choices=tuple(PRECISIONS),
                     help="bf16: convolutions in bfloat16, losses in float32 (both sides)")
     ap.add_argument("--conv", choices=("direct", "winograd", "auto"), help="override the preset's conv_algorithm")
+    ap.add_argument("--remat", action="store_true", help="nst-jax: jax.checkpoint per VGG block")
     ap.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     ap.add_argument("--weights", help="converted weights file (default: synthetic weights, seed 0)")
     ap.add_argument("--arch", default="vgg19", choices=("vgg19", "vgg16"), help="synthetic weights' architecture")

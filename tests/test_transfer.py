@@ -156,3 +156,18 @@ def test_unknown_preset_and_field():
         preset("nope")
     with pytest.raises(ConfigError, match="unknown config field"):
         preset("default").replace(stlye_weight=1.0)
+
+
+def test_remat_run_equals_plain_run(vgg19_params):
+    from conftest import random_image
+
+    from nst_jax import cli
+
+    cfg = StyleConfig(shape=(32, 32), size=None, optimizer="adam", learning_rate=0.02, iterations=4, chunk_size=2)
+    content, style = random_image(32, 32, 1), random_image(32, 32, 2)
+    plain = transfer.stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE)
+    remat = transfer.stylize(content, style, vgg19_params, cfg.replace(remat=True), convention=vgg.CAFFE)
+    np.testing.assert_allclose(remat.losses, plain.losses, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(remat.image), np.asarray(plain.image), atol=1e-5)
+    args = cli.build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png", "--remat"])
+    assert cli.config_from_args(args)[0].remat is True

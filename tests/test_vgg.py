@@ -455,3 +455,21 @@ def test_unknown_pooling_and_bad_params_raise(params19: dict) -> None:
         vgg.features(partial, x, ["relu1_1"])
     with pytest.raises(ValueError, match="architecture"):
         vgg.conv_specs("vgg11")
+
+
+@pytest.mark.parametrize("custom_vjp", [False, True])
+def test_remat_gives_the_same_features_and_gradients(params19: dict, custom_vjp: bool) -> None:
+    """jax.checkpoint per block changes what is stored for the backward pass, not the values."""
+    x = jnp.asarray(np.random.default_rng(3).uniform(-100, 100, (2, 32, 40, 3)).astype(np.float32))
+    layers = ["relu1_1", "conv3_2", "pool3", "relu4_2"]
+
+    f = lambda remat: jax.jit(jax.value_and_grad(  # noqa: E731
+        lambda x_: sum(jnp.sum(jnp.tanh(v / 100.0)) for v in
+                       vgg.features(params19, x_, layers, custom_vjp=custom_vjp, remat=remat).values())))
+    v0, g0 = f(False)(x)
+    v1, g1 = f(True)(x)
+    np.testing.assert_allclose(float(v1), float(v0), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(g1), np.asarray(g0), rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(g0))))
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda x_: jnp.sum(
+        vgg.features(params19, x_, ["relu4_2"], custom_vjp=custom_vjp, remat=True)["relu4_2"])))(x))
+    assert "checkpoint" in jaxpr or "remat" in jaxpr
