@@ -450,6 +450,7 @@ def _check_memory(args: argparse.Namespace, height: int, width: int, cfg: StyleC
     short = transfer.memory_shortfall(height, width, cfg)
     if short is not None:
         need, free, fits = short
+
         def size(b: int) -> str:
             return f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"
 

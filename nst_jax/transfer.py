@@ -327,14 +327,17 @@ def make_loss_fn(
       masks, style_masks: spatial control, see ``compute_targets``.
 
     Returns:
-      ``loss_fn``. It closes over the targets; inside ``stylize`` they are passed as arguments.
+      ``loss_fn``. It closes over the params and targets (so under ``jax.jit`` they are constants
+      of the program; inside ``stylize`` they are arguments) and always uses the direct
+      convolutions, whatever ``config.conv_algorithm`` says.
     """
     p, conv = split_network(params, convention)
     conv = effective_convention(conv, config)
-    # Targets with the direct convolutions: computed once, so compiling Winograd for them (seconds)
-    # would buy nothing; they agree with Winograd's to ~1e-6.
-    targets = compute_targets(_direct(p, conv), conv, content, style, config, masks, style_masks)
-    p = engine_params(p, config, conv, np.shape(content)[-3:])
+    # Direct convolutions here, whatever conv_algorithm says: loss_fn closes over the params, and
+    # under jax.jit closed-over arrays become constants of the program; Winograd's transformed
+    # kernels would add ~0.4 GB of them. (stylize passes params as arguments and uses Winograd.)
+    p = _direct(p, conv)
+    targets = compute_targets(p, conv, content, style, config, masks, style_masks)
 
     def loss_fn(image: Array) -> tuple[Array, dict[str, Array]]:
         return network_loss(p, targets, conv.to_network(image), config, conv)
@@ -783,12 +786,14 @@ def stylize(
     """
     p, conv = split_network(params, convention)
     conv = effective_convention(conv, config)
-    run_p = engine_params(p, config, conv, np.shape(content)[-3:])  # targets below use the direct convs
     total = config.iterations if iterations is None else int(iterations)
     if total < 0:
         raise ConfigError(f"iterations must be >= 0; got {total}")
     content = jnp.asarray(content, jnp.float32)
+    # Targets with the direct convolutions: computed once, so compiling Winograd for them (seconds)
+    # would buy nothing; they agree with Winograd's to ~1e-6. The loop runs run_p.
     targets = compute_targets(_direct(p, conv), conv, content, style, config, masks, style_masks)
+    run_p = engine_params(p, config, conv, content.shape)
     images, _ = _normalise_styles(style, config)
     if resume is None:
         v0 = initial_variable(content, images[0], config, conv, jax.random.PRNGKey(seed), init_image)
@@ -1016,7 +1021,8 @@ def stylize_many(
     """
     p, conv = split_network(params, convention)
     conv = effective_convention(conv, config)
-    run_p = engine_params(p, config, conv, np.shape(content)[-3:])  # targets below use the direct convs
+    run_p = engine_params(p, config, conv, np.shape(content)[-3:])  # the loop's; targets use direct_p
+    direct_p = _direct(p, conv)
     if config.lbfgs_round is not None:
         raise ConfigError("lbfgs_round (L-BFGS in rounds) runs single results; use stylize for it")
     content = jnp.asarray(content, jnp.float32)
@@ -1039,7 +1045,7 @@ def stylize_many(
     done_iterations = 0
     for start in range(0, n, batch):
         idx = list(range(start, min(n, start + batch)))
-        targets = _stack([compute_targets(_direct(p, conv), conv, contents[i], styles[i], config) for i in idx])
+        targets = _stack([compute_targets(direct_p, conv, contents[i], styles[i], config) for i in idx])
         v0 = []
         for i in idx:
             imgs, _ = _normalise_styles(styles[i], config)

@@ -57,6 +57,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # torch_reference, bench_torch
 sys.path.insert(0, str(HERE.parent))  # run from a checkout
 
+from machine import cpu_busy_fraction, cpu_model_and_features, other_load, stat_sample, usable_cpus  # noqa: E402
+
 VARIANTS = ("nst-jax", "nst-jax-direct", "torch", "torch-cl", "torch-compile", "keras-way")
 PRESET_NAMES = ("keras", "keras-lecture", "pytorch", "matlab", "gatys", "jcjohnson", "default")
 PRECISIONS = {"float32": "default", "highest": "highest", "bf16": "bf16"}
@@ -66,37 +68,8 @@ PRECISIONS = {"float32": "default", "highest": "highest", "bf16": "bf16"}
 # machine
 
 
-def _stat_sample() -> Optional[tuple[int, int]]:
-    try:
-        with open("/proc/stat") as f:
-            vals = [int(v) for v in f.readline().split()[1:]]
-        return vals[3] + (vals[4] if len(vals) > 4 else 0), sum(vals)
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def cpu_busy_fraction(seconds: float = 1.0) -> Optional[float]:
-    """Fraction of all CPUs busy over ``seconds`` (other processes' load when we are idle)."""
-    a = _stat_sample()
-    time.sleep(seconds)
-    b = _stat_sample()
-    if a is None or b is None:
-        return None
-    return 1.0 - (b[0] - a[0]) / max(b[1] - a[1], 1)
-
-
 def machine_info() -> dict[str, Any]:
-    model, flags = None, set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model is None:
-                    model = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
+    model, features = cpu_model_and_features()
     versions = {}
     for mod in ("jax", "jaxlib", "torch", "numpy", "optax"):
         try:
@@ -109,10 +82,10 @@ def machine_info() -> dict[str, Any]:
     except (ValueError, OSError):
         pass
     return {
-        "cpu": model or platform.processor() or "unknown",
-        "cpu_features": sorted(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags),
+        "cpu": model,
+        "cpu_features": features,
         "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "usable_cpus": usable_cpus(),
         "memory_bytes": mem,
         "python": platform.python_version(),
         **versions,
@@ -420,7 +393,7 @@ def run_child(variant: str, spec_path: Path, out_path: Path, env: dict[str, str]
     """Run one variant in a fresh interpreter; add the share of the machine other processes used."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--spec", str(spec_path),
            "--child-out", str(out_path)]
-    s0 = _stat_sample()
+    s0 = stat_sample()
     u0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -430,7 +403,7 @@ def run_child(variant: str, spec_path: Path, out_path: Path, env: dict[str, str]
         return {"error": f"timed out after {timeout:.0f} s"}
     wall = time.perf_counter() - t0
     u1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    s1 = _stat_sample()
+    s1 = stat_sample()
     if proc.returncode != 0 or not out_path.exists():
         tail = (proc.stderr or proc.stdout or "").strip().splitlines()
         msg = next((l for l in reversed(tail) if l.strip() and not l.startswith(" ")), "failed")
@@ -438,13 +411,7 @@ def run_child(variant: str, spec_path: Path, out_path: Path, env: dict[str, str]
     result = json.loads(out_path.read_text())
     result["process_wall_s"] = wall
     result["loadavg_1min"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
-    result["other_load"] = None
-    if s0 and s1:
-        tck = os.sysconf("SC_CLK_TCK")
-        ours = sum(getattr(u1, k) - getattr(u0, k) for k in ("ru_utime", "ru_stime"))
-        busy = ((s1[1] - s0[1]) - (s1[0] - s0[0])) / tck
-        cap = (s1[1] - s0[1]) / tck
-        result["other_load"] = min(max((busy - ours) / max(cap, 1e-9), 0.0), 1.0)
+    result["other_load"] = other_load(s0, s1, u0, u1)
     return result
 
 

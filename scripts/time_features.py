@@ -32,8 +32,10 @@ from typing import Callable
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # machine.py
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from machine import cpu_busy_fraction, cpu_model_and_features, other_load, stat_sample, usable_cpus  # noqa: E402
 from nst_jax import vgg  # noqa: E402  (importing jax starts no threads)
 
 VARIANTS: dict[str, str] = {
@@ -48,48 +50,17 @@ VARIANTS: dict[str, str] = {
 # --------------------------------------------------------------------------- machine
 
 
-def _stat_sample() -> tuple[int, int]:
-    """(idle, total) jiffies of all CPUs from /proc/stat."""
-    with open("/proc/stat") as f:
-        vals = [int(v) for v in f.readline().split()[1:]]
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
-    return idle, sum(vals)
-
-
-def cpu_busy_fraction(seconds: float = 1.0) -> float | None:
-    """Fraction of all CPUs busy over ``seconds`` (from /proc/stat): other load on the machine."""
-    try:
-        idle0, total0 = _stat_sample()
-        time.sleep(seconds)
-        idle1, total1 = _stat_sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
-
-
 def machine_info() -> dict[str, object]:
     """CPU model, core counts, load and library versions."""
     import jax
     import torch
 
-    model: str | None = None
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model is None:
-                    model = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    model = model or platform.processor() or "unknown"
+    model, features = cpu_model_and_features()
     return {
         "cpu": model,
-        "cpu_features": sorted(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags),
+        "cpu_features": features,
         "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "usable_cpus": usable_cpus(),
         "loadavg_at_start": [round(v, 2) for v in os.getloadavg()],
         "cpu_busy_before_start": cpu_busy_fraction(),
         "python": platform.python_version(),
@@ -228,23 +199,13 @@ def run_variant(variant: str, args: argparse.Namespace, tmp: Path) -> tuple[dict
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant,
            "--child-out", str(out), "--size", str(args.size), "--repeats", str(args.repeats),
            "--arch", args.arch, "--layer", args.layer]  # fmt: skip
-    try:
-        stat0 = _stat_sample()
-    except (OSError, ValueError, IndexError):
-        stat0 = None
+    stat0 = stat_sample()
     usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, check=True)
     usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads(out.with_suffix(".json").read_text())
-    # Share of the machine used by *other* processes while this variant ran: all CPU time
-    # spent (from /proc/stat) minus our child's, over the capacity. High means noisy numbers.
-    result["other_load"] = None
-    if stat0 is not None:
-        idle1, total1 = _stat_sample()
-        ours = sum(getattr(usage1, k) - getattr(usage0, k) for k in ("ru_utime", "ru_stime"))
-        busy_s = ((total1 - stat0[1]) - (idle1 - stat0[0])) / os.sysconf("SC_CLK_TCK")
-        capacity_s = (total1 - stat0[1]) / os.sysconf("SC_CLK_TCK")
-        result["other_load"] = min(max((busy_s - ours) / max(capacity_s, 1e-9), 0.0), 1.0)
+    # Share of the machine used by *other* processes while this variant ran. High: noisy numbers.
+    result["other_load"] = other_load(stat0, stat_sample(), usage0, usage1)
     return result, np.load(out.with_suffix(".npy"))
 
 
