@@ -671,7 +671,7 @@ def test_default_weights_dir_and_resolve(tmp_path, monkeypatch):
     monkeypatch.delenv("NST_JAX_WEIGHTS", raising=False)
     assert weights.default_weights_dir() == REPO / "weights"  # running from the checkout
 
-    monkeypatch.setattr(weights, "__file__", str(tmp_path / "site-packages" / "nst_jax" / "weights.py"))
+    monkeypatch.setattr(weights.native, "__file__", str(tmp_path / "site-packages" / "nst_jax" / "weights" / "native.py"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert weights.default_weights_dir() == tmp_path / "cache" / "nst-jax"
     monkeypatch.delenv("XDG_CACHE_HOME")

@@ -1,0 +1,345 @@
+"""The converted format: nst-jax's own HDF5 file (``save_weights``, ``load_weights``, ``describe``)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import secrets
+from typing import Any, Mapping, Optional
+
+import h5py
+import numpy as np
+
+from .. import resnet, vgg
+from ..errors import WeightsError
+from . import h5safe
+from ._common import ALL_ARCHS, FORMAT, FORMAT_VERSION, Network, PathLike, _GET_WEIGHTS, _as_str, convention_name, _check_arch, _check_params, _fail, _param_table, _sha256_file, _short, _sniff
+from .keras import _keras_legacy_root, _looks_keras3
+
+# --------------------------------------------------------------------------------------------
+# Where weights live
+# --------------------------------------------------------------------------------------------
+
+
+def default_weights_dir() -> pathlib.Path:
+    """The directory converted weights go to and are looked up in.
+
+    Returns:
+      ``$NST_JAX_WEIGHTS`` if set; else the repository's ``weights/`` when running from a checkout
+      (the directory holding ``nst_jax/`` also holds ``pyproject.toml`` and ``weights/``); else
+      ``$XDG_CACHE_HOME/nst-jax`` or ``~/.cache/nst-jax``.
+    """
+    env = os.environ.get("NST_JAX_WEIGHTS")
+    if env:
+        return pathlib.Path(env).expanduser()
+    root = pathlib.Path(__file__).resolve().parents[2]  # nst_jax/weights/native.py -> the checkout
+    if (root / "pyproject.toml").is_file() and (root / "weights").is_dir():
+        return root / "weights"
+    cache = os.environ.get("XDG_CACHE_HOME")
+    base = pathlib.Path(cache).expanduser() if cache and os.path.isabs(cache) else pathlib.Path.home() / ".cache"
+    return base / "nst-jax"
+
+
+def resolve_weights(arch: str = "vgg19", explicit: Optional[PathLike] = None) -> pathlib.Path:
+    """The weights file to use.
+
+    Args:
+      arch: architecture looked up in the default directory when ``explicit`` is not given.
+      explicit: a path the user named (``--weights``); it must exist.
+
+    Returns:
+      ``explicit``, or ``default_weights_dir() / f"{arch}.h5"``.
+
+    Raises:
+      WeightsError: the file does not exist; the message names the command that makes it.
+    """
+    if explicit is not None and str(explicit) != "":
+        path = pathlib.Path(explicit).expanduser()
+        if not path.is_file():
+            what = "is a directory, not a weights file" if path.is_dir() else "not found"
+            raise _fail(f"weights file {path} {what}; check --weights, or {_GET_WEIGHTS}")
+        return path
+    _check_arch(arch)  # unknown arch -> WeightsError
+    path = default_weights_dir() / f"{arch}.h5"
+    if not path.is_file() and arch not in vgg.ARCHS:
+        # No official download for these: only a file the user has can be converted.
+        raise _fail(
+            f"no {arch} weights at {path}; convert a file you have with `nst-jax weights convert FILE -o {path}` "
+            f"(or pass --weights PATH; set NST_JAX_WEIGHTS to use another directory)"
+        )
+    if not path.is_file():
+        raise _fail(
+            f"no {arch} weights at {path}; run `nst-jax weights download --arch {arch}` "
+            f"(or `nst-jax weights convert FILE` for a file you have, or pass --weights PATH; "
+            f"set NST_JAX_WEIGHTS to use another directory)"
+        )
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# The converted format
+# --------------------------------------------------------------------------------------------
+
+
+def save_weights(
+    path: PathLike,
+    params: Mapping[str, Any],
+    *,
+    arch: str,
+    convention: vgg.Convention,
+    pretrained: bool,
+    source_name: str = "",
+    source_sha256: str = "",
+    extra_attrs: Optional[Mapping[str, Any]] = None,
+    stride_on: Optional[str] = None,
+    bn_epsilon: Optional[float] = None,
+) -> None:
+    """Write ``params`` in the converted format, atomically.
+
+    The file is written to a temporary name in the same directory and moved into place with
+    ``os.replace``, so a reader never sees a partial file and a failure leaves nothing behind.
+
+    Args:
+      path: destination ``.h5`` (parent directories are created).
+      params: params pytree; checked against the layer table of ``arch``.
+      arch: "vgg19", "vgg16" or "resnet50".
+      convention: the input convention the weights expect.
+      pretrained: False for synthetic (random) weights.
+      source_name: file the weights were converted from.
+      source_sha256: that file's SHA-256.
+      extra_attrs: additional root attributes (e.g. ``synthetic_seed``).
+      stride_on: resnet50 only, required there: "1x1" (Keras / Caffe) or "3x3" (torchvision).
+      bn_epsilon: resnet50 only: the batch-norm epsilon folded into ``bn_scale`` (recorded).
+
+    Raises:
+      WeightsError: bad params (message names the layer) or the file cannot be written.
+    """
+    _check_arch(arch)
+    checked = _check_params(params, arch, "", strict=True)
+    _save_checked(
+        pathlib.Path(path).expanduser(),
+        checked,
+        arch=arch,
+        convention=convention,
+        pretrained=pretrained,
+        source_name=source_name,
+        source_sha256=source_sha256,
+        extra_attrs={**_arch_attrs(arch, stride_on, bn_epsilon), **dict(extra_attrs or {})},
+    )
+
+
+def _arch_attrs(arch: str, stride_on: Optional[str], bn_epsilon: Optional[float]) -> dict:
+    """The architecture-specific root attributes (resnet50: resnet_stride_on, bn_epsilon)."""
+    if arch not in resnet.ARCHS:
+        if stride_on is not None or bn_epsilon is not None:
+            raise _fail(f"stride_on / bn_epsilon are resnet50 attributes, not {arch}'s")
+        return {}
+    if stride_on not in resnet.STRIDE_PLACEMENTS:
+        raise _fail(f"resnet50 weights need stride_on = {' or '.join(map(repr, resnet.STRIDE_PLACEMENTS))}, got {stride_on!r}")
+    attrs: dict[str, Any] = {"resnet_stride_on": stride_on}
+    if bn_epsilon is not None:
+        attrs["bn_epsilon"] = np.float64(bn_epsilon)
+    return attrs
+
+
+def _save_checked(
+    path: pathlib.Path,
+    checked: dict,
+    *,
+    arch: str,
+    convention: vgg.Convention,
+    pretrained: bool,
+    source_name: str,
+    source_sha256: str,
+    extra_attrs: Optional[Mapping[str, Any]],
+) -> None:
+    """``save_weights`` for params already validated by ``_check_params``."""
+    if not isinstance(convention, vgg.Convention):
+        raise _fail(f"convention must be a vgg.Convention, got {type(convention).__name__}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _fail(f"cannot create directory {path.parent}: {_short(e)}") from None
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        # "w-" fails if the name exists; the file gets the usual umask-based permissions.
+        with h5py.File(tmp, "w-") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = np.int64(FORMAT_VERSION)
+            f.attrs["arch"] = arch
+            f.attrs["channel_order"] = convention.channel_order
+            f.attrs["pixel_scale"] = np.float64(convention.scale)
+            f.attrs["mean"] = np.asarray(convention.mean, np.float64)
+            f.attrs["std"] = np.asarray(convention.std, np.float64)
+            f.attrs["pretrained"] = np.bool_(pretrained)
+            f.attrs["source_name"] = str(source_name)
+            f.attrs["source_sha256"] = str(source_sha256)
+            for key, value in (extra_attrs or {}).items():
+                f.attrs[key] = value
+            for name, layer in checked.items():
+                g = f.create_group(name)
+                for part, value in layer.items():  # kernel, bias (+ bn_scale, bn_shift: resnet50)
+                    g.create_dataset(part, data=value)
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        if isinstance(e, OSError):
+            raise _fail(f"cannot write weights file {path}: {_short(e)}") from None
+        raise
+
+
+def load_weights(path: PathLike) -> Network:
+    """Read a converted weights file.
+
+    Args:
+      path: an ``.h5`` written by ``save_weights`` / ``convert`` / ``write_synthetic``.
+
+    Returns:
+      The ``Network`` (params as float32 numpy arrays, HWIO kernels).
+
+    Raises:
+      WeightsError: missing file, not HDF5, truncated or corrupt, wrong format, unknown arch,
+        missing layer, wrong shape (naming the layer) or non-finite values.
+    """
+    path = pathlib.Path(path).expanduser()
+    if not path.exists():
+        raise _fail(f"weights file {path} not found; {_GET_WEIGHTS}")
+    if path.is_dir():
+        raise _fail(f"{path} is a directory, not a weights file; {_GET_WEIGHTS}")
+    kind = _sniff(path)
+    if kind == "empty":
+        raise _fail(f"weights file {path} is empty; delete it and {_GET_WEIGHTS}")
+    if kind in ("zip", "pickle"):
+        raise _fail(
+            f"{path} is not an nst-jax weights file (it looks like a PyTorch/Keras archive); "
+            f"convert it first with `nst-jax weights convert {path}`"
+        )
+    if kind != "hdf5":
+        raise _fail(f"{path} is not an nst-jax weights file (not HDF5); {_GET_WEIGHTS}")
+    fingerprint = _sha256_file(path)
+    where = f" in {path}"
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise _fail(f"cannot open {path}: truncated or corrupt HDF5 ({_short(e)}); delete it and re-create it") from None
+    with f:
+        try:
+            fmt = _as_str(f.attrs["format"]) if "format" in f.attrs else None
+            if fmt != FORMAT:
+                if _keras_legacy_root(f) is not None or _looks_keras3(f):
+                    raise _fail(
+                        f"{path} is a Keras weights file, not a converted nst-jax file; "
+                        f"convert it with `nst-jax weights convert {path}`"
+                    )
+                got = "no format attribute" if fmt is None else f"format {fmt!r}"
+                raise _fail(
+                    f"{path} is not an nst-jax weights file ({got}); convert the original with "
+                    f"`nst-jax weights convert FILE`"
+                )
+            version = int(np.asarray(f.attrs.get("format_version", -1)))
+            if version != FORMAT_VERSION:
+                newer = " (written by a newer nst-jax: upgrade)" if version > FORMAT_VERSION else ""
+                raise _fail(f"{path} has format_version {version}, this nst-jax reads {FORMAT_VERSION}{newer}")
+            arch = _as_str(f.attrs.get("arch", ""))
+            if arch not in ALL_ARCHS:
+                raise _fail(f"unknown architecture {arch!r}{where}; this version supports {', '.join(ALL_ARCHS)}")
+            try:
+                convention = vgg.Convention(
+                    _as_str(f.attrs["channel_order"]),
+                    float(np.asarray(f.attrs["pixel_scale"])),
+                    tuple(float(v) for v in np.asarray(f.attrs["mean"]).reshape(-1)),
+                    tuple(float(v) for v in np.asarray(f.attrs["std"]).reshape(-1)),
+                )
+            except (KeyError, ValueError, TypeError) as e:
+                raise _fail(f"bad input-convention attributes{where}: {_short(e)}; re-create the file") from None
+            pretrained = bool(np.asarray(f.attrs.get("pretrained", False)))
+            source_name = _as_str(f.attrs.get("source_name", ""))
+            source_sha256 = _as_str(f.attrs.get("source_sha256", ""))
+            stride_on, bn_epsilon = None, None
+            if arch in resnet.ARCHS:
+                stride_on = _as_str(f.attrs["resnet_stride_on"]) if "resnet_stride_on" in f.attrs else None
+                if stride_on not in resnet.STRIDE_PLACEMENTS:
+                    got = "is missing" if stride_on is None else f"is {stride_on!r}"
+                    raise _fail(
+                        f"attribute resnet_stride_on {got}{where} (a {arch} file needs "
+                        f"{' or '.join(map(repr, resnet.STRIDE_PLACEMENTS))}); the file is damaged: re-create it"
+                    )
+                if "bn_epsilon" in f.attrs:
+                    bn_epsilon = float(np.asarray(f.attrs["bn_epsilon"]))
+            raw: dict[str, dict[str, np.ndarray]] = {}
+            for name, parts in _param_table(arch):
+                if name not in f or not isinstance(f[name], h5py.Group):
+                    raise _fail(f"layer {name} is missing{where}; the file is damaged: re-create it")
+                g = f[name]
+                raw[name] = {}
+                for part, _ in parts:
+                    if part not in g or not isinstance(g[part], h5py.Dataset):
+                        raise _fail(f"layer {name}: {part} is missing{where}; the file is damaged: re-create it")
+                    raw[name][part] = g[part][()]
+        except WeightsError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise _fail(f"cannot read {path}: truncated or corrupt HDF5 ({_short(e)}); delete it and re-create it") from None
+    params = _check_params(raw, arch, where, strict=False)
+    return Network(
+        arch=arch,
+        params=params,
+        convention=convention,
+        pretrained=pretrained,
+        source_name=source_name,
+        source_sha256=source_sha256,
+        fingerprint=fingerprint,
+        path=str(path),
+        stride_on=stride_on,
+        bn_epsilon=bn_epsilon,
+    )
+
+
+def describe(path: PathLike) -> str:
+    """Human-readable summary of a converted weights file (``nst-jax weights info``).
+
+    Args:
+      path: a converted ``.h5``.
+
+    Returns:
+      Multi-line text: arch, convention, pretrained, source, fingerprint, the layer table and
+      the total parameter count.
+    """
+    net = load_weights(path)
+    conv = net.convention
+    name = convention_name(conv)
+    width = max([10] + [len(lname) for lname in net.params])
+    fmt = lambda xs: "(" + ", ".join(f"{x:g}" for x in xs) + ")"  # noqa: E731
+    seed = None
+    with h5py.File(net.path, "r") as f:
+        if "synthetic_seed" in f.attrs:
+            seed = int(np.asarray(f.attrs["synthetic_seed"]))
+    if net.pretrained:
+        pretrained = "yes"
+    else:
+        pretrained = "no: random weights, for tests only" + (f" (synthetic, seed {seed})" if seed is not None else "")
+    lines = [
+        f"file:          {net.path}",
+        f"format:        {FORMAT} v{FORMAT_VERSION}",
+        f"arch:          {net.arch} ({len(net.params)} conv layers)"
+        + (f", stride on the {net.stride_on} conv, batch norm folded" if net.stride_on else "")
+        + (f" (eps {net.bn_epsilon:g})" if net.bn_epsilon is not None else ""),
+        f"convention:    {name}: {conv.channel_order}, pixel scale {conv.scale:g}, mean {fmt(conv.mean)}, std {fmt(conv.std)}",
+        f"pretrained:    {pretrained}",
+        f"source:        {net.source_name or '(none)'}",
+        f"source sha256: {net.source_sha256 or '(none)'}",
+        f"fingerprint:   {net.fingerprint}",
+        "",
+        f"{'layer':<{width}} {'kernel (HWIO)':<20} {'params':>12}",
+    ]
+    total = 0
+    for lname, layer in net.params.items():
+        count = int(sum(part.size for part in layer.values()))
+        total += count
+        lines.append(f"{lname:<{width}} {str(layer['kernel'].shape):<20} {count:>12,}")
+    lines.append(f"{'total':<{width + 21}} {total:>12,}")
+    return "\n".join(lines)
+

@@ -1,0 +1,423 @@
+"""torch state dicts without torch: a restricted unpickler that builds only validated tensor references.
+
+Nothing in the file can run code (``find_class`` allows only tensor rebuilders, storage types and
+``OrderedDict``), nothing can change a reference after it is validated (BUILD is refused), and
+every array is bounds-checked against its storage where it is made. Zip entries are compared
+with the bytes they must hold before they are inflated, and each storage is read once.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import io
+import math
+import pathlib
+import pickle
+import re
+import zipfile
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .. import resnet, vgg
+from ..errors import WeightsError
+from ._common import ALL_ARCHS, _TORCH_LEGACY_MAGIC, _UNDERSTOOD, _Parsed, _fail, _short
+
+# --------------------------------------------------------------------------------------------
+# torch state dicts without torch: a restricted unpickler
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _TorchDType:
+    """A torch element type: a numpy dtype name, or 'bfloat16' (no numpy equivalent)."""
+
+    name: str
+
+    @property
+    def itemsize(self) -> int:
+        return 2 if self.name == "bfloat16" else np.dtype(self.name).itemsize
+
+
+# torch.<Name>Storage classes (what torch.save writes for a tensor's storage type).
+_STORAGE_TYPES = {
+    "FloatStorage": "float32",
+    "DoubleStorage": "float64",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+}
+# torch dtype objects pickle as GLOBAL "torch float32" etc. (used by _rebuild_tensor_v3).
+_TORCH_DTYPES = {
+    "float32": "float32", "float": "float32", "float64": "float64", "double": "float64",
+    "float16": "float16", "half": "float16", "bfloat16": "bfloat16",
+    "int64": "int64", "long": "int64", "int32": "int32", "int": "int32", "int16": "int16",
+    "short": "int16", "int8": "int8", "uint8": "uint8", "bool": "bool",
+}  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class _StorageRef:
+    """A storage named by a persistent id; its bytes are read only if a needed tensor uses it."""
+
+    key: str
+    dtype: _TorchDType
+    numel: int  # elements of this (view of the) storage
+    base: int = 0  # element offset into the root storage (legacy storage views)
+
+
+@dataclasses.dataclass(frozen=True)
+class _TensorRef:
+    storage: _StorageRef
+    offset: int
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: Optional[_TorchDType] = None  # _rebuild_tensor_v3: dtype given apart from storage
+
+
+def _ints(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise TypeError(f"bad tensor {what}: {value!r}")
+    if any(v < 0 for v in value):
+        raise TypeError(f"negative tensor {what}: {value!r}")
+    return tuple(value)
+
+
+def _tensor_ref(storage: Any, offset: Any, size: Any, stride: Any, dtype: Any = None) -> _TensorRef:
+    if not isinstance(storage, _StorageRef):
+        raise TypeError("tensor storage is not a storage reference")
+    if not isinstance(offset, int) or offset < 0:
+        raise TypeError(f"bad storage offset {offset!r}")
+    size, stride = _ints(size, "size"), _ints(stride, "stride")
+    if len(size) != len(stride):
+        raise TypeError("tensor size and stride differ in length")
+    if dtype is not None and not isinstance(dtype, _TorchDType):
+        raise TypeError("bad tensor dtype")
+    return _TensorRef(storage, offset, size, stride, dtype)
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride):  # old torch (< 0.4)
+    return _tensor_ref(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
+    return _tensor_ref(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, metadata=None):
+    return _tensor_ref(storage, storage_offset, size, stride, dtype)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
+    if not isinstance(data, _TensorRef):
+        raise TypeError("parameter data is not a tensor")
+    return data
+
+
+def _rebuild_parameter_with_state(data, requires_grad=False, backward_hooks=None, state=None):
+    return _rebuild_parameter(data)
+
+
+_REBUILDERS: dict[str, Callable[..., Any]] = {
+    "_rebuild_tensor": _rebuild_tensor,
+    "_rebuild_tensor_v2": _rebuild_tensor_v2,
+    "_rebuild_tensor_v3": _rebuild_tensor_v3,
+    "_rebuild_parameter": _rebuild_parameter,
+    "_rebuild_parameter_with_state": _rebuild_parameter_with_state,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles only state dicts: OrderedDict, tensors and storage/dtype names.
+
+    ``find_class`` is the only way a pickle can reach a callable, so refusing every other global
+    means nothing in the file is ever executed (a ``__reduce__`` payload such as ``os.system``
+    or a pickled ``nn.Module`` is refused before anything runs).
+    """
+
+    def __init__(self, file: Any, label: str) -> None:
+        # latin1: Python-2 era pickles carry byte strings; the keys we need are ASCII anyway.
+        super().__init__(file, encoding="latin1")
+        self.label = label
+        self.storages: dict[str, _StorageRef] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "collections" and name == "OrderedDict":
+            return collections.OrderedDict
+        if module == "torch._utils" and name in _REBUILDERS:
+            return _REBUILDERS[name]
+        if module in ("torch", "torch.cuda") and name in _STORAGE_TYPES:
+            # very old files name the CUDA storage classes (torch.cuda.FloatStorage)
+            return _TorchDType(_STORAGE_TYPES[name])
+        if module == "torch" and name in _TORCH_DTYPES:
+            return _TorchDType(_TORCH_DTYPES[name])
+        if module in ("torch", "torch.storage") and name == "UntypedStorage":
+            return _TorchDType("uint8")
+        raise _fail(
+            f"{self.label}: refusing to unpickle {module}.{name}: only a state dict of tensors is allowed "
+            f"(the file may run code when loaded); load it in PyTorch yourself and save model.state_dict() instead"
+        )
+
+    def persistent_load(self, pid: Any) -> Any:
+        # zip format: ("storage", storage_type, key, location, numel)
+        # legacy:     ("storage", storage_type, root_key, location, numel, view_metadata)
+        if not isinstance(pid, tuple) or len(pid) < 5:
+            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r:.80}")
+        typename = pid[0].decode("latin1") if isinstance(pid[0], bytes) else pid[0]
+        if typename != "storage":
+            raise _fail(f"{self.label}: refusing to load a persistent object of type {typename!r:.40}: only tensors are allowed")
+        dtype, key, numel = pid[1], str(pid[2]), pid[4]
+        if not isinstance(dtype, _TorchDType) or not isinstance(numel, int) or numel < 0:
+            raise pickle.UnpicklingError("malformed storage reference")
+        root = self.storages.setdefault(key, _StorageRef(key, dtype, numel))
+        view = pid[5] if len(pid) > 5 else None
+        if view is not None:
+            # Old torch saved storage views as (view_key, offset, size) of a root storage.
+            _, offset, size = view
+            if not (isinstance(offset, int) and isinstance(size, int) and 0 <= offset and offset + size <= numel):
+                raise pickle.UnpicklingError("malformed storage view")
+            return _StorageRef(key, dtype, size, offset)
+        return root
+
+
+class _TorchFile:
+    """A torch.save file opened without torch: the (lazy) object plus storage access."""
+
+    def __init__(self, path: pathlib.Path, label: str, kind: str) -> None:
+        self.path, self.label, self.kind = path, label, kind
+        self.little = True
+        if kind == "zip":
+            self._open_zip()
+        else:
+            self._open_legacy()
+
+    # zip format (torch >= 1.6): <prefix>/data.pkl, <prefix>/data/<key>, <prefix>/byteorder
+    def _open_zip(self) -> None:
+        with zipfile.ZipFile(self.path) as zf:
+            names = zf.namelist()
+            pkls = [n for n in names if n.endswith("data.pkl") and n.count("/") <= 1]
+            if len(pkls) != 1:
+                raise _NotTorch()
+            self.prefix = pkls[0][: -len("data.pkl")]
+            if self.prefix + "byteorder" in names:
+                self.little = zf.read(self.prefix + "byteorder").strip() != b"big"
+            self.obj, self.storages = self._unpickle_main(io.BytesIO(zf.read(pkls[0])))
+            self._names = set(names)
+
+    # legacy format: pickles of magic, protocol version, sys_info, the object, the storage
+    # keys; then every storage as an 8-byte element count followed by its raw bytes.
+    def _open_legacy(self) -> None:
+        size = self.path.stat().st_size
+        with open(self.path, "rb") as f:
+            magic = _RestrictedUnpickler(f, self.label).load()
+            if magic != _TORCH_LEGACY_MAGIC:
+                raise _NotTorch()
+            _RestrictedUnpickler(f, self.label).load()  # protocol version
+            sys_info = _RestrictedUnpickler(f, self.label).load()
+            if isinstance(sys_info, dict):
+                self.little = bool(sys_info.get("little_endian", True))
+            self.obj, self.storages = self._unpickle_main(f)
+            keys = _RestrictedUnpickler(f, self.label).load()
+            if not isinstance(keys, list):
+                raise pickle.UnpicklingError("bad storage key list")
+            # The pickle module leaves the file right after each STOP opcode.
+            pos = f.tell()
+            self._offsets: dict[str, int] = {}
+            order = "<" if self.little else ">"
+            for key in keys:
+                key = str(key)
+                ref = self.storages.get(key)
+                if ref is None:
+                    raise pickle.UnpicklingError(f"storage {key} listed but never referenced")
+                f.seek(pos)
+                header = f.read(8)
+                if len(header) != 8:
+                    raise _Truncated()
+                (numel,) = np.frombuffer(header, dtype=f"{order}i8")
+                if int(numel) != ref.numel:
+                    raise pickle.UnpicklingError(f"storage {key} has {int(numel)} elements, expected {ref.numel}")
+                self._offsets[key] = pos + 8
+                pos += 8 + int(numel) * ref.dtype.itemsize
+                if pos > size:
+                    raise _Truncated()
+
+    def _unpickle_main(self, file: Any) -> tuple[Any, dict[str, _StorageRef]]:
+        up = _RestrictedUnpickler(file, self.label)
+        obj = up.load()
+        return obj, up.storages
+
+    def _storage_bytes(self, ref: _StorageRef) -> bytes:
+        root = self.storages[ref.key]
+        nbytes = root.numel * root.dtype.itemsize
+        if self.kind == "zip":
+            name = f"{self.prefix}data/{ref.key}"
+            if name not in self._names:
+                raise pickle.UnpicklingError(f"storage {ref.key} missing from the archive")
+            with zipfile.ZipFile(self.path) as zf:
+                data = zf.read(name)
+        else:
+            with open(self.path, "rb") as f:
+                f.seek(self._offsets[ref.key])
+                data = f.read(nbytes)
+        if len(data) < nbytes:
+            raise _Truncated()
+        return data
+
+    def array(self, t: _TensorRef, axes: Optional[tuple[int, ...]] = None) -> np.ndarray:
+        """Materialise a tensor as a C-contiguous numpy array honouring size/stride/offset.
+
+        ``axes`` permutes the dimensions on the way (OIHW -> HWIO) within the one copy.
+        """
+        dtype = t.dtype or t.storage.dtype
+        data = self._storage_bytes(t.storage)
+        byte_base = t.storage.base * t.storage.dtype.itemsize
+        count = (t.storage.numel * t.storage.dtype.itemsize) // dtype.itemsize
+        order = "<" if self.little else ">"
+        np_dtype = np.dtype(f"{order}u2") if dtype.name == "bfloat16" else np.dtype(dtype.name).newbyteorder(order)
+        flat = np.frombuffer(data, dtype=np_dtype, count=count, offset=byte_base)
+        if math.prod(t.size) == 0:
+            view = np.zeros(t.size, np_dtype)
+        else:
+            last = t.offset + sum((n - 1) * s for n, s in zip(t.size, t.stride))
+            if last >= count:
+                raise pickle.UnpicklingError("tensor reaches past the end of its storage")
+            view = np.lib.stride_tricks.as_strided(
+                flat[t.offset :], shape=t.size, strides=tuple(s * np_dtype.itemsize for s in t.stride), writeable=False
+            )
+        if axes is not None:
+            view = view.transpose(axes)
+        if dtype.name == "bfloat16":
+            # bfloat16 is the upper half of a float32.
+            wide = np.array(view, dtype=np.uint32, order="C")
+            wide <<= 16
+            return wide.view(np.float32)
+        # One C-ordered copy in native byte order: never keep a view into the file buffer.
+        return np.array(view, dtype=np_dtype.newbyteorder("="), order="C")
+
+
+class _NotTorch(Exception):
+    pass
+
+
+class _Truncated(Exception):
+    pass
+
+
+def _unwrap_state_dict(obj: Any) -> Any:
+    """{"state_dict": sd} / {"model": sd} checkpoints hold the state dict one level down."""
+    for _ in range(2):
+        if isinstance(obj, dict) and not any(isinstance(k, str) and k.startswith(("features.", "module.features.")) for k in obj):
+            for key in ("state_dict", "model", "model_state_dict"):
+                if isinstance(obj.get(key), dict):
+                    obj = obj[key]
+                    break
+    return obj
+
+
+def _parse_torch(path: pathlib.Path, label: str, kind: str, input_convention: Optional[vgg.Convention]) -> _Parsed:
+    try:
+        tf = _TorchFile(path, label, kind)
+        sd = _unwrap_state_dict(tf.obj)
+        if not isinstance(sd, dict):
+            raise _fail(f"{label} holds a {type(sd).__name__}, not a state dict; save model.state_dict() instead")
+        # DataParallel checkpoints prefix every key with "module.".
+        sd = {(k[7:] if isinstance(k, str) and k.startswith("module.") else k): v for k, v in sd.items()}
+        keys = [k for k in sd if isinstance(k, str)]
+        if "conv1.weight" in sd and any(k.startswith("layer1.") for k in keys):
+            return _parse_torch_resnet(tf, sd, keys, label, kind, input_convention)
+        if any(k.startswith("features.") and k.endswith("running_mean") for k in keys):
+            raise _fail(f"{label} is a batch-norm VGG (vgg19_bn / vgg16_bn), which nst-jax does not support; use the plain VGG weights")
+        indices = set()
+        for k in keys:
+            m = re.fullmatch(r"features\.(\d+)\.weight", k)
+            if m:
+                indices.add(int(m.group(1)))
+        arch = next((a for a in vgg.ARCHS if indices == {s.torch_index for s in vgg.conv_specs(a)}), None)
+        if arch is None:
+            if not indices:
+                sample = ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
+                raise _fail(f"{label} is a torch file without torchvision VGG keys features.N.weight (keys: {sample or 'none'}); {_UNDERSTOOD}")
+            raise _fail(
+                f"{label}: conv indices features.{{{','.join(map(str, sorted(indices)))}}} match neither "
+                f"torchvision VGG19 nor VGG16"
+            )
+        params = {}
+        for spec in vgg.conv_specs(arch):
+            wkey, bkey = f"features.{spec.torch_index}.weight", f"features.{spec.torch_index}.bias"
+            w, b = sd.get(wkey), sd.get(bkey)
+            for key, ref, expected in (
+                (wkey, w, (spec.out_channels, spec.in_channels, 3, 3)),
+                (bkey, b, (spec.out_channels,)),
+            ):
+                if not isinstance(ref, _TensorRef):
+                    raise _fail(f"layer {spec.name}: {key} is missing from {label}")
+                if ref.size != expected:
+                    raise _fail(f"layer {spec.name}: {key} has shape {ref.size}, expected {expected} (OIHW) in {label}")
+            # torch kernels are OIHW; ours are HWIO.
+            kernel = tf.array(w, axes=(2, 3, 1, 0))
+            params[spec.name] = {"kernel": kernel, "bias": tf.array(b)}
+    except WeightsError:
+        raise
+    except _NotTorch:
+        what = "a zip archive" if kind == "zip" else "a pickle"
+        raise _fail(f"{label} is {what} but not a torch.save file; {_UNDERSTOOD}") from None
+    except (_Truncated, EOFError, zipfile.BadZipFile) as e:
+        raise _fail(f"{label} is a truncated or corrupt torch file ({_short(e) if str(e) else 'unexpected end of file'}); re-download it") from None
+    except Exception as e:  # anything else a malformed pickle/zip can raise
+        raise _fail(f"{label} is a corrupt torch file ({type(e).__name__}: {_short(e)}); re-download it") from None
+    convention = input_convention or vgg.TORCHVISION
+    return _Parsed(arch, params, convention, f"torchvision .pth ({'zip' if kind == 'zip' else 'legacy'})")
+
+
+def _parse_torch_resnet(
+    tf: _TorchFile, sd: dict, keys: list[str], label: str, kind: str, input_convention: Optional[vgg.Convention]
+) -> _Parsed:
+    """A torchvision ``resnet50`` state dict (called inside ``_parse_torch``'s error handling)."""
+    blocks: dict[int, int] = {}
+    for k in keys:
+        m = re.match(r"layer(\d+)\.(\d+)\.", k)
+        if m:
+            blocks[int(m.group(1))] = max(blocks.get(int(m.group(1)), 0), int(m.group(2)) + 1)
+    expected = {i: n for i, (_, n, _, _) in enumerate(resnet.STAGES, start=1)}
+    bottleneck = "layer1.0.conv3.weight" in sd
+    if blocks != expected or not bottleneck:
+        got = ", ".join(str(blocks.get(i, 0)) for i in sorted(set(blocks) | set(expected)))
+        what = "bottleneck" if bottleneck else "basic (two-conv)"
+        raise _fail(
+            f"{label} is a torchvision ResNet with {got} {what} blocks per stage, not ResNet50 "
+            f"(3, 4, 6, 3 bottleneck blocks); nst-jax supports {', '.join(ALL_ARCHS)}"
+        )
+    params = {}
+    for spec in resnet.conv_specs():
+        cout, k = spec.out_channels, spec.size
+        wanted = {f"{spec.torch_conv}.weight": (cout, spec.in_channels, k, k)}
+        wanted.update({f"{spec.torch_bn}.{part}": (cout,) for part in ("weight", "bias", "running_mean", "running_var")})
+        for key, shape in wanted.items():
+            ref = sd.get(key)
+            if not isinstance(ref, _TensorRef):
+                raise _fail(f"layer {spec.name}: {key} is missing from {label}")
+            if ref.size != shape:
+                raise _fail(f"layer {spec.name}: {key} has shape {ref.size}, expected {shape}{' (OIHW)' if len(shape) == 4 else ''} in {label}")
+        bias_ref = sd.get(f"{spec.torch_conv}.bias")  # torchvision's convs have none
+        if bias_ref is not None and (not isinstance(bias_ref, _TensorRef) or bias_ref.size != (cout,)):
+            raise _fail(f"layer {spec.name}: {spec.torch_conv}.bias is not a tensor of shape {(cout,)} in {label}")
+        bn = {part: tf.array(sd[f"{spec.torch_bn}.{part}"]) for part in ("weight", "bias", "running_mean", "running_var")}
+        scale, shift = resnet.bn_affine(bn["weight"], bn["bias"], bn["running_mean"], bn["running_var"], resnet.EPS_TORCHVISION)
+        params[spec.name] = {
+            "kernel": tf.array(sd[f"{spec.torch_conv}.weight"], axes=(2, 3, 1, 0)),  # OIHW -> HWIO
+            "bias": tf.array(bias_ref) if bias_ref is not None else np.zeros(cout, np.float32),
+            "bn_scale": scale,
+            "bn_shift": shift,
+        }
+    return _Parsed(
+        "resnet50", params, input_convention or vgg.TORCHVISION,
+        f"torchvision ResNet50 .pth ({'zip' if kind == 'zip' else 'legacy'})",
+        stride_on="3x3", bn_epsilon=resnet.EPS_TORCHVISION,
+    )  # fmt: skip
+
