@@ -119,6 +119,8 @@ class Convention:
             raise ValueError(f"scale must be positive, got {self.scale}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("mean and std need three values, std positive")
+        if not (np.isfinite(self.mean).all() and np.isfinite(self.std).all()):
+            raise ValueError(f"mean and std must be finite, got mean {self.mean}, std {self.std}")
 
     def with_scale(self, scale: float) -> "Convention":
         """The same convention at another pixel scale (neural-style's x256 quirk)."""

@@ -609,11 +609,12 @@ def test_load_weights_errors(tmp_path):
         return lambda f: f.attrs.__setitem__(key, value)
 
     # Damage one copy step by step; each step is found before the earlier ones (the loader
-    # checks format, version, arch, then reads every layer, then checks layers in order).
+    # checks format, version, arch, then each layer's presence and declared shape in order as it
+    # reads them, then the values).
     steps = [
         (nonfinite, "layer conv5_1: bias has non-finite values (NaN or Inf)"),
         (wrong_shape, "layer conv3_2: kernel has shape (3, 3, 256, 128), expected (3, 3, 256, 256)"),
-        (lambda f: f.__delitem__("conv4_3"), "layer conv4_3 is missing"),
+        (lambda f: f.__delitem__("conv2_1"), "layer conv2_1 is missing"),
         (set_attr("arch", "resnet101"), "unknown architecture 'resnet101'"),
         (set_attr("format_version", 7), "newer nst-jax"),
         (set_attr("format", "something-else"), "not an nst-jax weights file"),

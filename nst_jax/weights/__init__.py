@@ -56,6 +56,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "Network",
+    "PathLike",
     "SOURCES",
     "SOURCE_NAMES",
     "convention_name",

@@ -148,8 +148,10 @@ def _check_params(params: Mapping[str, Any], arch: str, where: str, *, strict: b
             arr = np.asarray(layer[part])
             if tuple(arr.shape) != expected:
                 raise _fail(f"layer {name}: {part} has shape {tuple(arr.shape)}, expected {expected}{where}")
-            if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-                raise _fail(f"layer {name}: {part} has dtype {arr.dtype}, expected float32{where}")
+            # Integer arrays are refused, not converted: real weights are floating point, and an
+            # integer array means a quantised or damaged file whose scale nst-jax cannot know.
+            if not np.issubdtype(arr.dtype, np.floating):
+                raise _fail(f"layer {name}: {part} has dtype {arr.dtype}, expected floating point (float32){where}")
             arr = np.ascontiguousarray(arr, dtype=np.float32)
             if not np.isfinite(arr).all():
                 raise _fail(f"layer {name}: {part} has non-finite values (NaN or Inf){where}")

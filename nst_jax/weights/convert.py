@@ -43,12 +43,33 @@ def _parse_hdf5(path: pathlib.Path, label: str, fileobj: Optional[io.BytesIO] = 
         raise _fail(f"cannot read {label}: truncated or corrupt HDF5 ({_short(e)}); re-download or re-export it") from None
 
 
+# A Keras 3 model.weights.h5 of the largest supported network with its classifier (VGG19 with
+# top, float32) is ~575 MB; float weights barely compress, so a large entry that inflates many
+# times over is a zip bomb, not weights.
+_MAX_KERAS_ENTRY = 2**30
+_MAX_RATIO = 20
+_RATIO_FROM = 64 * 2**20
+
+
+def _check_inflation(info: zipfile.ZipInfo, label: str) -> None:
+    """Refuse an archive entry by its declared sizes, before inflating it."""
+    if info.file_size > _MAX_KERAS_ENTRY:
+        raise _fail(f"{label}: {info.filename} declares {info.file_size:,} bytes, more than any supported network's "
+                    "weights; refused")
+    if info.file_size > _RATIO_FROM and info.file_size > _MAX_RATIO * max(info.compress_size, 1):
+        raise _fail(f"{label}: {info.filename} would inflate {info.compress_size:,} bytes to {info.file_size:,} "
+                    f"(over {_MAX_RATIO}x; weights do not compress like that): a zip bomb, refused")
+
+
 def _parse_zip(path: pathlib.Path, label: str, input_convention: Optional[vgg.Convention]) -> _Parsed:
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            keras_weights = "model.weights.h5" in names
-            data = zf.read("model.weights.h5") if keras_weights else None
+            info = next((i for i in zf.infolist() if i.filename == "model.weights.h5"), None)
+            data = None
+            if info is not None:
+                _check_inflation(info, label)
+                with zf.open(info) as fh:
+                    data = fh.read(info.file_size)  # never more than declared (and checked)
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise _fail(f"{label} is a truncated or corrupt zip archive ({_short(e)}); re-download it") from None
     except Exception as e:

@@ -18,6 +18,7 @@ from typing import Optional
 from .. import vgg
 from ._common import Network, PathLike, _check_arch, _fail, _short
 from .convert import _convert
+from .native import default_weights_dir
 
 # (source, arch) -> (url, hash kind, hash). Keras publishes MD5s (keras/src/applications/vgg19.py,
 # vgg16.py, ``file_hash=`` of the notop files); torchvision only names the first 8 hex digits of

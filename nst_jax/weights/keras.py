@@ -7,7 +7,7 @@ and each one's shape and dtype are checked before its bytes are.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Optional
 
 import h5py
 import numpy as np
@@ -21,40 +21,46 @@ from ._common import FORMAT, ALL_ARCHS, _UNDERSTOOD, _ConvertedSource, _Parsed, 
 # --------------------------------------------------------------------------------------------
 
 
-def _attr_list(group: h5py.Group, name: str) -> Optional[list[str]]:
+# Keras splits a long attribute into name0, name1, ...; no real model needs more than this many.
+_MAX_ATTR_CHUNKS = 1000
+
+
+def _attr_list(group: h5py.Group, name: str, label: str = "") -> Optional[list[str]]:
     """A list-of-strings attribute; Keras splits long ones into name0, name1, ... chunks."""
     if name in group.attrs:
-        values = np.atleast_1d(np.asarray(group.attrs[name])).tolist()
+        values = np.atleast_1d(np.asarray(h5safe.attr(group, name, label))).tolist()
     elif f"{name}0" in group.attrs:
         values, i = [], 0
-        while f"{name}{i}" in group.attrs:
-            values += np.atleast_1d(np.asarray(group.attrs[f"{name}{i}"])).tolist()
+        while f"{name}{i}" in group.attrs and i < _MAX_ATTR_CHUNKS:
+            values += np.atleast_1d(np.asarray(h5safe.attr(group, f"{name}{i}", label))).tolist()
             i += 1
     else:
         return None
     return [_as_str(v) for v in values]
 
 
-def _keras_legacy_root(f: h5py.File) -> Optional[h5py.Group]:
+def _keras_legacy_root(f: h5py.File, label: str = "") -> Optional[h5py.Group]:
     """The group holding ``layer_names``: the root, or ``model_weights`` in full-model files."""
-    if _attr_list(f, "layer_names") is not None:
+    if _attr_list(f, "layer_names", label) is not None:
         return f
-    mw = f.get("model_weights")
-    if isinstance(mw, h5py.Group) and _attr_list(mw, "layer_names") is not None:
+    mw = h5safe.child(f, "model_weights", label)
+    if isinstance(mw, h5py.Group) and _attr_list(mw, "layer_names", label) is not None:
         return mw
     return None
 
 
 def _looks_keras3(f: h5py.File) -> bool:
-    return any(isinstance(f.get(k), h5py.Group) for k in ("layers", "_layer_checkpoint_dependencies"))
+    # getlink: only the name is looked at, never what a link points to.
+    return any(f.get(k, getlink=True) is not None for k in ("layers", "_layer_checkpoint_dependencies"))
 
 
 def _map_convs(
-    convs: list[tuple[str, np.ndarray, np.ndarray]], names: list[Optional[str]], label: str, what: str
+    convs: list[tuple[str, h5py.Dataset, h5py.Dataset]], names: list[Optional[str]], label: str, what: str
 ) -> tuple[str, dict]:
-    """Assign found (label, kernel, bias) convolutions to our layer names.
+    """Assign found (label, kernel, bias) convolution datasets to our layer names, and read them.
 
     By Keras layer name (``blockB_convN``) when every conv carries one, else by network order.
+    Each dataset's shape is checked against the layer table before its bytes are read.
     """
     arch = _arch_by_count(len(convs))
     if arch is None:
@@ -64,31 +70,38 @@ def _map_convs(
     by_keras = {s.keras_name: s.name for s in specs}
     params = {}
     if all(n in by_keras for n in names) and len(set(names)) == len(names):
-        for n, (_, kernel, bias) in zip(names, convs):
-            params[by_keras[n]] = {"kernel": kernel, "bias": bias}
+        order = [by_keras[n] for n in names]
     else:
-        for spec, (_, kernel, bias) in zip(specs, convs):
-            params[spec.name] = {"kernel": kernel, "bias": bias}
+        order = [spec.name for spec in specs]
+    spec_of = {spec.name: spec for spec in specs}
+    for ours, (_, kernel, bias) in zip(order, convs):
+        spec = spec_of[ours]
+        shape = (3, 3, spec.in_channels, spec.out_channels)
+        params[ours] = {
+            "kernel": h5safe.read(kernel, shape, label, f"layer {ours}: kernel"),
+            "bias": h5safe.read(bias, (spec.out_channels,), label, f"layer {ours}: bias"),
+        }
     return arch, params
 
 
 def _parse_keras_legacy(root: h5py.Group, label: str) -> _Parsed:
-    generation = _keras_resnet_generation(_attr_list(root, "layer_names") or [])
+    layer_names = _attr_list(root, "layer_names", label) or []
+    generation = _keras_resnet_generation(layer_names)
     if generation is not None:
         return _parse_keras_resnet(root, generation, label)
-    convs: list[tuple[str, np.ndarray, np.ndarray]] = []
+    convs: list[tuple[str, h5py.Dataset, h5py.Dataset]] = []
     names: list[Optional[str]] = []
-    for lname in _attr_list(root, "layer_names") or []:
-        g = root.get(lname)
+    for lname in layer_names:
+        g = h5safe.child(root, lname, label)
         if not isinstance(g, h5py.Group):
             continue
-        wnames = _attr_list(g, "weight_names") or []
+        wnames = _attr_list(g, "weight_names", label) or []
         # Follow weight_names: "block1_conv1_W_1:0" (old Keras) or "block1_conv1/kernel:0"
         # (newer; h5py resolves the "/" as nested groups). Look at shapes before reading so
         # the 400 MB dense layers of with-top files are never loaded.
         dsets = []
         for w in wnames:
-            d = g.get(w)
+            d = h5safe.child(g, w, label)
             if not isinstance(d, h5py.Dataset):
                 raise _fail(f"{label}: Keras layer {lname} lists weight {w!r} but the file has no such dataset (truncated or corrupt?)")
             dsets.append(d)
@@ -99,7 +112,7 @@ def _parse_keras_legacy(root: h5py.Group, label: str) -> _Parsed:
         if len(dsets) != 2 or len(kernels) != 1 or len(biases) != 1:
             shapes = ", ".join(str(d.shape) for d in dsets)
             raise _fail(f"{label}: Keras layer {lname} has weights of shapes {shapes}; expected a 4-D kernel and a bias")
-        convs.append((lname, kernels[0][()], biases[0][()]))
+        convs.append((lname, kernels[0], biases[0]))
         names.append(lname)
     arch, params = _map_convs(convs, names, label, "the Keras layers")
     return _Parsed(arch, params, vgg.CAFFE, "Keras legacy HDF5")
@@ -149,18 +162,18 @@ def _parse_keras_resnet(root: h5py.Group, generation: str, label: str) -> _Parse
     eps = _KERAS_RESNET_EPS[generation]
     convs: dict[str, tuple[np.ndarray, Optional[np.ndarray]]] = {}
     bns: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for lname in _attr_list(root, "layer_names") or []:
+    for lname in _attr_list(root, "layer_names", label) or []:
         is_conv, is_bn = conv_re.fullmatch(lname) is not None, bn_re.fullmatch(lname) is not None
         if not (is_conv or is_bn):
             continue  # input, padding, activation, add, pooling, fc1000 / probs: ignored
         spec = (conv_of if is_conv else bn_of).get(lname)
         if spec is None:
             raise _fail(f"{label}: Keras layer {lname} is not part of ResNet50 (a deeper ResNet?); nst-jax supports {', '.join(ALL_ARCHS)}")
-        g = root.get(lname)
-        wnames = (_attr_list(g, "weight_names") or []) if isinstance(g, h5py.Group) else []
+        g = h5safe.child(root, lname, label)
+        wnames = (_attr_list(g, "weight_names", label) or []) if isinstance(g, h5py.Group) else []
         dsets = []
         for w in wnames:
-            d = g.get(w)
+            d = h5safe.child(g, w, label)
             if not isinstance(d, h5py.Dataset):
                 raise _fail(f"{label}: Keras layer {lname} lists weight {w!r} but the file has no such dataset (truncated or corrupt?)")
             dsets.append(d)
@@ -175,7 +188,11 @@ def _parse_keras_resnet(root: h5py.Group, generation: str, label: str) -> _Parse
                 raise _fail(f"layer {spec.name}: Keras layer {lname} has a kernel of shape {kernels[0].shape}, expected {spec.kernel_shape} (HWIO) in {label}")
             if biases and biases[0].shape != (cout,):
                 raise _fail(f"layer {spec.name}: Keras layer {lname} has a bias of shape {biases[0].shape}, expected {(cout,)} in {label}")
-            convs[spec.name] = (kernels[0][()], biases[0][()] if biases else None)
+            what = f"layer {spec.name}: Keras layer {lname}"
+            convs[spec.name] = (
+                h5safe.read(kernels[0], spec.kernel_shape, label, f"{what} kernel"),
+                h5safe.read(biases[0], (cout,), label, f"{what} bias") if biases else None,
+            )
         else:
             if len(dsets) != 4 or any(d.shape != (cout,) for d in dsets):
                 shapes = ", ".join(str(d.shape) for d in dsets) or "none"
@@ -183,7 +200,10 @@ def _parse_keras_resnet(root: h5py.Group, generation: str, label: str) -> _Parse
                     f"layer {spec.name}: Keras batch norm {lname} has weights of shapes {shapes}; expected four of "
                     f"shape {(cout,)} (gamma, beta, moving mean, moving variance) in {label}"
                 )
-            gamma, beta, mean, var = (dsets[i][()] for i in _bn_weight_order(wnames))
+            gamma, beta, mean, var = (
+                h5safe.read(dsets[i], (cout,), label, f"layer {spec.name}: Keras batch norm {lname}")
+                for i in _bn_weight_order(wnames)
+            )
             bns[spec.name] = resnet.bn_affine(gamma, beta, mean, var, eps)
     params = {}
     for spec in specs:
@@ -220,31 +240,28 @@ def _parse_keras3(f: h5py.File, label: str) -> _Parsed:
     # the snake_case class name plus a counter, not the layer name; newer versions store the
     # layer name ("block1_conv1") as the attribute "name" of the vars group.
     found: list[tuple[str, h5py.Group]] = []
-
-    def visit(name: str, obj: Any) -> None:
+    for name, obj in h5safe.walk(f, label):  # hard links only; bounded depth and count
         parts = name.split("/")
         if parts[-1] != "vars" or not isinstance(obj, h5py.Group):
-            return
+            continue
         if any(p in ("optimizer", "metrics") for p in parts):
-            return  # optimizer slots have kernel-shaped arrays too
-        d0, d1 = obj.get("0"), obj.get("1")
+            continue  # optimizer slots have kernel-shaped arrays too
+        d0, d1 = h5safe.child(obj, "0", label), h5safe.child(obj, "1", label)
         if isinstance(d0, h5py.Dataset) and isinstance(d1, h5py.Dataset) and d0.ndim == 4 and d1.ndim == 1:
             found.append(("/".join(parts[:-1]), obj))
-
-    f.visititems(visit)
     if not found:
         raise _fail(f"{label} is an HDF5 file in Keras 3 layout but holds no convolution weights (layers/*/vars); {_UNDERSTOOD}")
     found.sort(key=lambda item: _natural_key(item[0]))
-    names = [(_as_str(g.attrs["name"]) if "name" in g.attrs else None) for _, g in found]
-    convs = [(p, g["0"][()], g["1"][()]) for p, g in found]
+    names = [(_as_str(h5safe.attr(g, "name", label)) if "name" in g.attrs else None) for _, g in found]
+    convs = [(p, g["0"], g["1"]) for p, g in found]
     arch, params = _map_convs(convs, names, label, "the Keras 3 layers")
     return _Parsed(arch, params, vgg.CAFFE, "Keras 3 .weights.h5")
 
 
 def _parse_hdf5_file(f: h5py.File, label: str) -> _Parsed:
-    if "format" in f.attrs and _as_str(f.attrs["format"]) == FORMAT:
+    if "format" in f.attrs and _as_str(h5safe.attr(f, "format", label)) == FORMAT:
         raise _ConvertedSource()
-    root = _keras_legacy_root(f)
+    root = _keras_legacy_root(f, label)
     if root is not None:
         return _parse_keras_legacy(root, label)
     if _looks_keras3(f):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 import secrets
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import h5py
 import numpy as np
@@ -191,6 +191,42 @@ def _save_checked(
         raise
 
 
+def _finite_attr(value: Any, name: str, count: int, where: str) -> tuple[float, ...]:
+    """``count`` finite floats from an attribute, or a WeightsError naming the attribute."""
+    try:
+        values = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise _fail(f"attribute {name}{where} is not numeric ({_short_repr(value)}); the file is damaged: re-create it") from None
+    if values.size != count:
+        raise _fail(f"attribute {name}{where} has {values.size} values, expected {count}; the file is damaged: re-create it")
+    if not np.isfinite(values).all():
+        raise _fail(f"attribute {name}{where} has non-finite values {tuple(values.tolist())}; the file is damaged: re-create it")
+    return tuple(float(v) for v in values)
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _convention_from_attrs(attr: Callable[..., Any], where: str) -> vgg.Convention:
+    """The input convention recorded in a converted file, each attribute checked (finite, positive std)."""
+    for name in ("channel_order", "pixel_scale", "mean", "std"):
+        if attr(name) is None:
+            raise _fail(f"attribute {name} is missing{where}; the file is damaged: re-create it")
+    order = _as_str(attr("channel_order"))
+    if order not in ("RGB", "BGR"):
+        raise _fail(f"attribute channel_order{where} is {order!r:.40}, expected 'RGB' or 'BGR'; the file is damaged: re-create it")
+    (scale,) = _finite_attr(attr("pixel_scale"), "pixel_scale", 1, where)
+    mean = _finite_attr(attr("mean"), "mean", 3, where)
+    std = _finite_attr(attr("std"), "std", 3, where)
+    if scale <= 0:
+        raise _fail(f"attribute pixel_scale{where} is {scale:g}, expected a positive number; the file is damaged: re-create it")
+    if min(std) <= 0:
+        raise _fail(f"attribute std{where} is {std}, expected positive values; the file is damaged: re-create it")
+    return vgg.Convention(order, scale, mean, std)  # type: ignore[arg-type]
+
+
 def load_weights(path: PathLike) -> Network:
     """Read a converted weights file.
 
@@ -227,9 +263,12 @@ def load_weights(path: PathLike) -> Network:
         raise _fail(f"cannot open {path}: truncated or corrupt HDF5 ({_short(e)}); delete it and re-create it") from None
     with f:
         try:
-            fmt = _as_str(f.attrs["format"]) if "format" in f.attrs else None
+            def attr(name: str, default: Any = None) -> Any:
+                return h5safe.attr(f, name, str(path), default)
+
+            fmt = _as_str(attr("format")) if "format" in f.attrs else None
             if fmt != FORMAT:
-                if _keras_legacy_root(f) is not None or _looks_keras3(f):
+                if _keras_legacy_root(f, str(path)) is not None or _looks_keras3(f):
                     raise _fail(
                         f"{path} is a Keras weights file, not a converted nst-jax file; "
                         f"convert it with `nst-jax weights convert {path}`"
@@ -239,28 +278,20 @@ def load_weights(path: PathLike) -> Network:
                     f"{path} is not an nst-jax weights file ({got}); convert the original with "
                     f"`nst-jax weights convert FILE`"
                 )
-            version = int(np.asarray(f.attrs.get("format_version", -1)))
+            version = int(np.asarray(attr("format_version", -1)))
             if version != FORMAT_VERSION:
                 newer = " (written by a newer nst-jax: upgrade)" if version > FORMAT_VERSION else ""
                 raise _fail(f"{path} has format_version {version}, this nst-jax reads {FORMAT_VERSION}{newer}")
-            arch = _as_str(f.attrs.get("arch", ""))
+            arch = _as_str(attr("arch", ""))
             if arch not in ALL_ARCHS:
                 raise _fail(f"unknown architecture {arch!r}{where}; this version supports {', '.join(ALL_ARCHS)}")
-            try:
-                convention = vgg.Convention(
-                    _as_str(f.attrs["channel_order"]),
-                    float(np.asarray(f.attrs["pixel_scale"])),
-                    tuple(float(v) for v in np.asarray(f.attrs["mean"]).reshape(-1)),
-                    tuple(float(v) for v in np.asarray(f.attrs["std"]).reshape(-1)),
-                )
-            except (KeyError, ValueError, TypeError) as e:
-                raise _fail(f"bad input-convention attributes{where}: {_short(e)}; re-create the file") from None
-            pretrained = bool(np.asarray(f.attrs.get("pretrained", False)))
-            source_name = _as_str(f.attrs.get("source_name", ""))
-            source_sha256 = _as_str(f.attrs.get("source_sha256", ""))
+            convention = _convention_from_attrs(attr, where)
+            pretrained = bool(np.asarray(attr("pretrained", False)))
+            source_name = _as_str(attr("source_name", ""))
+            source_sha256 = _as_str(attr("source_sha256", ""))
             stride_on, bn_epsilon = None, None
             if arch in resnet.ARCHS:
-                stride_on = _as_str(f.attrs["resnet_stride_on"]) if "resnet_stride_on" in f.attrs else None
+                stride_on = _as_str(attr("resnet_stride_on")) if "resnet_stride_on" in f.attrs else None
                 if stride_on not in resnet.STRIDE_PLACEMENTS:
                     got = "is missing" if stride_on is None else f"is {stride_on!r}"
                     raise _fail(
@@ -268,17 +299,19 @@ def load_weights(path: PathLike) -> Network:
                         f"{' or '.join(map(repr, resnet.STRIDE_PLACEMENTS))}); the file is damaged: re-create it"
                     )
                 if "bn_epsilon" in f.attrs:
-                    bn_epsilon = float(np.asarray(f.attrs["bn_epsilon"]))
+                    bn_epsilon = _finite_attr(attr("bn_epsilon"), "bn_epsilon", 1, where)[0]
             raw: dict[str, dict[str, np.ndarray]] = {}
             for name, parts in _param_table(arch):
-                if name not in f or not isinstance(f[name], h5py.Group):
+                g = h5safe.child(f, name, str(path))
+                if not isinstance(g, h5py.Group):
                     raise _fail(f"layer {name} is missing{where}; the file is damaged: re-create it")
-                g = f[name]
                 raw[name] = {}
-                for part, _ in parts:
-                    if part not in g or not isinstance(g[part], h5py.Dataset):
+                for part, shape in parts:
+                    ds = h5safe.child(g, part, str(path))
+                    if not isinstance(ds, h5py.Dataset):
                         raise _fail(f"layer {name}: {part} is missing{where}; the file is damaged: re-create it")
-                    raw[name][part] = g[part][()]
+                    # Shape, dtype and storage are checked before a byte is read.
+                    raw[name][part] = h5safe.read(ds, shape, str(path), f"layer {name}: {part}")
         except WeightsError:
             raise
         except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
@@ -316,7 +349,7 @@ def describe(path: PathLike) -> str:
     seed = None
     with h5py.File(net.path, "r") as f:
         if "synthetic_seed" in f.attrs:
-            seed = int(np.asarray(f.attrs["synthetic_seed"]))
+            seed = int(np.asarray(h5safe.attr(f, "synthetic_seed", net.path)))
     if net.pretrained:
         pretrained = "yes"
     else:

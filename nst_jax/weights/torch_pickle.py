@@ -29,8 +29,19 @@ from ._common import ALL_ARCHS, _TORCH_LEGACY_MAGIC, _UNDERSTOOD, _Parsed, _fail
 # --------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class _TorchDType:
+class _Sealed:
+    """Refuses pickle's BUILD opcode, which would otherwise set fields on an object after it was
+    made and validated (``inst.__setstate__(state)`` or a write into its ``__dict__`` / slots,
+    bypassing the frozen dataclass). With ``__slots__`` there is no ``__dict__`` to write."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state: Any) -> None:
+        raise pickle.UnpicklingError(f"refusing to modify a {type(self).__name__.lstrip('_')} after it was built (BUILD opcode)")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _TorchDType(_Sealed):
     """A torch element type: a numpy dtype name, or 'bfloat16' (no numpy equivalent)."""
 
     name: str
@@ -60,10 +71,11 @@ _TORCH_DTYPES = {
     "int64": "int64", "long": "int64", "int32": "int32", "int": "int32", "int16": "int16",
     "short": "int16", "int8": "int8", "uint8": "uint8", "bool": "bool",
 }  # fmt: skip
+_KNOWN_DTYPES = frozenset(_STORAGE_TYPES.values()) | frozenset(_TORCH_DTYPES.values())
 
 
-@dataclasses.dataclass(frozen=True)
-class _StorageRef:
+@dataclasses.dataclass(frozen=True, slots=True)
+class _StorageRef(_Sealed):
     """A storage named by a persistent id; its bytes are read only if a needed tensor uses it."""
 
     key: str
@@ -72,8 +84,8 @@ class _StorageRef:
     base: int = 0  # element offset into the root storage (legacy storage views)
 
 
-@dataclasses.dataclass(frozen=True)
-class _TensorRef:
+@dataclasses.dataclass(frozen=True, slots=True)
+class _TensorRef(_Sealed):
     storage: _StorageRef
     offset: int
     size: tuple[int, ...]
@@ -186,12 +198,24 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return root
 
 
+# data.pkl of a VGG or ResNet50 state dict is a few tens of kB; anything near this is not one.
+_MAX_PICKLE_BYTES = 64 * 2**20
+
+
 class _TorchFile:
-    """A torch.save file opened without torch: the (lazy) object plus storage access."""
+    """A torch.save file opened without torch: the (lazy) object plus storage access.
+
+    Storage bytes are read only for the tensors asked for (``plan`` then ``array``), each
+    storage once, and never more than those tensors reach into. In the zip format an entry's
+    declared size must equal its storage's size before anything is inflated (a 2 MB file whose
+    entry inflates to 2 GiB is refused, not inflated).
+    """
 
     def __init__(self, path: pathlib.Path, label: str, kind: str) -> None:
         self.path, self.label, self.kind = path, label, kind
         self.little = True
+        self._cache: dict[str, bytes] = {}
+        self._planned: dict[str, int] = {}
         if kind == "zip":
             self._open_zip()
         else:
@@ -200,15 +224,18 @@ class _TorchFile:
     # zip format (torch >= 1.6): <prefix>/data.pkl, <prefix>/data/<key>, <prefix>/byteorder
     def _open_zip(self) -> None:
         with zipfile.ZipFile(self.path) as zf:
-            names = zf.namelist()
-            pkls = [n for n in names if n.endswith("data.pkl") and n.count("/") <= 1]
+            self._infos = {info.filename: info for info in zf.infolist()}
+            pkls = [n for n in self._infos if n.endswith("data.pkl") and n.count("/") <= 1]
             if len(pkls) != 1:
                 raise _NotTorch()
             self.prefix = pkls[0][: -len("data.pkl")]
-            if self.prefix + "byteorder" in names:
-                self.little = zf.read(self.prefix + "byteorder").strip() != b"big"
-            self.obj, self.storages = self._unpickle_main(io.BytesIO(zf.read(pkls[0])))
-            self._names = set(names)
+            if self.prefix + "byteorder" in self._infos:
+                self.little = _read_entry(zf, self._infos[self.prefix + "byteorder"], 16).strip() != b"big"
+            info = self._infos[pkls[0]]
+            if info.file_size > _MAX_PICKLE_BYTES:
+                raise _fail(f"{self.label}: its {pkls[0]} declares {info.file_size:,} bytes, far more than a state "
+                            "dict's pickle; refused")
+            self.obj, self.storages = self._unpickle_main(io.BytesIO(_read_entry(zf, info, info.file_size)))
 
     # legacy format: pickles of magic, protocol version, sys_info, the object, the storage
     # keys; then every storage as an 8-byte element count followed by its raw bytes.
@@ -252,21 +279,73 @@ class _TorchFile:
         obj = up.load()
         return obj, up.storages
 
-    def _storage_bytes(self, ref: _StorageRef) -> bytes:
-        root = self.storages[ref.key]
+    def _extent(self, t: Any) -> tuple[_TensorRef, _TorchDType, int, int]:
+        """Validate a tensor reference where its array is made: (ref, dtype, first byte, bytes needed).
+
+        Every field is checked again here (types, non-negative offsets, sizes and strides, the
+        storage view inside its root storage, the last element inside the view), so nothing the
+        pickle did after building the reference can make the read leave the storage.
+        """
+        bad = pickle.UnpicklingError
+        if not isinstance(t, _TensorRef) or not isinstance(t.storage, _StorageRef):
+            raise bad("not a tensor reference")
+        view = t.storage
+        root = self.storages.get(view.key) if isinstance(view.key, str) else None
+        if root is None or not isinstance(root.dtype, _TorchDType) or view.dtype != root.dtype:
+            raise bad("tensor storage does not match the file's storages")
+        for what, v in (("storage offset", t.offset), ("storage view base", view.base), ("storage size", view.numel),
+                        ("root storage size", root.numel)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise bad(f"bad {what} {v!r:.40}")
+        if view.base + view.numel > root.numel:
+            raise bad("storage view reaches past its root storage")
+        size, stride = _ints(t.size, "size"), _ints(t.stride, "stride")
+        if len(size) != len(stride):
+            raise bad("tensor size and stride differ in length")
+        dtype = t.dtype if t.dtype is not None else view.dtype
+        if not isinstance(dtype, _TorchDType) or dtype.name not in _KNOWN_DTYPES:
+            raise bad("bad tensor dtype")
+        start = view.base * view.dtype.itemsize
+        view_bytes = view.numel * view.dtype.itemsize
+        if math.prod(size) == 0:
+            return t, dtype, start, start
+        last = t.offset + sum((n - 1) * st for n, st in zip(size, stride))
+        if (last + 1) * dtype.itemsize > view_bytes:
+            raise bad("tensor reaches past the end of its storage")
+        return t, dtype, start, start + (last + 1) * dtype.itemsize
+
+    def plan(self, refs: list[Any]) -> None:
+        """Record the tensors that will be read, so each storage is read once, as far as they need."""
+        for t in refs:
+            _, _, _, need = self._extent(t)
+            key = t.storage.key
+            self._planned[key] = max(self._planned.get(key, 0), need)
+
+    def _storage_bytes(self, key: str, need: int) -> bytes:
+        cached = self._cache.get(key)
+        if cached is not None and len(cached) >= need:
+            return cached
+        need = max(need, self._planned.get(key, 0))
+        root = self.storages[key]
         nbytes = root.numel * root.dtype.itemsize
         if self.kind == "zip":
-            name = f"{self.prefix}data/{ref.key}"
-            if name not in self._names:
-                raise pickle.UnpicklingError(f"storage {ref.key} missing from the archive")
+            name = f"{self.prefix}data/{key}"
+            info = self._infos.get(name)
+            if info is None:
+                raise pickle.UnpicklingError(f"storage {key} missing from the archive")
+            if info.file_size != nbytes:
+                # torch.save writes exactly the storage's bytes; compared before inflating anything.
+                raise _fail(f"{self.label}: archive entry {name} declares {info.file_size:,} bytes but its storage "
+                            f"holds {nbytes:,}; refused (corrupt, or a zip bomb)")
             with zipfile.ZipFile(self.path) as zf:
-                data = zf.read(name)
+                data = _read_entry(zf, info, need)
         else:
             with open(self.path, "rb") as f:
-                f.seek(self._offsets[ref.key])
-                data = f.read(nbytes)
-        if len(data) < nbytes:
+                f.seek(self._offsets[key])
+                data = f.read(need)
+        if len(data) < need:
             raise _Truncated()
+        self._cache[key] = data
         return data
 
     def array(self, t: _TensorRef, axes: Optional[tuple[int, ...]] = None) -> np.ndarray:
@@ -274,19 +353,14 @@ class _TorchFile:
 
         ``axes`` permutes the dimensions on the way (OIHW -> HWIO) within the one copy.
         """
-        dtype = t.dtype or t.storage.dtype
-        data = self._storage_bytes(t.storage)
-        byte_base = t.storage.base * t.storage.dtype.itemsize
-        count = (t.storage.numel * t.storage.dtype.itemsize) // dtype.itemsize
+        t, dtype, start, need = self._extent(t)
         order = "<" if self.little else ">"
         np_dtype = np.dtype(f"{order}u2") if dtype.name == "bfloat16" else np.dtype(dtype.name).newbyteorder(order)
-        flat = np.frombuffer(data, dtype=np_dtype, count=count, offset=byte_base)
         if math.prod(t.size) == 0:
             view = np.zeros(t.size, np_dtype)
         else:
-            last = t.offset + sum((n - 1) * s for n, s in zip(t.size, t.stride))
-            if last >= count:
-                raise pickle.UnpicklingError("tensor reaches past the end of its storage")
+            data = self._storage_bytes(t.storage.key, need)
+            flat = np.frombuffer(data, dtype=np_dtype, count=(need - start) // np_dtype.itemsize, offset=start)
             view = np.lib.stride_tricks.as_strided(
                 flat[t.offset :], shape=t.size, strides=tuple(s * np_dtype.itemsize for s in t.stride), writeable=False
             )
@@ -301,12 +375,34 @@ class _TorchFile:
         return np.array(view, dtype=np_dtype.newbyteorder("="), order="C")
 
 
+def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+    """At most ``limit`` bytes of a zip entry, inflated only as far as they go."""
+    with zf.open(info) as fh:
+        return fh.read(limit)
+
+
 class _NotTorch(Exception):
     pass
 
 
 class _Truncated(Exception):
     pass
+
+
+_FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+def _check_ref(ref: Any, key: str, shape: tuple[int, ...], what: str, label: str) -> None:
+    """A state-dict entry must be a tensor of ``shape`` with a floating-point dtype (before any read)."""
+    if not isinstance(ref, _TensorRef):
+        raise _fail(f"{what}: {key} is missing from {label}")
+    if ref.size != shape:
+        raise _fail(f"{what}: {key} has shape {ref.size}, expected {shape}{' (OIHW)' if len(shape) == 4 else ''} in {label}")
+    dtype = ref.dtype if ref.dtype is not None else ref.storage.dtype
+    if not isinstance(dtype, _TorchDType) or dtype.name not in _FLOAT_DTYPES:
+        name = dtype.name if isinstance(dtype, _TorchDType) else "unknown"
+        raise _fail(f"{what}: {key} has dtype {name} in {label}; weights must be floating point (an integer tensor "
+                    "means a quantised or damaged file)")
 
 
 def _unwrap_state_dict(obj: Any) -> Any:
@@ -347,7 +443,7 @@ def _parse_torch(path: pathlib.Path, label: str, kind: str, input_convention: Op
                 f"{label}: conv indices features.{{{','.join(map(str, sorted(indices)))}}} match neither "
                 f"torchvision VGG19 nor VGG16"
             )
-        params = {}
+        found = []
         for spec in vgg.conv_specs(arch):
             wkey, bkey = f"features.{spec.torch_index}.weight", f"features.{spec.torch_index}.bias"
             w, b = sd.get(wkey), sd.get(bkey)
@@ -355,13 +451,14 @@ def _parse_torch(path: pathlib.Path, label: str, kind: str, input_convention: Op
                 (wkey, w, (spec.out_channels, spec.in_channels, 3, 3)),
                 (bkey, b, (spec.out_channels,)),
             ):
-                if not isinstance(ref, _TensorRef):
-                    raise _fail(f"layer {spec.name}: {key} is missing from {label}")
-                if ref.size != expected:
-                    raise _fail(f"layer {spec.name}: {key} has shape {ref.size}, expected {expected} (OIHW) in {label}")
+                _check_ref(ref, key, expected, f"layer {spec.name}", label)
+            found.append((spec, w, b))
+        # Every shape and dtype is checked before any storage is read; then each is read once.
+        tf.plan([ref for _, w, b in found for ref in (w, b)])
+        params = {}
+        for spec, w, b in found:
             # torch kernels are OIHW; ours are HWIO.
-            kernel = tf.array(w, axes=(2, 3, 1, 0))
-            params[spec.name] = {"kernel": kernel, "bias": tf.array(b)}
+            params[spec.name] = {"kernel": tf.array(w, axes=(2, 3, 1, 0)), "bias": tf.array(b)}
     except WeightsError:
         raise
     except _NotTorch:
@@ -393,20 +490,23 @@ def _parse_torch_resnet(
             f"{label} is a torchvision ResNet with {got} {what} blocks per stage, not ResNet50 "
             f"(3, 4, 6, 3 bottleneck blocks); nst-jax supports {', '.join(ALL_ARCHS)}"
         )
-    params = {}
+    refs = []
     for spec in resnet.conv_specs():
         cout, k = spec.out_channels, spec.size
         wanted = {f"{spec.torch_conv}.weight": (cout, spec.in_channels, k, k)}
         wanted.update({f"{spec.torch_bn}.{part}": (cout,) for part in ("weight", "bias", "running_mean", "running_var")})
         for key, shape in wanted.items():
-            ref = sd.get(key)
-            if not isinstance(ref, _TensorRef):
-                raise _fail(f"layer {spec.name}: {key} is missing from {label}")
-            if ref.size != shape:
-                raise _fail(f"layer {spec.name}: {key} has shape {ref.size}, expected {shape}{' (OIHW)' if len(shape) == 4 else ''} in {label}")
+            _check_ref(sd.get(key), key, shape, f"layer {spec.name}", label)
+            refs.append(sd[key])
         bias_ref = sd.get(f"{spec.torch_conv}.bias")  # torchvision's convs have none
-        if bias_ref is not None and (not isinstance(bias_ref, _TensorRef) or bias_ref.size != (cout,)):
-            raise _fail(f"layer {spec.name}: {spec.torch_conv}.bias is not a tensor of shape {(cout,)} in {label}")
+        if bias_ref is not None:
+            _check_ref(bias_ref, f"{spec.torch_conv}.bias", (cout,), f"layer {spec.name}", label)
+            refs.append(bias_ref)
+    tf.plan(refs)  # every shape and dtype checked before any storage is read
+    params = {}
+    for spec in resnet.conv_specs():
+        cout = spec.out_channels
+        bias_ref = sd.get(f"{spec.torch_conv}.bias")
         bn = {part: tf.array(sd[f"{spec.torch_bn}.{part}"]) for part in ("weight", "bias", "running_mean", "running_var")}
         scale, shift = resnet.bn_affine(bn["weight"], bn["bias"], bn["running_mean"], bn["running_var"], resnet.EPS_TORCHVISION)
         params[spec.name] = {
