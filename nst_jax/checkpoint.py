@@ -3,29 +3,44 @@
 One ``.npz`` file (written atomically): every leaf of ``transfer.LoopState`` (image, optimiser
 state, best iterate, iteration and evaluation counters), the losses so far, and a JSON header with
 the config, the seed (the only randomness is the start image, drawn from it), the weights'
-fingerprint and the image shapes. Resuming checks all of them and refuses a checkpoint made with
-other weights or another config (the iteration count and chunk size may differ).
+fingerprint, the image shapes, the state's tree paths and the files the run writes. Resuming
+checks all of them and refuses a checkpoint made with other weights or another config (the
+iteration count and chunk size may differ).
+
+A checkpoint may come from anywhere, so reading one trusts nothing: it must be a zip of ``.npy``
+members (never unpickled: ``allow_pickle`` stays off), each member's declared size and its array
+header (shape, dtype) are checked against this run's state before its bytes are read, and the
+JSON header's keys and types are checked. Every failure is a ``CheckpointError`` naming the
+problem.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import pathlib
 import zipfile
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
 
 from .config import StyleConfig
 from .errors import NSTError
-from .image import write_file_atomic
+from .files import atomic_write
 
 FORMAT = "nst-jax-checkpoint"
 VERSION = 1
 # Fields a resumed run may change: how long it runs and how it is chunked.
 MUTABLE_FIELDS = ("iterations", "chunk_size")
+# The JSON header: config, paths and a few numbers. A larger one is not ours.
+MAX_HEADER_BYTES = 4 * 2**20
+# The header's keys and their JSON types ("outputs" and "paths" are newer: optional).
+_HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
+    "format": str, "version": int, "iteration": int, "seed": int, "weights_fingerprint": str,
+    "content_shape": list, "config": dict, "leaves": int,
+}  # fmt: skip
 
 
 class CheckpointError(NSTError):
@@ -37,8 +52,14 @@ def _config_dict(config: StyleConfig) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if k not in MUTABLE_FIELDS}
 
 
+def _paths(tree: Any) -> list[str]:
+    """The state's structure as its leaves' key paths (stable across JAX versions, unlike str(treedef))."""
+    return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
 def save(path: str | pathlib.Path, state: Any, losses: np.ndarray, *, config: StyleConfig, seed: int,
-         weights_fingerprint: str, content_shape: tuple[int, ...], overwrite: bool = True) -> pathlib.Path:
+         weights_fingerprint: str, content_shape: tuple[int, ...], outputs: Sequence[str] = (),
+         overwrite: bool = True) -> pathlib.Path:
     """Write a checkpoint atomically.
 
     Args:
@@ -46,11 +67,13 @@ def save(path: str | pathlib.Path, state: Any, losses: np.ndarray, *, config: St
       state: a ``transfer.LoopState`` (device or host arrays).
       losses: the losses of every iteration so far.
       config, seed, weights_fingerprint, content_shape: what a resume must match.
+      outputs: the files this run writes (resolved paths); a resumed run may replace these.
+      overwrite: replace an existing checkpoint.
 
     Returns:
       The path written.
     """
-    leaves, treedef = jax.tree.flatten(state)
+    leaves = jax.tree.leaves(state)
     header = {
         "format": FORMAT,
         "version": VERSION,
@@ -59,14 +82,105 @@ def save(path: str | pathlib.Path, state: Any, losses: np.ndarray, *, config: St
         "weights_fingerprint": weights_fingerprint,
         "content_shape": list(content_shape),
         "config": _config_dict(config),
-        "treedef": str(treedef),
+        "paths": _paths(state),
         "leaves": len(leaves),
+        "outputs": [str(o) for o in outputs],
     }
     arrays = {f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     buf = io.BytesIO()
     np.savez(buf, header=np.frombuffer(json.dumps(header).encode(), np.uint8), losses=np.asarray(losses, np.float32),
              **arrays)
-    return write_file_atomic(path, buf.getvalue(), overwrite=overwrite)
+    data = buf.getvalue()
+    return atomic_write(pathlib.Path(path), lambda f: f.write(data), overwrite=overwrite, error=CheckpointError)
+
+
+def _read_member(zf: zipfile.ZipFile, key: str, name: str, *, shape: Optional[tuple[int, ...]] = None,
+                 dtype: Optional[np.dtype] = None, max_elements: Optional[int] = None) -> np.ndarray:
+    """One ``.npy`` member, its declared sizes and array header checked before its data are read."""
+    member = f"{key}.npy"
+    try:
+        info = zf.getinfo(member)
+    except KeyError:
+        raise CheckpointError(f"{name}: not an nst-jax checkpoint ({member} is missing)") from None
+    with zf.open(info) as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if reader is None:
+                raise ValueError(f"unsupported .npy version {version}")
+            got_shape, fortran, got_dtype = reader(fh)
+        except ValueError as err:
+            raise CheckpointError(f"{name}: {member} is not a numpy array ({' '.join(str(err).split())[:80]})") from None
+        if got_dtype.hasobject:
+            raise CheckpointError(f"{name}: {member} holds Python objects; checkpoints hold numbers only (refused)")
+        if dtype is not None and got_dtype != dtype:
+            raise CheckpointError(f"{name}: {member} has dtype {got_dtype}, this run's state needs {dtype}")
+        if shape is not None and tuple(got_shape) != tuple(shape):
+            raise CheckpointError(f"{name}: {member} has shape {tuple(got_shape)}, this run's state needs {tuple(shape)}")
+        count = math.prod(got_shape)
+        if max_elements is not None and count > max_elements:
+            raise CheckpointError(f"{name}: {member} declares {count:,} elements, more than it can hold; refused")
+        nbytes = count * got_dtype.itemsize
+        if info.file_size < nbytes:
+            raise CheckpointError(f"{name}: {member} is truncated ({info.file_size:,} bytes for {nbytes:,})")
+        if info.file_size > nbytes + 4096:
+            raise CheckpointError(f"{name}: {member} declares {info.file_size:,} bytes for an array of {nbytes:,}; refused")
+        raw = fh.read(nbytes)
+    if len(raw) != nbytes:
+        raise CheckpointError(f"{name}: {member} is truncated")
+    arr = np.frombuffer(raw, dtype=got_dtype).reshape(got_shape, order="F" if fortran else "C")
+    return np.array(arr)
+
+
+def _open(path: str | pathlib.Path) -> tuple[pathlib.Path, str, zipfile.ZipFile]:
+    p = pathlib.Path(path)
+    name = str(p)
+    if not p.is_file():
+        raise CheckpointError(f"{name}: no such checkpoint")
+    try:
+        return p, name, zipfile.ZipFile(p)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise CheckpointError(f"{name}: not an nst-jax checkpoint (not an .npz archive: {type(err).__name__})") from None
+
+
+def _header(zf: zipfile.ZipFile, name: str) -> dict:
+    raw = _read_member(zf, "header", name, dtype=np.dtype(np.uint8), max_elements=MAX_HEADER_BYTES)
+    if raw.ndim != 1:
+        raise CheckpointError(f"{name}: its header is not a byte string")
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"{name}: its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{name}: its header is a JSON {type(header).__name__}, not an object")
+    if header.get("format") != FORMAT or header.get("version") != VERSION:
+        raise CheckpointError(f"{name}: not an nst-jax checkpoint (version {VERSION})")
+    for key, kind in _HEADER_TYPES.items():
+        if key not in header:
+            raise CheckpointError(f"{name}: its header has no {key!r}; the file is damaged")
+        value = header[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise CheckpointError(f"{name}: its header's {key!r} is a {type(value).__name__}; the file is damaged")
+    for key in ("outputs", "paths"):
+        if key in header and not (isinstance(header[key], list) and all(isinstance(v, str) for v in header[key])):
+            raise CheckpointError(f"{name}: its header's {key!r} is not a list of strings; the file is damaged")
+    if not (0 <= header["iteration"] and 0 <= header["leaves"] <= 10_000):
+        raise CheckpointError(f"{name}: its header's counts are out of range; the file is damaged")
+    return header
+
+
+def read_header(path: str | pathlib.Path) -> dict:
+    """The checked JSON header of a checkpoint (no arrays are read).
+
+    Raises:
+      CheckpointError: not a readable nst-jax checkpoint.
+    """
+    _, name, zf = _open(path)
+    with zf:
+        try:
+            return _header(zf, name)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+            raise CheckpointError(f"{name}: not a readable nst-jax checkpoint ({type(err).__name__})") from None
 
 
 def load(path: str | pathlib.Path, template: Any, *, config: StyleConfig, seed: int, weights_fingerprint: str,
@@ -75,41 +189,35 @@ def load(path: str | pathlib.Path, template: Any, *, config: StyleConfig, seed: 
 
     Args:
       path: the checkpoint.
-      template: a fresh ``LoopState`` of this run (gives the pytree structure and shapes).
+      template: a fresh ``LoopState`` of this run (gives the pytree structure, shapes and dtypes).
       config, seed, weights_fingerprint, content_shape: this run's; any mismatch is refused.
 
     Returns:
       (state, losses so far, header).
     """
-    p = pathlib.Path(path)
-    name = str(p)
-    if not p.is_file():
-        raise CheckpointError(f"{name}: no such checkpoint")
-    try:
-        with np.load(p, allow_pickle=False) as data:
-            header = json.loads(bytes(data["header"]).decode())
-            losses = np.asarray(data["losses"])
-            leaves = [np.asarray(data[f"leaf_{i}"]) for i in range(int(header["leaves"]))]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, EOFError) as err:
-        raise CheckpointError(f"{name}: not a readable nst-jax checkpoint ({type(err).__name__})") from None
-    if header.get("format") != FORMAT or header.get("version") != VERSION:
-        raise CheckpointError(f"{name}: not an nst-jax checkpoint (version {VERSION})")
-    if header["weights_fingerprint"] != weights_fingerprint:
-        raise CheckpointError(f"{name}: made with other weights (fingerprint {header['weights_fingerprint'][:12]}, "
-                              f"these are {weights_fingerprint[:12]}); resume with the same --weights")
-    mine = _config_dict(config)
-    diff = sorted(k for k in set(mine) | set(header["config"]) if mine.get(k) != header["config"].get(k))
-    if diff:
-        shown = ", ".join(f"{k} {header['config'].get(k)!r} -> {mine.get(k)!r}" for k in diff[:4])
-        raise CheckpointError(f"{name}: made with another config ({shown}); resume with the same preset and options")
-    if header["seed"] != seed:
-        raise CheckpointError(f"{name}: made with --seed {header['seed']}, not {seed}")
-    if list(header["content_shape"]) != list(content_shape):
-        raise CheckpointError(f"{name}: made at {header['content_shape'][:2]}, this run is {list(content_shape[:2])}")
-    t_leaves, treedef = jax.tree.flatten(template)
-    if str(treedef) != header["treedef"] or len(t_leaves) != len(leaves) or any(
-        a.shape != np.shape(b) for a, b in zip(leaves, t_leaves)
-    ):
-        raise CheckpointError(f"{name}: its optimiser state does not fit this run")
+    _, name, zf = _open(path)
+    with zf:
+        try:
+            header = _header(zf, name)
+            if header["weights_fingerprint"] != weights_fingerprint:
+                raise CheckpointError(f"{name}: made with other weights (fingerprint {header['weights_fingerprint'][:12]}, "
+                                      f"these are {weights_fingerprint[:12]}); resume with the same --weights")
+            mine = _config_dict(config)
+            diff = sorted(k for k in set(mine) | set(header["config"]) if mine.get(k) != header["config"].get(k))
+            if diff:
+                shown = ", ".join(f"{k} {header['config'].get(k)!r} -> {mine.get(k)!r}" for k in diff[:4])
+                raise CheckpointError(f"{name}: made with another config ({shown}); resume with the same preset and options")
+            if header["seed"] != seed:
+                raise CheckpointError(f"{name}: made with --seed {header['seed']}, not {seed}")
+            if list(header["content_shape"]) != list(content_shape):
+                raise CheckpointError(f"{name}: made at {header['content_shape'][:2]}, this run is {list(content_shape[:2])}")
+            t_leaves, treedef = jax.tree.flatten(template)
+            if header["leaves"] != len(t_leaves) or header.get("paths", _paths(template)) != _paths(template):
+                raise CheckpointError(f"{name}: its optimiser state does not fit this run")
+            leaves = [_read_member(zf, f"leaf_{i}", name, shape=np.shape(t), dtype=np.asarray(t).dtype)
+                      for i, t in enumerate(t_leaves)]
+            losses = _read_member(zf, "losses", name, shape=(header["iteration"],), dtype=np.dtype(np.float32))
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            raise CheckpointError(f"{name}: not a readable nst-jax checkpoint ({type(err).__name__})") from None
     state = jax.tree.unflatten(treedef, [jax.numpy.asarray(x) for x in leaves])
     return state, losses, header

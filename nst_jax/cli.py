@@ -54,6 +54,16 @@ def _scales(text: Optional[str]):
         raise ConfigError(f"--scales takes 'auto' or comma-separated long sides such as 256,362,512; got {text!r}") from None
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"seeds are 0 to {2**32 - 1}; got {value}")
+    return value
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
@@ -94,7 +104,7 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--iterations", type=int, help="steps (for L-BFGS without line search: function evaluations)")
     g.add_argument("--linesearch", dest="lbfgs_linesearch", choices=["none", "zoom"], help="L-BFGS line search")
     g.add_argument("--init", help="content, style, noise, randn, blend, or an image file")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=_seed, default=0, help="seeds the start image's noise (0 to 2^32-1)")
     g.add_argument("--precision", choices=["default", "highest", "bf16"])
     g.add_argument("--remat", action="store_true", default=None,
                    help="jax.checkpoint per VGG block (recompute activations in the backward pass); "
@@ -276,6 +286,54 @@ def config_from_args(args: argparse.Namespace) -> tuple[StyleConfig, Optional[st
 # images at their working sizes
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The sizes a run will use, read from the files' headers before any pixel is decoded."""
+
+    content_shape: tuple[int, int]
+    style_shapes: tuple[tuple[int, int], ...]
+    original_hw: tuple[int, int]
+    decoded_pixels: int  # the largest input, decoded at full size before resizing
+
+
+def plan_sizes(content_path: str, style_paths: Sequence[str], cfg: StyleConfig, max_pixels: Optional[int],
+               init_path: Optional[str] = None) -> Plan:
+    """Working sizes from the image headers alone, each checked against ``max_pixels``.
+
+    Raises:
+      ImageError: an input is missing, unreadable or over ``max_pixels``.
+      ConfigError: a working size (``--size``, ``--shape``, ``--style-scale``) over ``max_pixels``.
+    """
+    from . import image
+    from .control import style_working_shape
+
+    limit = image.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    h0, w0 = image.image_size(content_path, max_pixels=limit)
+    shape = cfg.shape or image.working_shape(h0, w0, cfg.size, cfg.size_side)
+    _check_working(shape, "the working image", "--size/--shape", limit)
+    styles, biggest = [], h0 * w0
+    for path in style_paths:
+        sh, sw = image.image_size(path, max_pixels=limit)
+        try:
+            st_shape = style_working_shape((sh, sw), shape, cfg)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+        _check_working(st_shape, f"style {path}", "--style-scale", limit)
+        styles.append(st_shape)
+        biggest = max(biggest, sh * sw)
+    if init_path is not None:
+        ih, iw = image.image_size(init_path, max_pixels=limit)
+        biggest = max(biggest, ih * iw)
+    return Plan(tuple(shape), tuple(styles), (h0, w0), biggest)
+
+
+def _check_working(shape: Sequence[int], what: str, option: str, limit: int) -> None:
+    h, w = int(shape[0]), int(shape[1])
+    if h * w > limit:
+        raise ConfigError(f"{option} make {what} {h}x{w} = {h * w:,} pixels, over the limit of {limit:,}; "
+                          f"use a smaller {option.split('/')[0]} (or raise --max-pixels)")
+
+
 def working_images(content_path: str, style_paths: Sequence[str], cfg: StyleConfig, max_pixels: Optional[int],
                    init_path: Optional[str] = None):
     """Load and resize the content, styles and init image as the config says.
@@ -356,7 +414,7 @@ def _load_network(cfg: StyleConfig, weights_path: Optional[str], *, download: bo
         try:
             net = weights.download("keras", cfg.arch)
         except WeightsError as err:
-            raise WeightsError(f"{err} — {missing}") from None
+            raise WeightsError(f"{err} — {missing}; to check the pipeline offline, run `nst-jax demo --synthetic`") from None
         path = pathlib.Path(net.path)
     net = weights.load_weights(path)
     if net.arch != cfg.arch:
@@ -371,18 +429,22 @@ def _warn_not_pretrained(net) -> None:
 
 
 def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pathlib.Path, *, seed: int,
-             save_every: Optional[int], overwrite: bool, progress: bool, montage: Optional[pathlib.Path],
-             loss_plot: Optional[pathlib.Path], style_paths: Sequence[str], checkpoint_every: Optional[int] = None,
+             save_every: Optional[int], may_replace, progress: bool, montage: Optional[pathlib.Path],
+             loss_plot: Optional[pathlib.Path], checkpoint_every: Optional[int] = None,
              checkpoint_path: Optional[pathlib.Path] = None, resume: Optional[str] = None, scales=None,
-             iterations_per_scale=None, color_match: str = "chol", masks=None) -> int:
+             iterations_per_scale=None, color_match: str = "chol", masks=None, written: Sequence[str] = ()) -> int:
+    """One result, written to ``out`` (and the montage, loss plot, intermediates, checkpoints).
+
+    ``may_replace(path)`` says whether an existing file at ``path`` may be replaced; ``written``
+    (resolved paths) is recorded in every checkpoint, so a resumed run may replace those files.
+    """
     import jax.numpy as jnp
 
     from . import checkpoint, control, image, transfer
 
     from tqdm import tqdm
 
-    periods = [k for k in (save_every, checkpoint_every) if k]
-    chunk = math.gcd(*periods) if periods else cfg.chunk_size
+    chunk = _period_chunk([save_every or 0, checkpoint_every or 0], cfg.iterations, cfg.chunk_size)
     resume_state, resume_losses = None, None
     ckpt_meta = dict(config=cfg, seed=seed, weights_fingerprint=net.fingerprint, content_shape=tuple(content.shape))
     if resume is not None:
@@ -401,11 +463,11 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
                 post["scale"] = f"{p.scale_index + 1}/{p.num_scales} {p.scale_shape[0]}x{p.scale_shape[1]}"
             bar.set_postfix(**post)
             if save_every and p.overall_iteration % save_every == 0 and p.overall_iteration < p.total_iterations:
-                image.save_image(_intermediate_path(out, p.overall_iteration), p.restored_image(), overwrite=overwrite,
-                                 rounding=cfg.save_rounding)
+                path = _intermediate_path(out, p.overall_iteration)
+                image.save_image(path, p.restored_image(), overwrite=may_replace(path), rounding=cfg.save_rounding)
             stop = signals.received is not None
             if checkpoint_path is not None and (stop or (checkpoint_every and p.iteration % checkpoint_every == 0)):
-                checkpoint.save(checkpoint_path, p.state, p.losses, **ckpt_meta)
+                checkpoint.save(checkpoint_path, p.state, p.losses, outputs=written, **ckpt_meta)
             return stop
 
         blend = cfg.style_blend_weights
@@ -421,41 +483,67 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
     final = result.best_image if (result.status != "done" or cfg.select != "last") else result.output
     if cfg.original_size and final.shape[:2] != tuple(original_hw):
         final = image.resize(final, original_hw, cfg.resample)
-    image.save_image(out, final, overwrite=overwrite, rounding=cfg.save_rounding)
+    image.save_image(out, final, overwrite=may_replace(out), rounding=cfg.save_rounding)
     if montage is not None:
         image.save_image(montage, image.montage([content, final if final.shape == content.shape else
                                                  image.resize(final, content.shape[:2]), styles[0]]),
-                         overwrite=overwrite)
+                         overwrite=may_replace(montage))
     if loss_plot is not None:
-        image.save_loss_plot(loss_plot, result.losses, overwrite=overwrite, title=f"loss ({cfg.optimizer})")
+        image.save_loss_plot(loss_plot, result.losses, overwrite=may_replace(loss_plot), title=f"loss ({cfg.optimizer})")
     if result.status == "nonfinite":
-        raise NSTError(f"the loss became non-finite after {result.iterations} iterations; the last good image "
-                       f"is in {out} (try a lower --lr)")
+        raise NSTError(_nonfinite_advice(result, cfg, out))
     if signals.received is not None:
         resume_hint = f"; resume with --resume {checkpoint_path}" if checkpoint_path is not None else ""
         print(f"stopped at iteration {result.iterations}; best image so far saved to {out}{resume_hint}", file=sys.stderr)
         return signals.exit_code
     if checkpoint_path is not None and checkpoint_path.exists() and result.status == "done":
         checkpoint_path.unlink()  # the run is complete: its checkpoint has served
-    print(f"{out}: {result.iterations} iterations, {result.evaluations} evaluations, final loss {result.final_loss:.6g}")
+    if result.iterations == 0:
+        print(f"{out}: 0 iterations; the start image was saved")
+    else:
+        print(f"{out}: {result.iterations} iterations, {result.evaluations} evaluations, "
+              f"final loss {result.final_loss:.6g}")
     return 0
 
 
-def _check_memory(args: argparse.Namespace, height: int, width: int, cfg: StyleConfig) -> None:
-    """A clear error before the run when one result of this size will not fit in free memory."""
+def _nonfinite_advice(result, cfg: StyleConfig, out: pathlib.Path) -> str:
+    """Why the loss went non-finite, from when it did: at the start it is the loss's scale, later the steps."""
+    import numpy as np
+
+    losses = np.asarray(result.losses, np.float64).reshape(-1)[: max(result.iterations, 0)]
+    if not np.isfinite(losses).any():
+        weights = f"content {cfg.content_weight:g}, style {cfg.style_weight:g}, tv {cfg.tv_weight:g}"
+        return (f"the loss is not finite from the start (NaN or Inf): with weights {weights} it overflows float32, "
+                f"or the inputs or weights file hold extreme values; lower --style-weight/--content-weight/--tv-weight "
+                f"(the start image is in {out})")
+    return (f"the loss became non-finite after {result.iterations} iterations; the last good image is in {out} "
+            "(the steps diverged: try a lower --lr)")
+
+
+def _check_memory(args: argparse.Namespace, plan: Plan, cfg: StyleConfig, *, batch: int = 1, regions: int = 0) -> None:
+    """A clear error before the run (before any image is decoded) when it will not fit in free memory.
+
+    Counts everything image-sized the run holds: the content's optimisation (times the batch),
+    each style's forward pass at its own size, the decoded inputs, masks and the losses.
+    """
     from . import transfer
 
     if getattr(args, "skip_memory_check", False):
         return
-    short = transfer.memory_shortfall(height, width, cfg)
+    height, width = plan.content_shape
+    short = transfer.memory_shortfall(height, width, cfg, style_shapes=plan.style_shapes, batch=batch,
+                                      regions=regions, decoded_pixels=plan.decoded_pixels)
     if short is not None:
         need, free, fits = short
 
         def size(b: int) -> str:
             return f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"
 
-        advice = (f"use --size {fits} or smaller" if fits >= 16 else "free some memory first")
-        raise ConfigError(f"a {height}x{width} run needs about {size(need)}, but only {size(free)} is free; "
+        advice = (f"use --size {fits} or smaller" if fits >= 16 else "use a smaller --size or free some memory")
+        if batch > 1:
+            advice += " or a smaller --batch-size"
+        what = f"a {height}x{width} run" + (f" of {batch} results at once" if batch > 1 else "")
+        raise ConfigError(f"{what} needs about {size(need)}, but only {size(free)} is free; "
                           f"{advice} (or --skip-memory-check to try anyway)")
 
 
@@ -508,9 +596,8 @@ def _init_distributed(args: argparse.Namespace) -> None:
 def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[str], styles: list[str]) -> int:
     """One result per style, all optimised together by ``stylize_many``; writes a manifest."""
     import jax
-    import numpy as np
 
-    from . import image, transfer
+    from . import files, image
 
     from tqdm import tqdm
 
@@ -534,14 +621,18 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
     manifest_path = outdir / ("manifest.json" if hosts == 1 else f"manifest-{host}.json")
     if manifest_path.exists() and not args.overwrite:
         raise ImageError(f"{manifest_path}: already exists; pass --overwrite to replace it")
-    if args.batch_size is not None and args.batch_size <= 0:
-        raise ConfigError(f"--batch-size must be > 0; got {args.batch_size}")
+    files.refuse_clashes({"content": args.content, **{f"style {i + 1}": st for i, st in enumerate(styles)},
+                          "--weights": args.weights},
+                         {**{f"output {o.name}": o for o in outs}, "manifest": manifest_path})
+    if init_path is not None:
+        raise ConfigError("--init FILE is not supported with --batch; use --init content/noise/...")
+    # Sizes and memory from the headers, before any image is decoded; an explicit --batch-size
+    # is checked as given (the default batch is what fits).
+    plan = plan_sizes(args.content, [styles[i] for i in mine], cfg, args.max_pixels)
+    _check_memory(args, plan, cfg, batch=min(args.batch_size or 1, max(len(mine), 1)))
     net = _load_network(cfg, args.weights, download=not args.no_download)
     _warn_not_pretrained(net)
-    content, style_imgs, init, hw = working_images(args.content, [styles[i] for i in mine], cfg, args.max_pixels, init_path)
-    _check_memory(args, content.shape[0], content.shape[1], cfg)
-    if init is not None:
-        raise ConfigError("--init FILE is not supported with --batch; use --init content/noise/...")
+    content, style_imgs, init, hw = working_images(args.content, [styles[i] for i in mine], cfg, args.max_pixels)
     seeds = [args.seed] * len(mine)
     from .control import run_shapes, scale_iterations
 
@@ -586,54 +677,105 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
     return 0
 
 
+def _period_chunk(periods: Sequence[int], iterations: int, default: int) -> int:
+    """The chunk length: a divisor of every save / checkpoint period (so each lands on a chunk end),
+    at most ``MAX_CHUNK_SIZE``; periods past the run's end do not count."""
+    from .config import MAX_CHUNK_SIZE
+
+    periods = [k for k in periods if k and k < iterations]
+    if not periods:
+        return default
+    g = math.gcd(*periods)
+    if g <= MAX_CHUNK_SIZE:
+        return g
+    small = [d for d in range(1, math.isqrt(g) + 1) if g % d == 0]
+    return max(d for d in small + [g // d for d in small] if d <= MAX_CHUNK_SIZE)
+
+
+def _positive_option(name: str, value: Optional[int]) -> None:
+    from .config import MAX_ITERATIONS
+
+    if value is not None and not 0 < value <= MAX_ITERATIONS:
+        raise ConfigError(f"{name} must be between 1 and {MAX_ITERATIONS:,}; got {value}")
+
+
+def _replaceable(args: argparse.Namespace, recorded: Sequence[str]):
+    """``may_replace(path)``: --overwrite, or a file the resumed run's interrupted part was writing."""
+    mine = {str(pathlib.Path(r)) for r in recorded}
+
+    def may_replace(path: pathlib.Path) -> bool:
+        return bool(args.overwrite) or str(pathlib.Path(path).expanduser().resolve()) in mine
+
+    return may_replace
+
+
 def cmd_stylize(args: argparse.Namespace) -> int:
-    from . import image
+    from . import checkpoint, files, image
 
     cfg, init_path = config_from_args(args)
     styles = _style_list(args)
+    for name in ("--save-every", "--checkpoint-every", "--batch-size"):
+        _positive_option(name, getattr(args, name[2:].replace("-", "_")))
     if args.batch or args.styles_dir:
         if args.resume or args.checkpoint_every or args.content_mask:
             raise ConfigError("--checkpoint-every/--resume/--content-mask work on single runs, not with --batch")
         return cmd_batch(args, cfg, init_path, styles)
     args.styles = styles
-    # A resumed run replaces the files its interrupted part wrote (output, intermediates).
-    args.overwrite = args.overwrite or args.resume is not None
-    if args.save_every is not None and args.save_every <= 0:
-        raise ConfigError(f"--save-every must be > 0; got {args.save_every}")
     if cfg.style_blend_weights is not None and len(cfg.style_blend_weights) != len(args.styles):
         raise ConfigError(f"{len(cfg.style_blend_weights)} style blend weights for {len(args.styles)} styles")
-    # Every output path is checked before any work: an interrupted run's checkpoint, extension, existing files.
-    first = pathlib.Path(args.output)
-    ckpt = pathlib.Path(args.checkpoint) if args.checkpoint else first.with_name(first.name + ".ckpt.npz")
-    resuming_same = args.resume is not None and pathlib.Path(args.resume).resolve() == ckpt.resolve()
-    if ckpt.exists() and not (args.overwrite or resuming_same):
-        raise ImageError(f"{ckpt}: an interrupted run's checkpoint is there; continue it with --resume {ckpt}, "
-                         "or pass --overwrite to start afresh")
-    out = image.check_output_path(args.output, overwrite=args.overwrite)
-    montage = image.check_output_path(args.montage, overwrite=args.overwrite) if args.montage else None
-    loss_plot = image.check_output_path(args.loss_plot, overwrite=args.overwrite) if args.loss_plot else None
-    if args.save_every:
-        for k in range(args.save_every, cfg.iterations, args.save_every):
-            image.check_output_path(_intermediate_path(out, k), overwrite=args.overwrite)
     scales = _scales(args.scales)
     if args.content_mask and cfg.style_blend_weights is not None:
         raise ConfigError("--content-mask gives each style its own region; it does not mix with --style-blend-weights")
     if scales is not None and (args.resume or args.checkpoint_every):
         raise ConfigError("--checkpoint-every/--resume work on single-scale runs, not with --scales")
-    if args.checkpoint_every is not None and args.checkpoint_every <= 0:
-        raise ConfigError(f"--checkpoint-every must be > 0; got {args.checkpoint_every}")
+    # Every output path is checked before any work: clashes with inputs, an interrupted run's
+    # checkpoint, extension, existing files, a directory that cannot take a file.
+    first = pathlib.Path(args.output)
+    ckpt = pathlib.Path(args.checkpoint) if args.checkpoint else first.with_name(first.name + ".ckpt.npz")
+    intermediates = ([_intermediate_path(first, k) for k in range(args.save_every, cfg.iterations, args.save_every)]
+                     if args.save_every else [])
+    inputs = {"content": args.content, **{f"style {i + 1}": st for i, st in enumerate(args.styles)},
+              "--content-mask": args.content_mask, "--init": init_path, "--weights": args.weights}
+    outputs = {"-o": first, "--montage": args.montage, "--loss-plot": args.loss_plot,
+               "checkpoint": None if args.resume and pathlib.Path(args.resume) == ckpt else ckpt,
+               **{f"intermediate {p.name}": p for p in intermediates}}
+    files.refuse_clashes({**inputs, "--resume": args.resume}, outputs)
+    # A resumed run may replace only the files its interrupted part was writing (recorded in the
+    # checkpoint); anything else needs --overwrite.
+    recorded: list[str] = []
+    if args.resume is not None:
+        recorded = checkpoint.read_header(args.resume).get("outputs", [])
+    may_replace = _replaceable(args, recorded)
+    resuming_same = args.resume is not None and pathlib.Path(args.resume).resolve() == ckpt.resolve()
+    if ckpt.exists() and not (args.overwrite or resuming_same):
+        raise ImageError(f"{ckpt}: an interrupted run's checkpoint is there; continue it with --resume {ckpt}, "
+                         "or pass --overwrite to start afresh")
+    files.probe_writable(ckpt)
+    out = image.check_output_path(args.output, overwrite=may_replace(first))
+    montage = image.check_output_path(args.montage, overwrite=may_replace(pathlib.Path(args.montage))) if args.montage else None
+    loss_plot = (image.check_output_path(args.loss_plot, overwrite=may_replace(pathlib.Path(args.loss_plot)))
+                 if args.loss_plot else None)
+    for path in intermediates:
+        image.check_output_path(path, overwrite=may_replace(path))
+    written = [str(pathlib.Path(q).expanduser().resolve()) for q in [out, montage, loss_plot, ckpt, *intermediates]
+               if q is not None]
+    # Sizes and memory from the headers, before any image is decoded or resized.
+    plan = plan_sizes(args.content, args.styles, cfg, args.max_pixels, init_path)
+    _check_memory(args, plan, cfg, regions=len(styles) if args.content_mask else 0)
+    if args.content_mask:
+        image.image_size(args.content_mask, max_pixels=args.max_pixels or image.DEFAULT_MAX_PIXELS)
     net = _load_network(cfg, args.weights, download=not args.no_download)
     _warn_not_pretrained(net)
     content, styles, init, hw = working_images(args.content, args.styles, cfg, args.max_pixels, init_path)
-    _check_memory(args, content.shape[0], content.shape[1], cfg)
     masks = None
     if args.content_mask:
-        masks = image.load_region_mask(args.content_mask, len(styles), tuple(content.shape[:2]))
+        masks = image.load_region_mask(args.content_mask, len(styles), tuple(content.shape[:2]),
+                                       max_pixels=args.max_pixels or image.DEFAULT_MAX_PIXELS)
     return _run_one(cfg, net, content, styles, init, hw, out, seed=args.seed, save_every=args.save_every,
-                    overwrite=args.overwrite, progress=not args.no_progress, montage=montage, loss_plot=loss_plot,
-                    style_paths=args.styles, checkpoint_every=args.checkpoint_every, checkpoint_path=ckpt,
-                    resume=args.resume, scales=_scales(args.scales), iterations_per_scale=args.iterations_per_scale,
-                    color_match=args.color_match, masks=masks)
+                    may_replace=may_replace, progress=not args.no_progress, montage=montage, loss_plot=loss_plot,
+                    checkpoint_every=args.checkpoint_every, checkpoint_path=ckpt,
+                    resume=args.resume, scales=scales, iterations_per_scale=args.iterations_per_scale,
+                    color_match=args.color_match, masks=masks, written=written)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -658,9 +800,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _warn_not_pretrained(net)
     content_path, style_path = ASSETS / "content.png", ASSETS / "style.png"
     content, styles, init, hw = working_images(str(content_path), [str(style_path)], cfg, None)
-    return _run_one(cfg, net, content, styles, init, hw, out, seed=0, save_every=None, overwrite=args.overwrite,
-                    progress=not args.no_progress, montage=montage, loss_plot=loss_plot,
-                    style_paths=[str(style_path)])
+    return _run_one(cfg, net, content, styles, init, hw, out, seed=0, save_every=None,
+                    may_replace=lambda path: bool(args.overwrite), progress=not args.no_progress, montage=montage,
+                    loss_plot=loss_plot)
 
 
 def _short_value(v: Any) -> str:
@@ -744,11 +886,24 @@ def enable_compilation_cache() -> Optional[str]:
     return path
 
 
+class _Terminated(BaseException):
+    """SIGTERM outside a run's own handler (loading, converting, downloading): unwinds like Ctrl-C,
+    so ``finally`` blocks remove temporary files."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``nst-jax`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     warnings.showwarning = _show_warning
+    try:
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (a library caller): leave signals alone
+        old_term = None
     try:
         if argv[:1] == ["bench"]:  # everything after it belongs to scripts/benchmark.py
             return cmd_bench(argv[1:])
@@ -766,6 +921,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr)
+        return 143
+    except MemoryError:
+        if debug:
+            raise
+        print("error: ran out of memory; use a smaller --size (or --batch-size), or free some memory "
+              "(the estimate before the run was too low: --skip-memory-check?)", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `nst-jax presets | head`
         return 0
     except SystemExit as err:  # --help
@@ -778,6 +942,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     finally:
         warnings.showwarning = _default_showwarning
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,14 @@ def add_parser(subparsers: Any) -> None:
     )
     d.add_argument("--overwrite", dest="weights_overwrite", action="store_true", help="replace an existing file")
     d.add_argument("--no-progress", dest="weights_no_progress", action="store_true", help="no progress bar")
+    d.add_argument(
+        "--timeout",
+        dest="weights_timeout",
+        type=float,
+        default=weights.DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up when the whole download takes longer (default {weights.DEFAULT_TIMEOUT:g})",
+    )
 
     s = sub.add_parser(
         "synthetic",
@@ -134,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
             expected_hash=args.weights_sha256,
             progress=not args.weights_no_progress,
             overwrite=args.weights_overwrite,
+            timeout=args.weights_timeout,
         )
         print(f"downloaded {net.source_name} (sha256 {net.source_sha256}) -> {_summary(net)}")
         return 0

@@ -31,6 +31,13 @@ PRESERVE_COLORS = ("none", "lum", "match", "swap")
 PRECISIONS = ("default", "highest", "bf16")
 CONV_ALGORITHMS = ("direct", "winograd", "auto")
 
+# Limits the engine has. The step and evaluation counters are int32 in the loop state; a chunk's
+# per-step losses are a device buffer of chunk_size floats; an L-BFGS history of lbfgs_memory
+# image-sized pairs is preallocated (torch's default is 100, SciPy's 10).
+MAX_ITERATIONS = 2**31 - 1
+MAX_CHUNK_SIZE = 2**20
+MAX_LBFGS_MEMORY = 10_000
+
 
 def _choice(name: str, value, valid) -> None:
     if value not in valid:
@@ -48,10 +55,12 @@ def _positive(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be > 0; got {value!r}")
 
 
-def _posint(name: str, value, *, allow_zero: bool = False) -> None:
+def _posint(name: str, value, *, allow_zero: bool = False, most: Optional[int] = None) -> None:
     ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
     if not ok:
         raise ConfigError(f"{name} must be an integer {'>= 0' if allow_zero else '> 0'}; got {value!r}")
+    if most is not None and value > most:
+        raise ConfigError(f"{name} must be at most {most:,}; got {value:,}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,7 +217,7 @@ class StyleConfig:
         _choice("select", self.select, SELECTS)
         _choice("iteration_unit", self.iteration_unit, ITERATION_UNITS)
         if self.lbfgs_round is not None:
-            _posint("lbfgs_round", self.lbfgs_round)
+            _posint("lbfgs_round", self.lbfgs_round, most=MAX_ITERATIONS)
         _choice("init", self.init, INITS)
         _choice("size_side", self.size_side, SIZE_SIDES)
         _choice("style_size", self.style_size, STYLE_SIZES)
@@ -219,10 +228,10 @@ class StyleConfig:
         _choice("conv_algorithm", self.conv_algorithm, CONV_ALGORITHMS)
         if self.conv_algorithm == "winograd" and self.precision == "bf16":
             raise ConfigError("conv_algorithm winograd needs float32 (its transforms lose too much in bf16); use direct or auto")
-        _posint("iterations", self.iterations, allow_zero=True)
-        _posint("chunk_size", self.chunk_size)
+        _posint("iterations", self.iterations, allow_zero=True, most=MAX_ITERATIONS)
+        _posint("chunk_size", self.chunk_size, most=MAX_CHUNK_SIZE)
         _posint("lr_decay_steps", self.lr_decay_steps)
-        _posint("lbfgs_memory", self.lbfgs_memory)
+        _posint("lbfgs_memory", self.lbfgs_memory, most=MAX_LBFGS_MEMORY)
         _posint("init_noise_range", self.init_noise_range, allow_zero=True)
         if self.size is not None:
             _posint("size", self.size)

@@ -40,7 +40,6 @@ import pathlib
 import re
 import struct
 import sys
-import tempfile
 import threading
 import warnings
 import zlib
@@ -52,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from nst_jax import files
 from nst_jax.errors import ConfigError, ImageError, NSTWarning
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "RESIZE_METHODS",
     "ROUNDINGS",
     "check_output_path",
+    "image_size",
     "load_image",
     "luminance",
     "match_color",
@@ -147,6 +148,66 @@ def load_image(path: os.PathLike[str] | str, *, max_pixels: int = DEFAULT_MAX_PI
     """
     name = _name(path)
     p = pathlib.Path(path)
+    _check_readable(p, name)
+    with _PIXEL_LIMIT_LOCK:
+        old_limit = Image.MAX_IMAGE_PIXELS
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                return _load(p, name, max_pixels)
+        finally:
+            Image.MAX_IMAGE_PIXELS = old_limit
+
+
+def image_size(path: os.PathLike[str] | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """An image file's (H, W) as :func:`load_image` will return it, from its header alone.
+
+    Nothing is decoded, so a run can check sizes and memory before any pixel is read. The EXIF
+    orientation is applied (a 90° rotation swaps the sides).
+
+    Args:
+      path: the image file.
+      max_pixels: the largest accepted width × height.
+
+    Returns:
+      (height, width).
+
+    Raises:
+      ImageError: as :func:`load_image`, for what the header shows.
+    """
+    name = _name(path)
+    p = pathlib.Path(path)
+    _check_readable(p, name)
+    with _PIXEL_LIMIT_LOCK:
+        old_limit = Image.MAX_IMAGE_PIXELS
+        try:
+            Image.MAX_IMAGE_PIXELS = None  # our own check follows at once
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = _open(p, name)
+            try:
+                w, h = im.size
+                _check_pixels(name, w, h, max_pixels)
+                try:
+                    orientation = im.getexif().get(0x0112)
+                except Exception:  # noqa: BLE001 - a broken EXIF block: load_image ignores it too
+                    orientation = None
+            finally:
+                im.close()
+        finally:
+            Image.MAX_IMAGE_PIXELS = old_limit
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+def _check_pixels(name: str, w: int, h: int, max_pixels: int) -> None:
+    if w * h > max_pixels:
+        raise ImageError(
+            f"{name}: image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}; "
+            f"pass --max-pixels N to raise the limit"
+        )
+
+
+def _check_readable(p: pathlib.Path, name: str) -> None:
     try:
         st = p.stat()
     except FileNotFoundError:
@@ -160,15 +221,6 @@ def load_image(path: os.PathLike[str] | str, *, max_pixels: int = DEFAULT_MAX_PI
     if not os.access(p, os.R_OK):
         raise ImageError(f"{name}: permission denied (file is not readable)")
 
-    with _PIXEL_LIMIT_LOCK:
-        old_limit = Image.MAX_IMAGE_PIXELS
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                return _load(p, name, max_pixels)
-        finally:
-            Image.MAX_IMAGE_PIXELS = old_limit
-
 
 def _load(p: pathlib.Path, name: str, max_pixels: int) -> np.ndarray:
     """Body of :func:`load_image`; runs under ``_PIXEL_LIMIT_LOCK``."""
@@ -178,11 +230,7 @@ def _load(p: pathlib.Path, name: str, max_pixels: int) -> np.ndarray:
     im = _open(p, name)
     try:
         w, h = im.size
-        if w * h > max_pixels:
-            raise ImageError(
-                f"{name}: image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}; "
-                f"pass --max-pixels N to raise the limit"
-            )
+        _check_pixels(name, w, h, max_pixels)
         # A backstop for decoders that grow their canvas while decoding (GIF, TIFF tiles).
         Image.MAX_IMAGE_PIXELS = max(int(max_pixels), 1)
         fmt = im.format
@@ -463,8 +511,8 @@ def check_output_path(path: os.PathLike[str] | str, *, overwrite: bool = False) 
 
     Checks the extension (case-insensitive, one of :data:`IMAGE_EXTENSIONS`), that ``path`` is not
     an existing file (unless ``overwrite``) or a directory, and that the nearest existing ancestor
-    is a writable directory (a missing parent is created later by :func:`save_image`). Creates
-    nothing.
+    is a directory where a file can be created, by creating and removing one (a missing parent
+    is created later by :func:`save_image`).
 
     Args:
       path: the output file.
@@ -488,13 +536,8 @@ def check_output_path(path: os.PathLike[str] | str, *, overwrite: bool = False) 
     if p.exists() or p.is_symlink():
         if not overwrite:
             raise ImageError(f"{name}: already exists; pass --overwrite to replace it")
-    ancestor = p.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if ancestor.exists() and not ancestor.is_dir():
-        raise ImageError(f"{name}: cannot create the output directory, {_name(ancestor)} is a file")
-    if ancestor.exists() and not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ImageError(f"{name}: permission denied, directory {_name(ancestor)} is not writable")
+    # Create and remove a file there: os.access says yes to root on read-only mounts and in /proc.
+    files.probe_writable(p)
     return p
 
 
@@ -600,7 +643,7 @@ def save_image(
         def write(f: Any) -> None:
             pil.save(f, format=fmt, **params)
 
-    return _atomic_write(p, write, overwrite=overwrite)
+    return files.atomic_write(p, write, overwrite=overwrite)
 
 
 def _has_libtiff() -> bool:
@@ -610,26 +653,6 @@ def _has_libtiff() -> bool:
         return bool(features.check("libtiff"))
     except Exception:  # noqa: BLE001  # pragma: no cover
         return False
-
-
-_UMASK: int | None = None
-
-
-def _umask() -> int:
-    global _UMASK
-    if _UMASK is None:
-        try:
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith("Umask:"):
-                        _UMASK = int(line.split()[1], 8)
-                        break
-        except OSError:
-            pass
-        if _UMASK is None:  # pragma: no cover - non-Linux
-            _UMASK = os.umask(0o022)
-            os.umask(_UMASK)
-    return _UMASK
 
 
 def write_file_atomic(path: os.PathLike[str] | str, data: bytes, *, overwrite: bool = False) -> pathlib.Path:
@@ -643,37 +666,7 @@ def write_file_atomic(path: os.PathLike[str] | str, data: bytes, *, overwrite: b
     Returns:
       The path written.
     """
-    return _atomic_write(pathlib.Path(path), lambda f: f.write(data), overwrite=overwrite)
-
-
-def _atomic_write(p: pathlib.Path, write: Callable[[Any], None], *, overwrite: bool) -> pathlib.Path:
-    """Create the parent, write through ``write(file)`` to a temp file beside ``p``, rename it over ``p``."""
-    name = _name(p)
-    parent = p.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ImageError(f"{name}: cannot create the output directory ({_one_line(e)})") from None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=p.suffix)
-    except OSError as e:
-        raise ImageError(f"{name}: cannot write ({_one_line(e)})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o666 & ~_umask())
-        if not overwrite and (p.exists() or p.is_symlink()):
-            raise ImageError(f"{name}: already exists; pass --overwrite to replace it")
-        os.replace(tmp, p)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise ImageError(f"{name}: cannot write ({_one_line(e)})") from e
-        raise
-    return p
+    return files.atomic_write(pathlib.Path(path), lambda f: f.write(data), overwrite=overwrite)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -745,7 +738,8 @@ def _encode_tiff16(a: np.ndarray) -> bytes:
 # geometry
 
 
-def load_region_mask(path: os.PathLike[str] | str, regions: int, shape: tuple[int, int]) -> np.ndarray:
+def load_region_mask(path: os.PathLike[str] | str, regions: int, shape: tuple[int, int], *,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """A region mask file as ``regions``×H×W weights summing to 1 at each pixel (spatial control).
 
     An indexed-colour (palette) image maps palette index k to region k; any other image is read
@@ -756,6 +750,8 @@ def load_region_mask(path: os.PathLike[str] | str, regions: int, shape: tuple[in
       path: the mask image.
       regions: the number of regions (one per style image).
       shape: (H, W) to resize to (nearest for indices, bilinear for grey).
+      max_pixels: the largest accepted width × height, checked from the header before decoding
+        (as :func:`load_image`).
 
     Returns:
       float32 array regions×H×W.
@@ -764,6 +760,19 @@ def load_region_mask(path: os.PathLike[str] | str, regions: int, shape: tuple[in
     name = _name(p)
     if regions < 1:
         raise ConfigError("a region mask needs at least one style")
+    image_size(p, max_pixels=max_pixels)  # exists, readable, within max_pixels: before decoding
+    with _PIXEL_LIMIT_LOCK:
+        old_limit = Image.MAX_IMAGE_PIXELS
+        try:
+            Image.MAX_IMAGE_PIXELS = max(int(max_pixels), 1)  # a backstop for growing canvases
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                return _load_region_mask(p, name, regions, shape)
+        finally:
+            Image.MAX_IMAGE_PIXELS = old_limit
+
+
+def _load_region_mask(p: pathlib.Path, name: str, regions: int, shape: tuple[int, int]) -> np.ndarray:
     try:
         with Image.open(p) as im:
             im.load()
@@ -777,7 +786,9 @@ def load_region_mask(path: os.PathLike[str] | str, regions: int, shape: tuple[in
                               np.float32) / 255.0
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
+    except ImageError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure decoding an untrusted file
         raise ImageError(f"{name}: cannot read the mask ({_one_line(err)})") from None
     if regions == 1:
         return np.ones((1, *shape), np.float32)
@@ -929,7 +940,7 @@ def save_loss_plot(
     y = np.asarray(losses, dtype=np.float64).reshape(-1)
     pil = _draw_loss_plot(y, title)
     params: dict[str, Any] = {"quality": _JPEG_QUALITY} if fmt in ("JPEG", "WEBP") else {}
-    return _atomic_write(p, lambda f: pil.save(f, format=fmt, **params), overwrite=overwrite)
+    return files.atomic_write(p, lambda f: pil.save(f, format=fmt, **params), overwrite=overwrite)
 
 
 def _fmt(v: float) -> str:

@@ -929,22 +929,50 @@ def free_device_memory(device: Optional[jax.Device] = None) -> Optional[int]:
 RUN_OVERHEAD_BYTES = 3 * 2**28  # 0.75 GiB
 
 
+def estimate_run_bytes(height: int, width: int, config: StyleConfig, *,
+                       style_shapes: Sequence[tuple[int, int]] = (), batch: int = 1, regions: int = 0,
+                       decoded_pixels: int = 0) -> int:
+    """Every image-sized thing a run holds, not only the optimisation: what the memory check counts.
+
+    Args:
+      height, width: the content's working size.
+      config: the run's config (optimiser, iterations).
+      style_shapes: each style's working (H, W): its targets come from one forward pass at that size.
+      batch: results optimised at once.
+      regions: region masks (``--content-mask``): regions × H × W, resized to every layer.
+      decoded_pixels: the largest input image in pixels (decoded at full size before resizing).
+
+    Returns:
+      Bytes, a rough upper estimate (``estimate_bytes_per_result`` per result, plus the losses
+      array, the largest style's forward pass, the decoded and working images and the masks).
+    """
+    pixels = height * width
+    per_result = estimate_bytes_per_result(height, width, config) + 4 * config.iterations  # + the losses
+    style_pass = max([h * w * 320 * 4 for h, w in style_shapes], default=0)
+    working = 12 * (pixels + sum(h * w for h, w in style_shapes))
+    decoded = 24 * decoded_pixels  # Pillow's decode and the float32 copy
+    masks = 2 * 4 * regions * pixels
+    return int(batch * per_result + style_pass + working + decoded + masks)
+
+
 def memory_shortfall(height: int, width: int, config: StyleConfig,
-                     free: Optional[int] = None) -> Optional[tuple[int, int, int]]:
-    """Whether one result of this size clearly will not fit: None if it fits (or free memory is
+                     free: Optional[int] = None, **extent: Any) -> Optional[tuple[int, int, int]]:
+    """Whether a run of this size clearly will not fit: None if it fits (or free memory is
     unknown), else ``(bytes needed, bytes free, largest long side that fits)`` at this aspect ratio.
 
-    The need is ``estimate_bytes_per_result`` (activations scale with pixels) against the device's
-    free memory (``free_device_memory``), so a user gets a message before the run, not an
-    out-of-memory kill in the middle of it.
+    The need is ``estimate_run_bytes(height, width, config, **extent)`` (styles, batch, masks,
+    decoded inputs) plus ``RUN_OVERHEAD_BYTES``, against the device's free memory
+    (``free_device_memory``), so a user gets a message before the run (before any image is
+    decoded or resized, when the CLI calls it), not an out-of-memory kill in the middle of it.
     """
     free = free_device_memory() if free is None else free
     if free is None:
         return None
-    need = estimate_bytes_per_result(height, width, config) + RUN_OVERHEAD_BYTES
+    need = estimate_run_bytes(height, width, config, **extent) + RUN_OVERHEAD_BYTES
     if need <= free:
         return None
-    per_pixel = estimate_bytes_per_result(height, width, config) / (height * width)
+    batch = int(extent.get("batch", 1))
+    per_pixel = batch * estimate_bytes_per_result(height, width, config) / (height * width)
     pixels = max(free - RUN_OVERHEAD_BYTES, 0) / per_pixel
     long_side = max(height, width)
     fits = int(math.sqrt(pixels * long_side / min(height, width))) // 16 * 16

@@ -47,12 +47,13 @@ from __future__ import annotations
 
 from ._common import ALL_ARCHS, FORMAT, FORMAT_VERSION, Network, PathLike, convention_name
 from .convert import convert
-from .download import SOURCE_NAMES, SOURCES, download
+from .download import DEFAULT_TIMEOUT, SOURCE_NAMES, SOURCES, download
 from .native import default_weights_dir, describe, load_weights, resolve_weights, save_weights
 from .synthetic import synthetic_params, write_synthetic
 
 __all__ = [
     "ALL_ARCHS",
+    "DEFAULT_TIMEOUT",
     "FORMAT",
     "FORMAT_VERSION",
     "Network",

@@ -8,7 +8,7 @@ import pathlib
 import zipfile
 from typing import Optional, Union
 
-from .. import vgg
+from .. import files, vgg
 from ..errors import WeightsError
 import h5py
 
@@ -168,6 +168,7 @@ def _refuse_overwrite(out: pathlib.Path, src: pathlib.Path, overwrite: bool) -> 
         raise _fail(f"output {out} is the source file; choose another output path with -o")
     if out.exists() and not overwrite:
         raise _fail(f"{out} already exists; pass --overwrite (overwrite=True) to replace it, or choose another path with -o")
+    files.probe_writable(out, error=WeightsError)  # before the conversion's work, not after
 
 
 def convert(

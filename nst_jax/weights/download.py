@@ -7,15 +7,16 @@ import http.client
 import os
 import pathlib
 import re
-import secrets
 import socket
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Optional
 
-from .. import vgg
+from .. import files, vgg
+from ..errors import WeightsError
 from ._common import Network, PathLike, _check_arch, _fail, _short
 from .convert import _convert
 from .native import default_weights_dir
@@ -40,6 +41,20 @@ SOURCES: dict[tuple[str, str], tuple[str, str, str]] = {
     ("torchvision", "vgg16"): ("https://download.pytorch.org/models/vgg16-397923af.pth", "sha256-prefix", "397923af"),
 }
 SOURCE_NAMES: tuple[str, ...] = ("keras", "torchvision")
+# The official files' sizes in bytes (what Keras' and torch.hub's progress lines report). A
+# download may not exceed its file's size: a server that sends more is refused as it sends.
+SIZES: dict[tuple[str, str], int] = {
+    ("keras", "vgg19"): 80_134_624,
+    ("keras", "vgg16"): 58_889_256,
+    ("torchvision", "vgg19"): 574_673_361,
+    ("torchvision", "vgg16"): 553_433_881,
+}
+# With --sha256 the file is a mirror's, of unknown size: no supported network's file is larger.
+MAX_UNKNOWN_SIZE = 2 * 2**30
+# The whole download's deadline (``timeout``): 550 MB at 0.3 MB/s fits; a server trickling one
+# byte every 25 s does not hold the command for hours. Each socket read waits at most 60 s.
+DEFAULT_TIMEOUT = 1800.0
+_SOCKET_TIMEOUT = 60.0
 # The input convention each source's weights were trained with.
 _SOURCE_CONVENTION = {"keras": vgg.CAFFE, "torchvision": vgg.TORCHVISION}
 
@@ -69,7 +84,7 @@ def download(
     expected_hash: Optional[str] = None,
     progress: bool = True,
     overwrite: bool = False,
-    timeout: float = 60.0,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Network:
     """Download official weights, verify them and convert them into ``dest_dir/<arch>.h5``.
 
@@ -86,15 +101,19 @@ def download(
         (whole, or a prefix of at least 8 digits).
       progress: show a tqdm progress bar on stderr.
       overwrite: replace an existing converted file.
-      timeout: socket timeout in seconds.
+      timeout: the whole download's deadline in seconds (each socket read also times out after
+        at most 60 s).
 
     Returns:
       The converted ``Network``.
 
     Raises:
-      WeightsError: network failure, HTTP error, truncated transfer, checksum mismatch,
-        unreadable file, or an existing output without ``overwrite``.
+      WeightsError: network failure, HTTP error, truncated transfer, more bytes than the file
+        has, the deadline passed, checksum mismatch, unreadable file, or an existing output
+        without ``overwrite``.
     """
+    if not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
+        raise _fail(f"timeout must be a positive number of seconds; got {timeout!r}")
     if source not in SOURCE_NAMES:
         raise _fail(f"unknown weights source {source!r}; valid: {', '.join(SOURCE_NAMES)}")
     _check_arch(arch)
@@ -104,8 +123,10 @@ def download(
             f"run `nst-jax weights convert FILE`"
         )
     official_url, kind, digest = SOURCES[(source, arch)]
+    max_bytes = SIZES[(source, arch)]
     if expected_hash:
         kind, digest = _parse_expected_hash(expected_hash)
+        max_bytes = MAX_UNKNOWN_SIZE
     url = url or official_url
     dest = pathlib.Path(dest_dir).expanduser() if dest_dir is not None else default_weights_dir()
     out = dest / f"{arch}.h5"
@@ -115,12 +136,15 @@ def download(
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise _fail(f"cannot create {dest}: {_short(e)}") from None
+    files.probe_writable(out, error=WeightsError)
     name = os.path.basename(urllib.parse.unquote(urllib.parse.urlparse(url).path)) or f"{source}-{arch}"
     # The raw download is only ever a temporary file: it is deleted after conversion.
-    tmp = dest / f".{name}.{secrets.token_hex(4)}.part"
+    files.clean_stale(dest / name, ".part")  # what a killed earlier download left
+    tmp = files.temp_path(dest / name, ".part")
     hint = f"download {url} another way and run `nst-jax weights convert FILE`"
     try:
-        sha256 = _fetch(url, tmp, kind, digest, name=name, progress=progress, timeout=timeout, hint=hint)
+        sha256 = _fetch(url, tmp, kind, digest, name=name, progress=progress, timeout=float(timeout), hint=hint,
+                        max_bytes=max_bytes)
         return _convert(
             tmp,
             out,
@@ -137,24 +161,39 @@ def download(
             pass
 
 
-def _fetch(url: str, tmp: pathlib.Path, kind: str, digest: str, *, name: str, progress: bool, timeout: float, hint: str) -> str:
-    """Stream ``url`` into ``tmp``; verify length and hash; return the SHA-256 hex."""
+def _fetch(url: str, tmp: pathlib.Path, kind: str, digest: str, *, name: str, progress: bool, timeout: float, hint: str,
+           max_bytes: int) -> str:
+    """Stream ``url`` into ``tmp`` within ``timeout`` seconds and ``max_bytes``; verify length and hash.
+
+    Returns:
+      The SHA-256 hex of what was received.
+    """
     from tqdm import tqdm
 
     sha, md5 = hashlib.sha256(), hashlib.md5()
     received = 0
+    deadline = time.monotonic() + timeout
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=min(_SOCKET_TIMEOUT, timeout)) as resp:
             length_header = resp.headers.get("Content-Length")
             total = int(length_header) if length_header and length_header.isdigit() else None
+            if total is not None and total > max_bytes:
+                raise _fail(f"{url} announces {total:,} bytes, more than the {max_bytes:,} the file has; refused")
             with open(tmp, "xb") as out, tqdm(
                 total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, file=sys.stderr,
                 disable=not progress, leave=False,
             ) as bar:  # fmt: skip
                 while True:
-                    chunk = resp.read(1 << 20)
+                    # read1: whatever has arrived (up to 1 MiB), so a trickling server cannot keep
+                    # one read waiting past the deadline.
+                    chunk = resp.read1(1 << 20)
                     if not chunk:
                         break
+                    if received + len(chunk) > max_bytes:
+                        raise _fail(f"{url} sent more than the {max_bytes:,} bytes the file has; refused")
+                    if time.monotonic() > deadline:
+                        raise _fail(f"download of {url} did not finish within {timeout:g} s ({received:,} bytes "
+                                    f"received); use --timeout SECONDS for a slow connection, or {hint}")
                     out.write(chunk)
                     sha.update(chunk)
                     md5.update(chunk)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import pathlib
-import secrets
 from typing import Any, Callable, Mapping, Optional
 
 import h5py
 import numpy as np
 
-from .. import resnet, vgg
+from .. import files, resnet, vgg
 from ..errors import WeightsError
 from . import h5safe
 from ._common import ALL_ARCHS, FORMAT, FORMAT_VERSION, Network, PathLike, _GET_WEIGHTS, _as_str, convention_name, _check_arch, _check_params, _fail, _param_table, _sha256_file, _short, _sniff
@@ -160,7 +159,8 @@ def _save_checked(
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise _fail(f"cannot create directory {path.parent}: {_short(e)}") from None
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    files.clean_stale(path, ".tmp")  # an earlier, killed run's temp file
+    tmp = files.temp_path(path, ".tmp")
     try:
         # "w-" fails if the name exists; the file gets the usual umask-based permissions.
         with h5py.File(tmp, "w-") as f:

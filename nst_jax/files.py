@@ -1,0 +1,225 @@
+"""Writing files safely: atomic replaces, temp names a later run can clean, writability probes, clashes.
+
+Every file nst-jax writes (images, checkpoints, manifests, converted weights, downloads) goes
+through a temporary file beside its destination, named ``.<name>.<pid>-<random><suffix>``, that
+is renamed over the destination when complete. The process id in the name lets a later run that
+writes the same name tell an abandoned temp file (its process is gone: a SIGKILL, a power cut)
+from one another run is still writing: ``clean_stale`` removes the first kind and reports temp
+files it cannot attribute.
+
+This module has no opinion on formats; ``image``, ``checkpoint`` and ``weights`` use it.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import secrets
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any, Optional, Union
+
+from .errors import ImageError, NSTError, NSTWarning
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+__all__ = ["atomic_write", "clean_stale", "probe_writable", "refuse_clashes", "temp_path"]
+
+
+def _name(path: PathLike) -> str:
+    return os.fspath(path).replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def temp_path(dest: pathlib.Path, suffix: str = "") -> pathlib.Path:
+    """A fresh temporary name beside ``dest``: ``.<name>.<pid>-<8 hex><suffix>``."""
+    return dest.with_name(f".{dest.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def clean_stale(dest: pathlib.Path, suffix: str = "") -> list[pathlib.Path]:
+    """Remove the temp files an earlier, killed run left for ``dest``; warn about unattributable ones.
+
+    A temp file ``.<name>.<pid>-<hex><suffix>`` whose process no longer exists is removed. One
+    in the older ``.<name>.<random><suffix>`` form (nst-jax before 0.2) cannot be attributed, so
+    it is reported with an ``NSTWarning`` and left alone.
+
+    Args:
+      dest: the file about to be written.
+      suffix: the temp files' suffix (".part", ".tmp", or the destination's own suffix).
+
+    Returns:
+      The paths removed.
+    """
+    parent = dest.parent
+    if not parent.is_dir():
+        return []
+    ours = re.compile(re.escape(f".{dest.name}.") + r"(\d+)-[0-9a-f]{8}" + re.escape(suffix))
+    older = re.compile(re.escape(f".{dest.name}.") + r"[A-Za-z0-9_]{8}" + re.escape(suffix))
+    removed, unknown = [], []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return []
+    for entry in entries:
+        m = ours.fullmatch(entry.name)
+        if m:
+            if not _alive(int(m.group(1))):
+                try:
+                    os.unlink(entry.path)
+                    removed.append(pathlib.Path(entry.path))
+                except OSError:
+                    unknown.append(entry.name)
+        elif older.fullmatch(entry.name):
+            unknown.append(entry.name)
+    if unknown:
+        warnings.warn(f"{_name(parent)}: leftover temporary file(s) of an earlier run: {', '.join(sorted(unknown)[:3])}"
+                      f"{' ...' if len(unknown) > 3 else ''} (safe to delete once no nst-jax run is writing {dest.name})",
+                      NSTWarning, stacklevel=3)
+    return removed
+
+
+_UMASK: Optional[int] = None
+
+
+def _umask() -> int:
+    global _UMASK
+    if _UMASK is None:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("Umask:"):
+                        _UMASK = int(line.split()[1], 8)
+                        break
+        except OSError:
+            pass
+        if _UMASK is None:  # pragma: no cover - non-Linux
+            _UMASK = os.umask(0o022)
+            os.umask(_UMASK)
+    return _UMASK
+
+
+def atomic_write(p: pathlib.Path, write: Callable[[Any], None], *, overwrite: bool,
+                 error: type[NSTError] = ImageError) -> pathlib.Path:
+    """Create the parent, write through ``write(file)`` to a temp file beside ``p``, rename it over ``p``.
+
+    Args:
+      p: destination.
+      write: called with the open binary temp file.
+      overwrite: replace an existing ``p`` (else ``error``).
+      error: the NSTError subclass raised for a user-facing failure.
+
+    Returns:
+      ``p``.
+    """
+    name = _name(p)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise error(f"{name}: cannot create the output directory ({_one_line(e)})") from None
+    clean_stale(p, p.suffix)
+    tmp = temp_path(p, p.suffix)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        raise error(f"{name}: cannot write ({_one_line(e)})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o666 & ~_umask())
+        if not overwrite and (p.exists() or p.is_symlink()):
+            raise error(f"{name}: already exists; pass --overwrite to replace it")
+        os.replace(tmp, p)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise error(f"{name}: cannot write ({_one_line(e)})") from e
+        raise
+    return p
+
+
+def probe_writable(path: PathLike, *, error: type[NSTError] = ImageError) -> None:
+    """Prove that a file can be created where ``path`` will go, by creating and removing one.
+
+    ``os.access`` says yes to root on a read-only mount and in ``/proc``; only trying tells. The
+    nearest existing ancestor is probed (missing directories are created later, when writing).
+
+    Raises:
+      error: one line naming the path and the reason.
+    """
+    p = pathlib.Path(path)
+    ancestor = p.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise error(f"{_name(p)}: cannot create the output directory, {_name(ancestor)} is a file")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=ancestor, prefix=".nst-jax-probe-")
+    except OSError as e:
+        raise error(f"{_name(p)}: cannot write in {_name(ancestor)} ({_one_line(e)})") from None
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def _key(path: PathLike) -> tuple:
+    """What identifies a file: (device, inode) when it exists, else its resolved path."""
+    p = pathlib.Path(path)
+    try:
+        st = p.stat()
+        return ("inode", st.st_dev, st.st_ino)
+    except OSError:
+        return ("path", str(p.expanduser().resolve(strict=False)))
+
+
+def refuse_clashes(inputs: Mapping[str, Optional[PathLike]], outputs: Mapping[str, Optional[PathLike]]) -> None:
+    """Refuse, before any work, an output that is one of the inputs or another output.
+
+    Compared by device and inode where the file exists (hard links and symlinks included), else
+    by resolved path. This holds even with ``--overwrite``: replacing the content image with the
+    result, or writing the montage over the result, is never what was meant.
+
+    Args:
+      inputs: label -> path ("content", "style 2", "--content-mask", ...); None entries ignored.
+      outputs: label -> path ("-o", "--montage", "checkpoint", ...); None entries ignored.
+
+    Raises:
+      NSTError: one line naming both.
+    """
+    seen_in = {}
+    for label, path in inputs.items():
+        if path is not None:
+            seen_in.setdefault(_key(path), label)
+    seen_out: dict[tuple, str] = {}
+    for label, path in outputs.items():
+        if path is None:
+            continue
+        k = _key(path)
+        if k in seen_in:
+            raise NSTError(f"{label} {_name(path)} is the {seen_in[k]} input; choose another output path")
+        if k in seen_out:
+            raise NSTError(f"{label} {_name(path)} is also the {seen_out[k]} output; give each output its own path")
+        seen_out[k] = label
