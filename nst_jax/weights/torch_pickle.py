@@ -29,22 +29,20 @@ from ._common import ALL_ARCHS, _TORCH_LEGACY_MAGIC, _UNDERSTOOD, _Parsed, _fail
 # --------------------------------------------------------------------------------------------
 
 
-class _Sealed:
-    """Refuses pickle's BUILD opcode, which would otherwise set fields on an object after it was
-    made and validated (``inst.__setstate__(state)`` or a write into its ``__dict__`` / slots,
-    bypassing the frozen dataclass). With ``__slots__`` there is no ``__dict__`` to write."""
-
-    __slots__ = ()
-
-    def __setstate__(self, state: Any) -> None:
-        raise pickle.UnpicklingError(f"refusing to modify a {type(self).__name__.lstrip('_')} after it was built (BUILD opcode)")
+def _refuse_build(self: Any, state: Any) -> None:
+    """Pickle's BUILD opcode would set fields on an object after it was made and validated
+    (``inst.__setstate__(state)``, or a write into its ``__dict__``). Our reference types refuse
+    it. It must sit in each class body: a frozen, slotted dataclass otherwise gets its own
+    ``__setstate__`` that sets the fields from any iterable (a dict's keys included)."""
+    raise pickle.UnpicklingError(f"refusing to modify a {type(self).__name__.lstrip('_')} after it was built (BUILD opcode)")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _TorchDType(_Sealed):
+class _TorchDType:
     """A torch element type: a numpy dtype name, or 'bfloat16' (no numpy equivalent)."""
 
     name: str
+    __setstate__ = _refuse_build
 
     @property
     def itemsize(self) -> int:
@@ -75,22 +73,24 @@ _KNOWN_DTYPES = frozenset(_STORAGE_TYPES.values()) | frozenset(_TORCH_DTYPES.val
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _StorageRef(_Sealed):
+class _StorageRef:
     """A storage named by a persistent id; its bytes are read only if a needed tensor uses it."""
 
     key: str
     dtype: _TorchDType
     numel: int  # elements of this (view of the) storage
     base: int = 0  # element offset into the root storage (legacy storage views)
+    __setstate__ = _refuse_build
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _TensorRef(_Sealed):
+class _TensorRef:
     storage: _StorageRef
     offset: int
     size: tuple[int, ...]
     stride: tuple[int, ...]
     dtype: Optional[_TorchDType] = None  # _rebuild_tensor_v3: dtype given apart from storage
+    __setstate__ = _refuse_build
 
 
 def _ints(value: Any, what: str) -> tuple[int, ...]:
