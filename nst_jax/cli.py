@@ -516,8 +516,8 @@ def _nonfinite_advice(result, cfg: StyleConfig, out: pathlib.Path) -> str:
         return (f"the loss is not finite from the start (NaN or Inf): with weights {weights} it overflows float32, "
                 f"or the inputs or weights file hold extreme values; lower --style-weight/--content-weight/--tv-weight "
                 f"(the start image is in {out})")
-    return (f"the loss became non-finite after {result.iterations} iterations; the last good image is in {out} "
-            "(the steps diverged: try a lower --lr)")
+    return (f"the loss became non-finite after {result.iterations} iterations; the best image before that is in "
+            f"{out} (the steps diverged: try a lower --lr)")
 
 
 def _check_memory(args: argparse.Namespace, plan: Plan, cfg: StyleConfig, *, batch: int = 1, regions: int = 0) -> None:
@@ -700,11 +700,18 @@ def _positive_option(name: str, value: Optional[int]) -> None:
 
 
 def _replaceable(args: argparse.Namespace, recorded: Sequence[str]):
-    """``may_replace(path)``: --overwrite, or a file the resumed run's interrupted part was writing."""
+    """``may_replace(path)``: --overwrite, or a file the resumed run's interrupted part was writing
+    (a recorded output, or an intermediate image named after a recorded output)."""
     mine = {str(pathlib.Path(r)) for r in recorded}
 
     def may_replace(path: pathlib.Path) -> bool:
-        return bool(args.overwrite) or str(pathlib.Path(path).expanduser().resolve()) in mine
+        if args.overwrite:
+            return True
+        p = pathlib.Path(path).expanduser().resolve()
+        if str(p) in mine:
+            return True
+        stem, sep, number = p.stem.rpartition("_")
+        return bool(sep) and number.isdigit() and len(number) >= 5 and str(p.with_name(stem + p.suffix)) in mine
 
     return may_replace
 
@@ -755,10 +762,10 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     montage = image.check_output_path(args.montage, overwrite=may_replace(pathlib.Path(args.montage))) if args.montage else None
     loss_plot = (image.check_output_path(args.loss_plot, overwrite=may_replace(pathlib.Path(args.loss_plot)))
                  if args.loss_plot else None)
-    for path in intermediates:
-        image.check_output_path(path, overwrite=may_replace(path))
-    written = [str(pathlib.Path(q).expanduser().resolve()) for q in [out, montage, loss_plot, ckpt, *intermediates]
-               if q is not None]
+    for path in intermediates:  # all beside -o, whose directory was probed just now
+        image.check_output_path(path, overwrite=may_replace(path), probe=False)
+    # Recorded in the checkpoint: what a resumed run may replace (intermediates follow from -o).
+    written = [str(pathlib.Path(q).expanduser().resolve()) for q in [out, montage, loss_plot, ckpt] if q is not None]
     # Sizes and memory from the headers, before any image is decoded or resized.
     plan = plan_sizes(args.content, args.styles, cfg, args.max_pixels, init_path)
     _check_memory(args, plan, cfg, regions=len(styles) if args.content_mask else 0)

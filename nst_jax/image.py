@@ -506,7 +506,7 @@ def _apply_icc(im: Image.Image, icc: bytes, name: str, notes: list[str]) -> Imag
 # saving
 
 
-def check_output_path(path: os.PathLike[str] | str, *, overwrite: bool = False) -> pathlib.Path:
+def check_output_path(path: os.PathLike[str] | str, *, overwrite: bool = False, probe: bool = True) -> pathlib.Path:
     """Check that an image can be written to ``path``, before any work is done.
 
     Checks the extension (case-insensitive, one of :data:`IMAGE_EXTENSIONS`), that ``path`` is not
@@ -517,6 +517,7 @@ def check_output_path(path: os.PathLike[str] | str, *, overwrite: bool = False) 
     Args:
       path: the output file.
       overwrite: allow replacing an existing file.
+      probe: create and remove a file in the directory (False: the caller already probed it).
 
     Returns:
       ``path`` as a ``pathlib.Path``.
@@ -537,7 +538,8 @@ def check_output_path(path: os.PathLike[str] | str, *, overwrite: bool = False) 
         if not overwrite:
             raise ImageError(f"{name}: already exists; pass --overwrite to replace it")
     # Create and remove a file there: os.access says yes to root on read-only mounts and in /proc.
-    files.probe_writable(p)
+    if probe:
+        files.probe_writable(p)
     return p
 
 

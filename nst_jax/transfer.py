@@ -206,11 +206,25 @@ def compute_targets(
     return Targets(content_t, tuple(style_t))
 
 
+def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights of an area-weighted 1-D resize: output cell i averages the input over
+    [i·n_in/n_out, (i+1)·n_in/n_out), each input cell weighted by its overlap (VGG's 2x pooling of
+    an even side is the plain 2-cell mean)."""
+    edges = np.arange(n_out + 1) * (n_in / n_out)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    cells = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(hi, cells + 1) - np.maximum(lo, cells), 0.0, None)
+    return (overlap / overlap.sum(1, keepdims=True)).astype(np.float32)
+
+
 def _layer_mask(mask: Array, shape: tuple[int, int]) -> Array:
-    """A region mask at a layer's resolution: area-weighted (antialiased linear) resize."""
-    if mask.shape == shape:
+    """A region mask at a layer's resolution: an area-weighted resize (each layer cell gets the
+    mask's mean over the pixels it covers), so the regions still partition every layer."""
+    if tuple(mask.shape) == tuple(shape):
         return mask
-    return jax.image.resize(mask, shape, "linear", antialias=True)
+    rows = jnp.asarray(_area_matrix(mask.shape[0], shape[0]))
+    cols = jnp.asarray(_area_matrix(mask.shape[1], shape[1]))
+    return jnp.einsum("ih,hw,jw->ij", rows, mask, cols, precision=jax.lax.Precision.HIGHEST)
 
 
 def _guided_targets(params, convention, content, images, config, masks, style_masks) -> Targets:

@@ -127,13 +127,39 @@ def test_internal_error_is_exit_1_without_traceback(files, capsys, tmp_path, mon
     assert not (tmp_path / "o.png").exists()
 
 
-def test_nonfinite_loss_keeps_last_good_image(files, capsys, tmp_path):
+def test_nonfinite_loss_keeps_the_best_image_before_it(files, capsys, tmp_path):
+    """A run that diverges saves the lowest-loss iterate it saw before the loss became non-finite
+    (not the last finite iterate, which is already far gone), and says the steps diverged."""
+    from nst_jax import image
+
     out = tmp_path / "o.png"
-    code, _, err = run(["stylize", files / "content.png", files / "style.png", "-o", out, "--weights",
-                        files / "syn.h5", "--size", "32", "--iterations", "5", "--optimizer", "sgd", "--lr", "1e30",
-                        "--set", "variable_space=network", "--set", "clamp=false", "--no-progress"], capsys)
-    assert code == 2 and "non-finite" in err
-    assert out.exists()  # the last good iterate
+    argv = ["stylize", files / "content.png", files / "style.png", "-o", out, "--weights", files / "syn.h5",
+            "--size", "32", "--iterations", "5", "--optimizer", "sgd", "--lr", "1e4", "--set", "variable_space=network",
+            "--set", "clamp=false", "--no-progress"]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "became non-finite" in err and "--lr" in err
+    # the same run in the library: where the losses go, and the iterate of each step
+    cfg, _ = cli.config_from_args(cli.build_parser().parse_args([str(a) for a in argv]))
+    net = weights.load_weights(files / "syn.h5")
+    content, styles, _, _ = cli.working_images(str(files / "content.png"), [str(files / "style.png")], cfg, None)
+    full = transfer.stylize(content, styles[0], net.params, cfg, convention=net.convention)
+    assert full.status == "nonfinite"
+    finite = np.flatnonzero(np.isfinite(full.losses))
+    best, last = int(finite[np.argmin(full.losses[finite])]), int(finite[-1])
+    assert best != last  # the two rules differ on this run
+    at = lambda k: image.to_uint8(transfer.stylize(content, styles[0], net.params, cfg.replace(iterations=k),  # noqa: E731
+                                                   convention=net.convention).image)
+    saved = np.asarray(Image.open(out).convert("RGB"))
+    np.testing.assert_array_equal(saved, at(best))
+    assert np.abs(saved.astype(int) - at(last).astype(int)).max() > 50
+
+
+def test_a_loss_too_large_for_float32_points_at_the_weights(files, capsys, tmp_path):
+    out = tmp_path / "o.png"
+    code, _, err = run(["stylize", files / "content.png", files / "style.png", "-o", out, "--weights", files / "syn.h5",
+                        "--size", "32", "--iterations", "3", "--style-weight", "1e39", "--no-progress"], capsys)
+    assert code == 2 and "not finite from the start" in err, err
+    assert "--style-weight" in err and "--lr" not in err
 
 
 def test_resume_from_checkpoint_equals_uninterrupted_run(vgg19_params, files, tmp_path):

@@ -69,7 +69,16 @@ SHARDED = textwrap.dedent(
                       optimizer="adam", learning_rate=0.02, iterations=3)
     content = random_image(32, 40, 1)
     styles = [random_image(32, 40, 10 + i) for i in range(6)]
-    sharded = stylize_many(content, styles, params, cfg, seeds=list(range(6)), convention=vgg.CAFFE)
+    seen = []
+
+    def spread(p):  # the loop state between chunks: the batch axis split over the 4 devices
+        v = p.state.v
+        seen.append((len(v.sharding.device_set), sorted(tuple(s.data.shape) for s in v.addressable_shards),
+                     len({{s.device for s in v.addressable_shards}})))
+
+    sharded = stylize_many(content, styles, params, cfg, seeds=list(range(6)), convention=vgg.CAFFE, callback=spread)
+    # the CPU batch cap (4) runs 6 styles as batches of 4 and 2 (padded to 4): one result per device
+    assert len(seen) >= 2 and all(x == (4, [(1, 32, 40, 3)] * 4, 4) for x in seen), seen
     plain = stylize_many(content, styles, params, cfg, seeds=list(range(6)), convention=vgg.CAFFE,
                          devices=jax.devices()[:1])
     np.testing.assert_allclose(sharded.losses, plain.losses, rtol=1e-5)

@@ -104,7 +104,18 @@ def test_matlab_adam_trajectory_and_best_iterate(vgg19_params, images):
     result = transfer.stylize(content, style, vgg19_params, cfg, iterations=n, seed=3, convention=vgg.CAFFE, chunk_size=7)
     # the same start image (0.7 * randi([-20, 20]) + 0.3 * content, mean-subtracted space)
     v0 = transfer.initial_variable(jnp.asarray(content), None, cfg, vgg.CAFFE, jax.random.PRNGKey(3))
-    assert np.all(np.abs(np.asarray(v0) - 0.3 * np.asarray(vgg.CAFFE.to_network(content))) <= 0.7 * 20 + 1e-3)
+    c_net = 0.3 * np.asarray(vgg.CAFFE.to_network(content), np.float64)
+    noise = (np.asarray(v0, np.float64) - c_net) / 0.7
+    # randi([-20, 20]): integer-valued, the whole range drawn (41 values over 9216 draws), about uniform
+    np.testing.assert_allclose(noise, np.round(noise), atol=2e-3)
+    values = np.round(noise).astype(int)
+    assert values.min() == -20 and values.max() == 20 and len(np.unique(values)) == 41
+    assert abs(values.mean()) < 0.5 and np.std(values) == pytest.approx(np.sqrt((41**2 - 1) / 12), rel=0.05)
+    # the seed decides the noise: the same seed the same start, another seed another
+    again = transfer.initial_variable(jnp.asarray(content), None, cfg, vgg.CAFFE, jax.random.PRNGKey(3))
+    other = transfer.initial_variable(jnp.asarray(content), None, cfg, vgg.CAFFE, jax.random.PRNGKey(4))
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(v0))
+    assert np.mean(np.asarray(other) != np.asarray(v0)) > 0.9
     net = ref.hwc_net(ref.vgg_features(vgg19_params, "avg"))
     hwc = lambda im: ref.caffe_preprocess(_nchw(im))[0].permute(1, 2, 0)  # noqa: E731
     cf = net(hwc(content), ["conv4_2"])

@@ -38,10 +38,31 @@ def test_region_loss_does_not_depend_on_the_other_region(vgg19_params):
     assert np.all(g[:, :28].sum(0) > 0)
 
 
+def _area_resize(mask: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Area-weighted resize, written independently of the code under test: repeat every pixel
+    h (resp. w) times, so each output cell covers a whole block of the fine grid, then average."""
+    big_h, big_w = mask.shape
+    fine = np.repeat(np.repeat(mask.astype(np.float64), h, axis=0), w, axis=1)  # (big_h*h, big_w*w)
+    return fine.reshape(h, big_h, w, big_w).mean(axis=(1, 3))
+
+
+def test_area_resize_reference_is_what_it_says():
+    m = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_allclose(_area_resize(m, 3, 2), [[0.5, 2.5], [4.5, 6.5], [8.5, 10.5]])
+    np.testing.assert_allclose(_area_resize(m, 1, 1), [[m.mean()]])
+    # 3 rows to 2: each output row covers 1.5 input rows
+    np.testing.assert_allclose(_area_resize(m, 2, 4)[0], (m[0] + 0.5 * m[1]) / 1.5)
+
+
 def test_guided_gram_targets_and_loss_match_numpy(vgg19_params):
     content = random_image(32, 64, 4)
     s1, s2 = random_image(32, 32, 5), random_image(40, 24, 6)
     masks = _halves(32, 64)
+    # a border that does not fall on a pooling boundary, so the resize's weights matter
+    masks[0, :, :29] = 1.0
+    masks[0, :, 29:] = 0.0
+    masks[0, :, 29] = 0.25
+    masks[1] = 1.0 - masks[0]
     cfg = StyleConfig(**SHALLOW, style_layer_weights=(1.0, 0.5), style_weight=10.0)
     targets = transfer.compute_targets(vgg19_params, vgg.CAFFE, content, [s1, s2], cfg, masks)
     x = random_image(32, 64, 7)
@@ -50,9 +71,9 @@ def test_guided_gram_targets_and_loss_match_numpy(vgg19_params):
     for li, (name, lw) in enumerate(zip(cfg.style_layers, (1.0, 0.5))):
         fx = np.asarray(vgg.features(vgg19_params, vgg.CAFFE.to_network(x), [name])[name], np.float64)
         h, w, c = fx.shape
-        layer_masks = np.asarray(targets.masks[li], np.float64)
-        assert layer_masks.shape == (2, h, w)
-        np.testing.assert_allclose(layer_masks.sum(0), 1.0, atol=1e-5)  # the regions still partition the image
+        layer_masks = np.stack([_area_resize(m, h, w) for m in masks])  # independent of the code
+        np.testing.assert_allclose(np.asarray(targets.masks[li]), layer_masks, atol=1e-6)
+        np.testing.assert_allclose(layer_masks.sum(0), 1.0, atol=1e-9)  # the regions still partition the image
         for k, style in enumerate((s1, s2)):
             fs = np.asarray(vgg.features(vgg19_params, vgg.CAFFE.to_network(style), [name])[name], np.float64)
             fs = fs.reshape(-1, c)
@@ -82,17 +103,32 @@ def test_mask_file_regions(tmp_path):
 
 
 def test_cli_content_mask(tmp_path, vgg19_params, capsys):
-    from nst_jax import cli, weights
+    """The CLI paints region k with style k: its output is the library's guided run with the mask
+    file's regions (black = first style), and swapping the mask's colours swaps the result."""
+    from nst_jax import cli, control, preset, weights
 
-    weights.write_synthetic(tmp_path / "syn.h5", seed=0)
+    net = weights.write_synthetic(tmp_path / "syn.h5", seed=0)
     for name, seed in (("c.png", 1), ("a.png", 2), ("b.png", 3)):
         Image.fromarray((random_image(32, 48, seed) * 255).astype(np.uint8)).save(tmp_path / name)
-    Image.fromarray(np.tile(np.array([0, 255], np.uint8).repeat(24), (32, 1))).save(tmp_path / "mask.png")
-    code = cli.main([str(a) for a in ["stylize", tmp_path / "c.png", tmp_path / "a.png", tmp_path / "b.png", "-o",
-                                      tmp_path / "o.png", "--weights", tmp_path / "syn.h5", "--size", "48",
-                                      "--iterations", "2", "--content-mask", tmp_path / "mask.png", "--no-progress"]])
-    assert code == 0, capsys.readouterr().err
-    assert (tmp_path / "o.png").exists()
+    stripes = np.tile(np.array([0, 255], np.uint8).repeat(24), (32, 1))  # left black, right white
+    Image.fromarray(stripes).save(tmp_path / "mask.png")
+    Image.fromarray(255 - stripes).save(tmp_path / "swapped.png")
+    outs = {}
+    for mask in ("mask", "swapped"):
+        code = cli.main([str(a) for a in ["stylize", tmp_path / "c.png", tmp_path / "a.png", tmp_path / "b.png", "-o",
+                                          tmp_path / f"{mask}-out.png", "--weights", tmp_path / "syn.h5", "--size", "48",
+                                          "--iterations", "2", "--content-mask", tmp_path / f"{mask}.png",
+                                          "--no-progress"]])
+        assert code == 0, capsys.readouterr().err
+        outs[mask] = image.load_image(tmp_path / f"{mask}-out.png")
+    content, a, b = (image.load_image(tmp_path / n) for n in ("c.png", "a.png", "b.png"))
+    cfg = preset("default").replace(size=48, iterations=2)
+    left = np.zeros((32, 48), np.float32)
+    left[:, :24] = 1.0
+    for mask, regions in (("mask", [left, 1 - left]), ("swapped", [1 - left, left])):
+        want = control.stylize_controlled(content, [a, b], net, cfg, seed=0, masks=np.stack(regions)).output
+        np.testing.assert_allclose(outs[mask], want, atol=1.01 / 255)  # the file is 8-bit
+    assert np.abs(outs["mask"] - outs["swapped"]).max() > 5 / 255
 
 
 def test_normalized_gradient_matches_neural_style():
@@ -106,16 +142,41 @@ def test_normalized_gradient_matches_neural_style():
     np.testing.assert_allclose(g, 7.0 * raw / (np.abs(raw).sum() + 1e-8), rtol=1e-5)
 
 
-def test_normalize_gradients_changes_the_gradient_not_the_value(vgg19_params, images):
+def test_normalize_gradients_follows_neural_style_rule(vgg19_params, images):
+    """neural-style's -normalize_gradients, transcribed: each loss module's gradient w.r.t. its
+    layer's features (computed here in numpy, float64) is divided by its L1 norm + 1e-8, then
+    multiplied by its weight, and the network carries the sum back to the image."""
     content, style, x = images
-    cfg = StyleConfig(content_layers=("relu2_2",), style_layers=("relu1_1", "relu2_1"), size=64)
+    cfg = StyleConfig(content_layers=("relu2_2",), style_layers=("relu1_1", "relu2_1"), size=64,
+                      style_layer_weights=(1.0, 0.25), content_weight=3.0, style_weight=50.0, tv_weight=0.0)
     plain = transfer.make_loss_fn(vgg19_params, content, style, cfg, convention=vgg.CAFFE)
     normed = transfer.make_loss_fn(vgg19_params, content, style, cfg.replace(normalize_gradients=True),
                                    convention=vgg.CAFFE)
-    assert float(normed(x)[0]) == pytest.approx(float(plain(x)[0]), rel=1e-6)
-    g1 = jax.grad(lambda im: plain(im)[0])(jnp.asarray(x))
-    g2 = jax.grad(lambda im: normed(im)[0])(jnp.asarray(x))
-    assert not np.allclose(g1, g2)
+    assert float(normed(x)[0]) == pytest.approx(float(plain(x)[0]), rel=1e-6)  # the value is unchanged
+    got = np.asarray(jax.grad(lambda im: normed(im)[0])(jnp.asarray(x)))
+
+    layers = ["relu2_2", "relu1_1", "relu2_1"]
+    feats = lambda im: vgg.features(vgg19_params, vgg.CAFFE.to_network(im), layers)  # noqa: E731
+    fx, back = jax.vjp(feats, jnp.asarray(x))
+    fc, fs = feats(jnp.asarray(content)), feats(jnp.asarray(style))
+
+    def unit(g):  # neural-style: gradInput:div(torch.norm(gradInput, 1) + 1e-8)
+        return g / (np.abs(g).sum() + 1e-8)
+
+    cot = {}
+    f, p = np.asarray(fx["relu2_2"], np.float64), np.asarray(fc["relu2_2"], np.float64)
+    cot["relu2_2"] = 3.0 * unit(2 * (f - p) / f.size)  # d mean((F-P)^2) / dF, times content weight
+    for name, lw in (("relu1_1", 1.0), ("relu2_1", 0.25)):
+        f = np.asarray(fx[name], np.float64)
+        h, w, c = f.shape
+        flat, n = f.reshape(-1, c), h * w * c
+        gs = np.asarray(fs[name], np.float64).reshape(-1, c)
+        dg = 2 * (flat.T @ flat / n - gs.T @ gs / n) / c**2  # d mean((G-T)^2) / dG
+        cot[name] = 50.0 * lw * unit((2 * flat @ dg / n).reshape(h, w, c))  # dG/dF, G symmetric
+    (want,) = back({k: jnp.asarray(v, jnp.float32) for k, v in cot.items()})
+    np.testing.assert_allclose(got, np.asarray(want), rtol=2e-4, atol=1e-6 * np.abs(want).max())
+    plain_grad = np.asarray(jax.grad(lambda im: plain(im)[0])(jnp.asarray(x)))
+    assert np.abs(plain_grad - got).max() > 10 * np.abs(got).max() * 1e-3  # and it is not the plain gradient
 
 
 def test_wasserstein2_matches_scipy():
@@ -134,12 +195,31 @@ def test_wasserstein2_matches_scipy():
     assert float(losses.wasserstein2(mu_a, cov_a, mu_a, cov_a)) == pytest.approx(0.0, abs=1e-3)
 
 
-def test_wasserstein_style_loss_runs_and_falls(vgg19_params, images):
+def _w2_scipy(fx: np.ndarray, fs: np.ndarray) -> float:
+    a, b = fx.reshape(-1, fx.shape[-1]).astype(np.float64), fs.reshape(-1, fs.shape[-1]).astype(np.float64)
+    ca, cb = np.cov(a.T, bias=True), np.cov(b.T, bias=True)
+    sb = scipy.linalg.sqrtm(cb).real
+    return float(np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(ca) + np.trace(cb)
+                 - 2 * np.trace(scipy.linalg.sqrtm(sb @ ca @ sb).real))
+
+
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # dead ReLU channels: singular covariances
+def test_wasserstein_style_loss_value_matches_scipy_and_falls(vgg19_params, images):
     content, style, _ = images
-    cfg = StyleConfig(content_layers=("relu2_2",), style_layers=("relu1_1", "relu2_1"), size=64,
+    cfg = StyleConfig(content_layers=("relu2_2",), content_layer_weights=(1.0,), style_layers=("relu1_1", "relu2_1"),
+                      style_layer_weights=(1.0, 0.5), size=64, style_weight=3.0, tv_weight=0.0,
                       style_loss="wasserstein", optimizer="adam", learning_rate=0.02, iterations=8, init="noise")
-    result = transfer.stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE)
-    assert result.losses[-1] < result.losses[0]
+    result = transfer.stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, seed=4)
+    start = transfer.initial_variable(jnp.asarray(content), None, cfg, vgg.CAFFE, jax.random.PRNGKey(4))
+    start_rgb = np.asarray(vgg.CAFFE.from_network(start) if cfg.variable_space == "network" else start)
+    layers = ["relu2_2", "relu1_1", "relu2_1"]
+    f = {k: np.asarray(v, np.float64) for k, v in vgg.features(vgg19_params, vgg.CAFFE.to_network(start_rgb), layers).items()}
+    fc = vgg.features(vgg19_params, vgg.CAFFE.to_network(content), ["relu2_2"])["relu2_2"]
+    fs = vgg.features(vgg19_params, vgg.CAFFE.to_network(style), ["relu1_1", "relu2_1"])
+    want = cfg.content_weight * np.mean((f["relu2_2"] - np.asarray(fc, np.float64)) ** 2)
+    want += 3.0 * (_w2_scipy(f["relu1_1"], np.asarray(fs["relu1_1"])) + 0.5 * _w2_scipy(f["relu2_1"], np.asarray(fs["relu2_1"])))
+    assert result.losses[0] == pytest.approx(want, rel=2e-3)  # the loss of the start image, the first one logged
+    assert result.losses[-1] < 0.9 * result.losses[0]
 
 
 def test_ema_of_iterates(vgg19_params, images):
