@@ -236,3 +236,76 @@ def test_distributed_without_a_coordinator_is_a_one_line_error(workdir, capsys, 
                         "--batch", "--distributed", "--weights", workdir / "syn.h5"], capsys)
     assert code == 2 and err.strip().startswith("error: JAX_NUM_PROCESSES must be an integer")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_compilation_cache_is_reused_by_a_second_process(workdir, tmp_path):
+    """README: a second run of the same size and settings skips compilation. Each run is its own
+    process (the cache is per process once set); the cache folder is listed after each."""
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path / "xla"
+    env = dict(os.environ, NST_JAX_CACHE_DIR=str(cache), JAX_PLATFORMS="cpu")
+    code = "import sys; from nst_jax.cli import main; sys.exit(main(sys.argv[1:]))"
+
+    def stylize(size: int, out: str) -> set[str]:
+        argv = ["stylize", str(workdir / "content.png"), str(workdir / "style.png"), "-o", str(tmp_path / out),
+                "--weights", str(workdir / "syn.h5"), "--size", str(size), "--iterations", "3", "--preset", "pytorch",
+                "--no-progress"]
+        proc = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return {p.name for p in cache.rglob("*") if p.is_file()}
+
+    first = stylize(32, "a.png")
+    assert first, "the first run wrote no cache entries"
+    assert stylize(32, "b.png") == first  # same size and settings: nothing new compiled
+    assert stylize(48, "c.png") - first  # another size: new programs
+
+
+def test_skip_memory_check_runs_anyway_and_debug_shows_the_traceback(workdir, capsys, monkeypatch):
+    from nst_jax import transfer
+    from nst_jax.errors import ConfigError, ImageError
+
+    monkeypatch.setattr(transfer, "free_device_memory", lambda device=None: 2**20)  # 1 MiB "free"
+    argv = ["stylize", workdir / "content.png", workdir / "style.png", "-o", workdir / "skip.png",
+            "--weights", workdir / "syn.h5", "--size", "32", "--iterations", "2", "--no-progress"]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "needs about" in err and "--skip-memory-check" in err
+    code, out, err = run(argv + ["--skip-memory-check"], capsys)
+    assert code == 0, err
+    assert (workdir / "skip.png").exists() and "2 iterations" in out
+    # --debug: the same refusal raises (a traceback) instead of printing one line
+    with pytest.raises(ConfigError, match="needs about"):
+        cli.main([str(a) for a in ["--debug", *argv[:4], workdir / "skip2.png", *argv[5:]]])
+    with pytest.raises(ImageError, match="no such file"):
+        cli.main(["--debug", "stylize", str(workdir / "missing.png"), str(workdir / "style.png"), "-o",
+                  str(workdir / "x.png"), "--weights", str(workdir / "syn.h5")])
+
+
+@pytest.mark.parametrize("existing, extra", [
+    ("keep_00002.png", ["--save-every", "2"]),
+    ("keep_montage.png", ["--montage", "{d}/keep_montage.png"]),
+    ("keep_loss.png", ["--loss-plot", "{d}/keep_loss.png"]),
+])
+def test_existing_intermediate_montage_or_plot_is_refused_before_any_work(workdir, capsys, tmp_path, existing, extra):
+    from nst_jax import transfer
+
+    target = tmp_path / existing
+    target.write_bytes(b"precious")
+    called = []
+    real = transfer.stylize
+
+    def spy(*a, **k):
+        called.append(1)
+        return real(*a, **k)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(transfer, "stylize", spy):
+        code, _, err = run(["stylize", workdir / "content.png", workdir / "style.png", "-o", tmp_path / "keep.png",
+                            "--weights", workdir / "syn.h5", "--size", "32", "--iterations", "5", "--no-progress",
+                            *[e.format(d=tmp_path) for e in extra]], capsys)
+    assert code == 2 and "already exists" in err and existing in err
+    assert called == [] and not (tmp_path / "keep.png").exists()
+    assert target.read_bytes() == b"precious"

@@ -38,28 +38,31 @@ def test_each_optimizer_lowers_the_loss(changes, vgg19_params, images):
 
 
 def test_several_chunks_compile_once(vgg19_params, images):
+    """The real chunk function (not a copy) is traced once for 5 chunks, the last partial; a second
+    run with the same shapes and config compiles nothing at all."""
     content, style, _ = images
-    cfg = StyleConfig(**SMALL, optimizer="adam", iterations=23, chunk_size=5)  # 5 chunks, the last partial
-    traces = []
-    original = transfer._chunk
+    # a learning rate no other test uses: this config's chunk cannot be in the cache already
+    cfg = StyleConfig(**SMALL, optimizer="adam", learning_rate=0.0123, iterations=23, chunk_size=5)
+    traces, compiles = [], []
 
-    def counting_chunk(*args, **kwargs):
-        traces.append(1)
-        return original(*args, **kwargs)
+    def listener(event, duration, **kw):
+        if event == "/jax/core/compile/jaxpr_trace_duration" and kw.get("fun_name") == "_chunk":
+            traces.append(1)
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(kw.get("fun_name"))
 
-    # the same jit as transfer._run_chunk, around a function that counts its traces
-    jitted = jax.jit(counting_chunk, static_argnames=("config", "conv", "length"), donate_argnums=(2,))
-    old = transfer._run_chunk
-    transfer._run_chunk = jitted
+    jax.monitoring.register_event_duration_secs_listener(listener)
     try:
+        before = transfer._run_chunk._cache_size()
         result = transfer.stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE)
         assert result.iterations == 23 and len(result.losses) == 23
-        assert len(traces) == 1
-        # a second run with the same shapes and config reuses the compiled chunk
+        assert len(traces) == 1 and transfer._run_chunk._cache_size() == before + 1
+        assert "jit(_chunk)" in compiles
+        compiles.clear()
         transfer.stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, seed=1)
-        assert len(traces) == 1
+        assert len(traces) == 1 and compiles == []  # everything reused
     finally:
-        transfer._run_chunk = old
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def test_chunking_does_not_change_the_result(vgg19_params, images):
