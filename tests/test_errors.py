@@ -209,32 +209,42 @@ def _wait_for(path: pathlib.Path, proc: subprocess.Popen, timeout: float = 240) 
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_saves_best_so_far_and_resume_finishes(sig, code, files, tmp_path):
+def test_signal_saves_best_so_far_and_resume_finishes(sig, code, files, tmp_path, capsys):
+    """Only the interrupted run needs a process of its own (to receive the signal); the refusal,
+    the resume and the uninterrupted reference run in-process."""
     out = tmp_path / "o.png"
-    argv = [sys.executable, "-m", "nst_jax.cli", "stylize", str(files / "content.png"), str(files / "style.png"),
-            "-o", str(out), "--weights", str(files / "syn.h5"), "--size", "32", "--iterations", "100000",
-            "--preset", "matlab", "--save-every", "3", "--no-progress"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    args = ["stylize", str(files / "content.png"), str(files / "style.png"), "-o", str(out), "--weights",
+            str(files / "syn.h5"), "--size", "32", "--preset", "matlab", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "nst_jax.cli", *args, "--iterations", "100000", "--save-every", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, JAX_PLATFORMS="cpu"))
-    _wait_for(tmp_path / "o_00003.png", proc)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _wait_for(tmp_path / "o_00003.png", proc)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # a watchdog that fires must not leave a 100,000-iteration run behind
+            proc.kill()
+            proc.wait()
     assert proc.returncode == code, err
     assert out.exists() and Image.open(out).size == (48, 40)  # matlab: back to the original size
     ckpt = tmp_path / "o.png.ckpt.npz"
     assert ckpt.exists() and "--resume" in err
     # a new run refuses to clobber the checkpoint; --resume continues it to the end
-    short = argv[: argv.index("--iterations")] + ["--preset", "matlab", "--no-progress"]
-    again = subprocess.run(short + ["--iterations", "3"], capture_output=True, text=True)
-    assert again.returncode == 2 and "--resume" in again.stderr
-    with np.load(ckpt) as data:
-        stopped_at = json.loads(bytes(data["header"]).decode())["iteration"]
+    rc, _, err = run(args + ["--iterations", "3"], capsys)
+    assert rc == 2 and "--resume" in err
+    stopped_at = checkpoint.read_header(ckpt)["iteration"]
     assert stopped_at >= 3
-    done = subprocess.run(short + ["--iterations", str(stopped_at + 2), "--resume", str(ckpt)],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert f"{stopped_at + 2} iterations" in done.stdout
+    total = stopped_at + 2
+    rc, stdout, err = run(args + ["--iterations", str(total), "--resume", str(ckpt)], capsys)
+    assert rc == 0, err
+    assert f"{total} iterations" in stdout
     assert not ckpt.exists()  # a finished run removes its checkpoint
+    # pixel for pixel what an uninterrupted run of as many iterations writes
+    ref = tmp_path / "ref.png"
+    rc, _, err = run([a if a != str(out) else str(ref) for a in args] + ["--iterations", str(total)], capsys)
+    assert rc == 0, err
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(ref)))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -144,17 +144,21 @@ def test_matlab_adam_trajectory_and_best_iterate(vgg19_params, images):
     np.testing.assert_array_equal(result.output, result.best_image)
 
 
-def test_pytorch_preset_lbfgs_reaches_the_tutorials_loss(vgg19_params):
+def test_pytorch_preset_lbfgs_follows_the_tutorial_step_by_step(vgg19_params):
+    """60 closure evaluations at 64 px: three of torch.optim.LBFGS's max_iter=20 restarts, compared
+    evaluation by evaluation (the two drift apart only through float32 rounding in the curvature
+    pairs: measured up to 3e-3 by the 60th here; the first ten agree to 1e-4)."""
     from conftest import random_image
 
-    content, style = random_image(128, 128, 11), random_image(128, 128, 12)
+    content, style = random_image(64, 64, 11), random_image(64, 64, 12)
     record: list[float] = []
     ref.run_style_transfer(ref.vgg_features(vgg19_params, "max"), _nchw(content), _nchw(style),
-                           _nchw(content).clone(), num_steps=300, exact_evaluations=True, record=record)
-    assert len(record) == 300
+                           _nchw(content).clone(), num_steps=60, exact_evaluations=True, record=record)
+    assert len(record) == 60
     cfg = preset("pytorch")
-    result = transfer.stylize(content, style, vgg19_params, cfg, iterations=300, convention=vgg.TORCHVISION)
-    assert result.evaluations == 300
-    # same algorithm: the first evaluations agree closely; at the end ours is no higher
-    np.testing.assert_allclose(result.losses[:5], record[:5], rtol=1e-3)
-    assert result.losses[-1] <= record[-1] * (1 + 1e-3), (result.losses[-1], record[-1])
+    assert cfg.iterations == 320  # what the tutorial's `while run[0] <= num_steps` loop really runs for 300
+    result = transfer.stylize(content, style, vgg19_params, cfg, iterations=60, convention=vgg.TORCHVISION)
+    assert result.evaluations == 60
+    np.testing.assert_allclose(result.losses[:10], record[:10], rtol=1e-4)
+    np.testing.assert_allclose(result.losses, record, rtol=1e-2)
+    assert result.losses[-1] < 0.5 * result.losses[0]  # and it does descend

@@ -250,11 +250,12 @@ def test_features_match_torch(stride_on, eps, conv_bias, pool_pad, batched):
 
 
 def test_pool1_padding_shapes():
-    # At 224 px: padded (current Keras, torchvision) 56x56; unpadded (Keras 2.0-2.2) 55x55.
+    # At 64 px conv1 gives 32x32; the 3x3 stride-2 pool then gives 16x16 padded (current Keras,
+    # torchvision) and 15x15 unpadded (Keras 2.0-2.2): the same difference as 56 against 55 at 224 px.
     params = weights.synthetic_params("resnet50", 0)
-    x = np.zeros((224, 224, 3), np.float32)
-    assert resnet.features(params, x, ["pool1"], stride_on="1x1")["pool1"].shape == (56, 56, 64)
-    assert resnet.features(params, x, ["pool1"], stride_on="1x1", pool1_pad=0)["pool1"].shape == (55, 55, 64)
+    x = np.zeros((64, 64, 3), np.float32)
+    assert resnet.features(params, x, ["pool1"], stride_on="1x1")["pool1"].shape == (16, 16, 64)
+    assert resnet.features(params, x, ["pool1"], stride_on="1x1", pool1_pad=0)["pool1"].shape == (15, 15, 64)
 
 
 def count_convs(fn, *args) -> int:
