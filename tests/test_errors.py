@@ -162,10 +162,20 @@ def test_a_loss_too_large_for_float32_points_at_the_weights(files, capsys, tmp_p
     assert "--style-weight" in err and "--lr" not in err
 
 
-def test_resume_from_checkpoint_equals_uninterrupted_run(vgg19_params, files, tmp_path):
+RESUMABLE = {
+    "lbfgs": dict(optimizer="lbfgs"),
+    "adam": dict(optimizer="adam", learning_rate=0.05),
+    "matlab-best": dict(optimizer="adam", learning_rate=0.05, adam_eps_mode="matlab", select="matlab_best"),
+    "ema": dict(optimizer="adam", learning_rate=0.05, ema_decay=0.7),
+    "lbfgs-zoom": dict(optimizer="lbfgs", lbfgs_linesearch="zoom"),
+}
+
+
+@pytest.mark.parametrize("kind", list(RESUMABLE))
+def test_resume_from_checkpoint_equals_uninterrupted_run(vgg19_params, files, tmp_path, kind):
     content, style = random_image(40, 48, 5), random_image(40, 48, 6)
     cfg = StyleConfig(content_layers=("relu3_2",), style_layers=("relu1_1", "relu2_1", "relu3_1"), size=48,
-                      optimizer="lbfgs", iterations=12, chunk_size=4, init="noise")
+                      iterations=12, chunk_size=4, init="noise", **RESUMABLE[kind])
     full = transfer.stylize(content, style, vgg19_params, cfg, seed=7, convention=vgg.CAFFE)
     meta = dict(config=cfg, seed=7, weights_fingerprint="abc", content_shape=content.shape)
     ckpt = tmp_path / "run.ckpt.npz"
@@ -185,7 +195,10 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(vgg19_params, files, tm
                                resume_losses=losses)
     np.testing.assert_array_equal(resumed.losses, full.losses)
     np.testing.assert_array_equal(resumed.image, full.image)
+    np.testing.assert_array_equal(resumed.output, full.output)  # best iterate / EMA: the selected output too
     assert resumed.evaluations == full.evaluations
+    if kind != "lbfgs":
+        return  # the refusals below are the same for every optimiser
     # a checkpoint from other weights, another config or another seed is refused
     with pytest.raises(checkpoint.CheckpointError, match="other weights"):
         checkpoint.load(ckpt, template, **{**meta, "weights_fingerprint": "xyz"})

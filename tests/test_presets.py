@@ -162,3 +162,76 @@ def test_pytorch_preset_lbfgs_follows_the_tutorial_step_by_step(vgg19_params):
     np.testing.assert_allclose(result.losses[:10], record[:10], rtol=1e-4)
     np.testing.assert_allclose(result.losses, record, rtol=1e-2)
     assert result.losses[-1] < 0.5 * result.losses[0]  # and it does descend
+
+# Each seed preset's schedule as shared/REFERENCE.md's recipes state it (not read from presets.py):
+# iterations, the working size, the resampling of its image loader, the rounding on save, the start.
+SCHEDULES = {
+    # seed 000: 5000 steps, height 400 (width kept), keras' load_img nearest, astype("uint8") floors
+    "keras": dict(iterations=5000, size=400, size_side="height", shape=None, resample="nearest",
+                  save_rounding="floor", init="content", optimizer="sgd", lr_decay_rate=0.96, lr_decay_steps=100),
+    # seed 004: 4000 steps, 400x600 fixed, decay 0.90
+    "keras-lecture": dict(iterations=4000, shape=(400, 600), resample="nearest", save_rounding="floor",
+                          init="content", optimizer="sgd", lr_decay_rate=0.90, lr_decay_steps=100),
+    # seed 003: 128x128 on CPU, 300 closure calls that the loop runs as 320, from the content image
+    "pytorch": dict(iterations=320, shape=(128, 128), init="content", optimizer="lbfgs", lbfgs_linesearch="none",
+                    lbfgs_memory=100, clamp=True),
+    # seed 001: 384x512, 2500 Adam steps, 0.7 noise + 0.3 content, best iterate, back to the original size
+    "matlab": dict(iterations=2500, shape=(384, 512), init="blend", init_noise_ratio=0.7, init_noise_range=20,
+                   optimizer="adam", learning_rate=2.0, select="matlab_best", original_size=True, save_rounding="round"),
+    # the paper: L-BFGS with a line search from white noise, 512
+    "gatys": dict(init="noise", optimizer="lbfgs", lbfgs_linesearch="zoom", size=512),
+    # neural-style: 1000 L-BFGS iterations from randn * 0.001, max side 512
+    "jcjohnson": dict(iterations=1000, size=512, size_side="long", init="randn", init_scale=0.001,
+                      optimizer="lbfgs", lbfgs_linesearch="none"),
+}
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_seed_preset_schedule_is_the_recipes(name):
+    cfg = preset(name)
+    got = {k: getattr(cfg, k) for k in SCHEDULES[name]}
+    assert got == SCHEDULES[name]
+
+
+def test_keras_lecture_runs_its_090_decay(vgg19_params, images):
+    """The lecture's schedule, lr = 100 * 0.90^(t/100), read back from the steps SGD takes:
+    v_{t+1} - v_t = -lr_t * grad(v_t)."""
+    content, style, _ = images
+    cfg = preset("keras-lecture").replace(shape=(48, 64))
+    targets = transfer.compute_targets(vgg19_params, vgg.CAFFE, content, style, cfg)
+    grad = jax.jit(jax.grad(lambda v: transfer.network_loss(vgg19_params, targets, v, cfg, vgg.CAFFE)[0]))
+    vs = [transfer.stylize(content, style, vgg19_params, cfg, iterations=k, convention=vgg.CAFFE).state.v
+          for k in range(4)]
+    for t in range(3):
+        g = np.asarray(grad(vs[t]), np.float64)
+        big = np.abs(g) > 1e-3 * np.abs(g).max()
+        lr = -(np.asarray(vs[t + 1], np.float64) - np.asarray(vs[t], np.float64))[big] / g[big]
+        assert np.median(lr) == pytest.approx(100 * 0.90 ** (t / 100), rel=2e-5), t
+    assert 100 * 0.90 ** (2 / 100) / (100 * 0.96 ** (2 / 100)) < 1 - 1e-3  # 0.96 would be told apart
+
+
+def test_gatys_starts_its_line_search_from_white_noise(vgg19_params, images):
+    content, style, _ = images
+    cfg = preset("gatys").replace(size=64)
+    v0 = np.asarray(transfer.initial_variable(jnp.asarray(content), None, cfg, vgg.CAFFE, jax.random.PRNGKey(0)))
+    rgb0 = np.asarray(vgg.CAFFE.from_network(jnp.asarray(v0)))
+    # white noise: uniform in [0, 1], independent of the content and across channels
+    assert rgb0.min() >= 0 and rgb0.max() <= 1 and abs(rgb0.mean() - 0.5) < 0.02 and abs(rgb0.std() - 0.2887) < 0.02
+    assert abs(np.corrcoef(rgb0.ravel(), content.ravel())[0, 1]) < 0.05
+    result = transfer.stylize(content, style, vgg19_params, cfg, iterations=3, convention=vgg.CAFFE, seed=0)
+    targets = transfer.compute_targets(vgg19_params, vgg.CAFFE, content, style, cfg)
+    start_loss = float(transfer.network_loss(vgg19_params, targets, jnp.asarray(v0), cfg, vgg.CAFFE)[0])
+    assert result.losses[0] == pytest.approx(start_loss, rel=1e-5)  # the run starts there
+    assert result.evaluations > result.iterations  # and searches along its lines
+
+
+def test_jcjohnson_starts_from_randn_times_0001(images):
+    content, _, _ = images
+    cfg = preset("jcjohnson")
+    v0 = np.asarray(transfer.initial_variable(jnp.asarray(content), None, cfg, vgg.CAFFE, jax.random.PRNGKey(5)),
+                    np.float64)
+    # torch.randn(...):mul(0.001) in the preprocessed space: mean 0, std 0.001, Gaussian, not the content
+    assert abs(v0.mean()) < 5e-5 and v0.std() == pytest.approx(1e-3, rel=0.05)
+    kurtosis = np.mean((v0 - v0.mean()) ** 4) / v0.var() ** 2
+    assert kurtosis == pytest.approx(3.0, abs=0.3)
+    assert abs(np.corrcoef(v0.ravel(), content.ravel())[0, 1]) < 0.05
