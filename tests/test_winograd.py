@@ -197,3 +197,26 @@ def test_cli_compilation_cache_folder(monkeypatch, tmp_path):
         assert cli.enable_compilation_cache() is None  # unusable: no cache, no error
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_the_automatic_winograd_threshold():
+    """README: `auto` uses Winograd on CPUs in float32 from 160x160 px on, for the layers where it
+    was measured faster (>= 256 channels up to 128x128; 128-channel layers up to 2^20 elements)."""
+    import jax
+
+    from nst_jax import preset, resnet
+
+    auto = preset("default")
+    assert auto.conv_algorithm == "auto"
+    cpu = jax.default_backend() == "cpu"
+    assert transfer.uses_winograd(auto, vgg.CAFFE, (160, 160)) is cpu
+    assert transfer.uses_winograd(auto, vgg.CAFFE, (200, 128)) is cpu  # 25,600 px: the threshold is in pixels
+    assert transfer.uses_winograd(auto, vgg.CAFFE, (159, 160)) is False
+    assert transfer.uses_winograd(auto.replace(precision="bf16"), vgg.CAFFE, (512, 512)) is False
+    assert transfer.uses_winograd(auto.replace(conv_algorithm="direct"), vgg.CAFFE, (512, 512)) is False
+    assert transfer.uses_winograd(auto.replace(conv_algorithm="winograd"), vgg.CAFFE, (32, 32)) is True
+    assert transfer.uses_winograd(auto, resnet.ResNetConvention("BGR", 255.0, (103.939, 116.779, 123.68)), (512, 512)) is False
+    # the per-layer rule
+    assert vgg.winograd_wanted(128, 128, 256, 256) and not vgg.winograd_wanted(129, 128, 256, 256)
+    assert vgg.winograd_wanted(64, 64, 128, 256) and not vgg.winograd_wanted(128, 128, 128, 128)
+    assert not vgg.winograd_wanted(32, 32, 64, 64)  # narrow layers never
