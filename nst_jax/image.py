@@ -34,6 +34,7 @@ the data are written to a temporary file in the destination directory and moved 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pathlib
@@ -43,7 +44,7 @@ import sys
 import threading
 import warnings
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -149,12 +150,21 @@ def load_image(path: os.PathLike[str] | str, *, max_pixels: int = DEFAULT_MAX_PI
     name = _name(path)
     p = pathlib.Path(path)
     _check_readable(p, name)
+    with _pillow_limit(None):  # _load sets the limit itself once the header is checked
+        return _load(p, name, max_pixels)
+
+
+@contextlib.contextmanager
+def _pillow_limit(limit: int | None) -> Iterator[None]:
+    """Pillow's decompression-bomb limit replaced by ours (``None``: off) for one load, under a lock,
+    with its warning silenced (our own check, on the header, gives the one-line error)."""
     with _PIXEL_LIMIT_LOCK:
         old_limit = Image.MAX_IMAGE_PIXELS
         try:
+            Image.MAX_IMAGE_PIXELS = limit
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                return _load(p, name, max_pixels)
+                yield
         finally:
             Image.MAX_IMAGE_PIXELS = old_limit
 
@@ -178,24 +188,17 @@ def image_size(path: os.PathLike[str] | str, *, max_pixels: int = DEFAULT_MAX_PI
     name = _name(path)
     p = pathlib.Path(path)
     _check_readable(p, name)
-    with _PIXEL_LIMIT_LOCK:
-        old_limit = Image.MAX_IMAGE_PIXELS
+    with _pillow_limit(None):  # our own check follows at once
+        im = _open(p, name)
         try:
-            Image.MAX_IMAGE_PIXELS = None  # our own check follows at once
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                im = _open(p, name)
+            w, h = im.size
+            _check_pixels(name, w, h, max_pixels)
             try:
-                w, h = im.size
-                _check_pixels(name, w, h, max_pixels)
-                try:
-                    orientation = im.getexif().get(0x0112)
-                except Exception:  # noqa: BLE001 - a broken EXIF block: load_image ignores it too
-                    orientation = None
-            finally:
-                im.close()
+                orientation = im.getexif().get(0x0112)
+            except Exception:  # noqa: BLE001 - a broken EXIF block: load_image ignores it too
+                orientation = None
         finally:
-            Image.MAX_IMAGE_PIXELS = old_limit
+            im.close()
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
@@ -223,10 +226,8 @@ def _check_readable(p: pathlib.Path, name: str) -> None:
 
 
 def _load(p: pathlib.Path, name: str, max_pixels: int) -> np.ndarray:
-    """Body of :func:`load_image`; runs under ``_PIXEL_LIMIT_LOCK``."""
+    """Body of :func:`load_image`; runs inside ``_pillow_limit`` (the header parsed with the limit off)."""
     notes: list[str] = []
-    # The header is parsed with Pillow's limit off: our own check follows at once.
-    Image.MAX_IMAGE_PIXELS = None
     im = _open(p, name)
     try:
         w, h = im.size
@@ -763,15 +764,8 @@ def load_region_mask(path: os.PathLike[str] | str, regions: int, shape: tuple[in
     if regions < 1:
         raise ConfigError("a region mask needs at least one style")
     image_size(p, max_pixels=max_pixels)  # exists, readable, within max_pixels: before decoding
-    with _PIXEL_LIMIT_LOCK:
-        old_limit = Image.MAX_IMAGE_PIXELS
-        try:
-            Image.MAX_IMAGE_PIXELS = max(int(max_pixels), 1)  # a backstop for growing canvases
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                return _load_region_mask(p, name, regions, shape)
-        finally:
-            Image.MAX_IMAGE_PIXELS = old_limit
+    with _pillow_limit(max(int(max_pixels), 1)):  # a backstop for decoders that grow their canvas
+        return _load_region_mask(p, name, regions, shape)
 
 
 def _load_region_mask(p: pathlib.Path, name: str, regions: int, shape: tuple[int, int]) -> np.ndarray:

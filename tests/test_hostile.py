@@ -418,15 +418,15 @@ def test_zip_bombs_are_refused_before_inflating(runner, case_dir):
     d.mkdir()
     storages, tensors = _vgg16_tensors()
     entries: dict[str, bytes | int] = {k: struct.pack("<f", 0.5) for k in storages}
-    entries["0w"] = 2**30  # declared 1 GiB where the storage holds 4 bytes
+    entries["0w"] = 2**29  # declared 512 MiB where the storage holds 4 bytes
     bomb = _write_pth(d / "bomb.pth", _state_dict_pickle(storages, tensors), entries)
     assert bomb.stat().st_size < 8 * 2**20  # a few MB on disk
-    refused(runner, ["weights", "convert", str(bomb), "-o", str(d / "out.h5")], d, "declares 1,073,741,824 bytes",
-            declared=2**30)
+    refused(runner, ["weights", "convert", str(bomb), "-o", str(d / "out.h5")], d, "declares 536,870,912 bytes",
+            declared=2**29)
     bomb.unlink()
-    # A storage that really is 1 GiB, of which the tensor uses the first 1728 floats: accepted,
+    # A storage that really is 512 MiB, of which the tensor uses the first 1728 floats: accepted,
     # and only those bytes are inflated.
-    storages2 = dict(storages, **{"0w": 2**28})
+    storages2 = dict(storages, **{"0w": 2**27})
     tensors2 = dict(tensors, **{"features.0.weight": ("0w", 0, (64, 3, 3, 3), (27, 9, 3, 1))})
     big = _write_pth(d / "big.pth", _state_dict_pickle(storages2, tensors2), entries)
     res = runner.run(["weights", "convert", str(big), "-o", str(d / "big.h5")], d)
@@ -437,9 +437,9 @@ def test_zip_bombs_are_refused_before_inflating(runner, case_dir):
     # A .keras archive whose model.weights.h5 inflates 1000x.
     with zipfile.ZipFile(d / "m.keras", "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         with zf.open("model.weights.h5", "w", force_zip64=True) as fh:
-            for _ in range(2**30 // 2**24):
+            for _ in range(2**29 // 2**24):
                 fh.write(bytes(2**24))
-    refused(runner, ["weights", "convert", str(d / "m.keras"), "-o", str(d / "out.h5")], d, "zip bomb", declared=2**30)
+    refused(runner, ["weights", "convert", str(d / "m.keras"), "-o", str(d / "out.h5")], d, "zip bomb", declared=2**29)
 
 
 # ---------------------------------------------------------------------------------------------

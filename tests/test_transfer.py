@@ -32,7 +32,8 @@ def test_each_optimizer_lowers_the_loss(changes, vgg19_params, images):
     assert result.losses[-1] < 0.9 * result.losses[0]
     assert result.image.shape == (48, 64, 3) and result.image.min() >= 0 and result.image.max() <= 1
     if changes.get("lbfgs_linesearch") == "zoom":
-        assert result.evaluations >= result.iterations  # line-search evaluations are counted
+        # every step's zoom search evaluates at least once more than a plain step: counted
+        assert result.evaluations > result.iterations
     else:
         assert result.evaluations == result.iterations
 

@@ -54,6 +54,17 @@ def _looks_keras3(f: h5py.File) -> bool:
     return any(f.get(k, getlink=True) is not None for k in ("layers", "_layer_checkpoint_dependencies"))
 
 
+def _layer_datasets(g: h5py.Group, wnames: list[str], lname: str, label: str) -> list[h5py.Dataset]:
+    """The datasets a Keras layer's ``weight_names`` list, reached through hard links only (unread)."""
+    dsets = []
+    for w in wnames:
+        d = h5safe.child(g, w, label)
+        if not isinstance(d, h5py.Dataset):
+            raise _fail(f"{label}: Keras layer {lname} lists weight {w!r} but the file has no such dataset (truncated or corrupt?)")
+        dsets.append(d)
+    return dsets
+
+
 def _map_convs(
     convs: list[tuple[str, h5py.Dataset, h5py.Dataset]], names: list[Optional[str]], label: str, what: str
 ) -> tuple[str, dict]:
@@ -99,12 +110,7 @@ def _parse_keras_legacy(root: h5py.Group, label: str) -> _Parsed:
         # Follow weight_names: "block1_conv1_W_1:0" (old Keras) or "block1_conv1/kernel:0"
         # (newer; h5py resolves the "/" as nested groups). Look at shapes before reading so
         # the 400 MB dense layers of with-top files are never loaded.
-        dsets = []
-        for w in wnames:
-            d = h5safe.child(g, w, label)
-            if not isinstance(d, h5py.Dataset):
-                raise _fail(f"{label}: Keras layer {lname} lists weight {w!r} but the file has no such dataset (truncated or corrupt?)")
-            dsets.append(d)
+        dsets = _layer_datasets(g, wnames, lname, label)
         if not any(d.ndim == 4 for d in dsets):
             continue  # pooling, flatten, dense (fc1, fc2, predictions): ignored
         kernels = [d for d in dsets if d.ndim == 4]
@@ -171,12 +177,7 @@ def _parse_keras_resnet(root: h5py.Group, generation: str, label: str) -> _Parse
             raise _fail(f"{label}: Keras layer {lname} is not part of ResNet50 (a deeper ResNet?); nst-jax supports {', '.join(ALL_ARCHS)}")
         g = h5safe.child(root, lname, label)
         wnames = (_attr_list(g, "weight_names", label) or []) if isinstance(g, h5py.Group) else []
-        dsets = []
-        for w in wnames:
-            d = h5safe.child(g, w, label)
-            if not isinstance(d, h5py.Dataset):
-                raise _fail(f"{label}: Keras layer {lname} lists weight {w!r} but the file has no such dataset (truncated or corrupt?)")
-            dsets.append(d)
+        dsets = _layer_datasets(g, wnames, lname, label)
         cout = spec.out_channels
         if is_conv:
             kernels = [d for d in dsets if d.ndim == 4]
