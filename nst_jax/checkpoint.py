@@ -1,6 +1,6 @@
 """Checkpoints of a run: the whole loop state, so a resumed run ends exactly where an uninterrupted one would.
 
-One ``.npz`` file (written atomically): every leaf of ``transfer.LoopState`` (image, optimiser
+One ``.npz`` file (written atomically): every leaf of ``engine.LoopState`` (image, optimiser
 state, best iterate, iteration and evaluation counters), the losses so far, and a JSON header with
 the config, the seed (the only randomness is the start image, drawn from it), the weights'
 fingerprint, the image shapes, the state's tree paths and the files the run writes. Resuming
@@ -64,7 +64,7 @@ def save(path: str | pathlib.Path, state: Any, losses: np.ndarray, *, config: St
 
     Args:
       path: destination (``.npz``).
-      state: a ``transfer.LoopState`` (device or host arrays).
+      state: a ``engine.LoopState`` (device or host arrays).
       losses: the losses of every iteration so far.
       config, seed, weights_fingerprint, content_shape: what a resume must match.
       outputs: the files this run writes (resolved paths); a resumed run may replace these.
@@ -89,7 +89,7 @@ def save(path: str | pathlib.Path, state: Any, losses: np.ndarray, *, config: St
     arrays = {f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     buf = io.BytesIO()
     np.savez(buf, header=np.frombuffer(json.dumps(header).encode(), np.uint8), losses=np.asarray(losses, np.float32),
-             **arrays)
+             **arrays)  # type: ignore[arg-type]  # (numpy's stub types **kwds as savez's flags)
     data = buf.getvalue()
     return atomic_write(pathlib.Path(path), lambda f: f.write(data), overwrite=overwrite, error=CheckpointError)
 

@@ -15,12 +15,13 @@ import os
 import pathlib
 import signal
 import sys
-import time
 import warnings
 from typing import Any, Optional, Sequence
 
-from . import cli_weights
-from .config import StyleConfig, field_names
+from . import cli_options, cli_weights
+from .color import COLOR_METHODS
+from .cli_options import config_from_args
+from .config import PICTURES, StyleConfig
 from .errors import ConfigError, ImageError, NSTError, NSTWarning
 from .presets import DESCRIPTIONS, PRESETS, preset
 
@@ -29,20 +30,6 @@ ASSETS = pathlib.Path(__file__).resolve().parent / "assets"
 
 # --------------------------------------------------------------------------------------------
 # argument parsing
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def _scales(text: Optional[str]):
@@ -54,28 +41,6 @@ def _scales(text: Optional[str]):
         raise ConfigError(f"--scales takes 'auto' or comma-separated long sides such as 256,362,512; got {text!r}") from None
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"seeds are 0 to {2**32 - 1}; got {value}")
-    return value
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
-
-
-def _shape(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(t) for t in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 384x512, got {text!r}") from None
-    return h, w
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line and exit 2 like every other input error."""
 
@@ -84,63 +49,23 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
-    """One option per config field a user tunes (the rest: --set FIELD=VALUE)."""
-    g = p.add_argument_group("loss")
-    g.add_argument("--content-weight", type=float)
-    g.add_argument("--style-weight", type=float)
-    g.add_argument("--tv-weight", type=float)
-    g.add_argument("--content-layers", type=_names, metavar="L1,L2", help="e.g. relu4_2")
-    g.add_argument("--content-layer-weights", type=_floats, metavar="W1,W2")
-    g.add_argument("--style-layers", type=_names, metavar="L1,L2,...", help="e.g. relu1_1,relu2_1,relu3_1")
-    g.add_argument("--style-layer-weights", type=_floats, metavar="W1,W2,...")
-    g.add_argument("--style-blend-weights", type=_floats, metavar="W1,W2,...",
-                   help="blend several styles into one result with these weights (as neural-style)")
-    g.add_argument("--style-loss", choices=["gram", "wasserstein"])
-    g.add_argument("--pooling", choices=["max", "avg"])
-    g.add_argument("--arch", choices=["vgg19", "vgg16", "resnet50"])
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--optimizer", choices=["sgd", "adam", "lbfgs"])
-    g.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)
-    g.add_argument("--iterations", type=int, help="steps (for L-BFGS without line search: function evaluations)")
-    g.add_argument("--linesearch", dest="lbfgs_linesearch", choices=["none", "zoom"], help="L-BFGS line search")
-    g.add_argument("--init", help="content, style, noise, randn, blend, or an image file")
-    g.add_argument("--seed", type=_seed, default=0, help="seeds the start image's noise (0 to 2^32-1)")
-    g.add_argument("--precision", choices=["default", "highest", "bf16"])
-    g.add_argument("--remat", action="store_true", default=None,
-                   help="jax.checkpoint per VGG block (recompute activations in the backward pass); "
-                        "meant for large images on GPUs: on CPUs it measured slower and no smaller")
-    g.add_argument("--conv", dest="conv_algorithm", choices=["direct", "winograd", "auto"],
-                   help="VGG convolutions: direct, winograd (faster on CPUs for wide layers), auto (winograd on CPU)")
-    g.add_argument("--ema", dest="ema_decay", type=float, help="average the iterates (e.g. 0.99); sgd/adam only")
-    g.add_argument("--chunk-size", type=int, help="steps per compiled chunk (progress updates between chunks)")
-    g.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="set any other config field (see 'nst-jax presets NAME'); repeatable")
-    g = p.add_argument_group("size")
-    g.add_argument("--size", type=int, help="long side of the working image in pixels (aspect ratio kept)")
-    g.add_argument("--shape", type=_shape, metavar="HxW", help="fixed working size, e.g. 384x512")
-    g.add_argument("--style-scale", type=float, help="style size relative to the content's working size")
-    g.add_argument("--original-size", action="store_true", default=None,
-                   help="resize the result back to the content image's size")
+    """The config's options (generated from its fields, ``cli_options``), then the run's own."""
+    groups = cli_options.add_config_options(p)
+    g = groups[PICTURES]
     g.add_argument("--max-pixels", type=int, default=None, help="refuse input images larger than this")
     g.add_argument("--skip-memory-check", action="store_true",
                    help="run even when the memory estimate says the size will not fit")
     g.add_argument("--scales", metavar="auto|S1,S2,...",
                    help="coarse-to-fine: 'auto' (from 256 px up to --size in steps of sqrt 2) or long sides; "
                         "each scale starts from the previous result upsampled")
-    g.add_argument("--iterations-per-scale", type=_ints, metavar="N|N1,N2,...",
+    g.add_argument("--iterations-per-scale", type=cli_options.ints, metavar="N|N1,N2,...",
                    help="iterations at each scale (default: --iterations on the first, half on the others)")
-    g = p.add_argument_group("colour")
-    g.add_argument("--preserve-colors", choices=["none", "lum", "match", "swap"],
-                   help="keep the content's colours: lum = luminance-only transfer, match = recolour the style "
-                        "to the content's colour statistics first, swap = take the content's chroma afterwards")
-    g.add_argument("--color-match", choices=["chol", "pca", "sym"], default="chol",
+    g.add_argument("--color-match", choices=list(COLOR_METHODS), default="chol",
                    help="linear colour transfer for --preserve-colors match (default chol)")
     g = p.add_argument_group("spatial control")
     g.add_argument("--content-mask", metavar="FILE",
                    help="paint region k of the content with style k (guided Gram matrices): an indexed-colour "
                         "image (palette index k = style k) or, for two styles, greyscale (black = first style)")
-    g.add_argument("--normalize-gradients", action="store_true", default=None,
-                   help="L1-normalise each loss term's gradient (neural-style's -normalize_gradients)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,11 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a checkpoint every N iterations (also written on Ctrl-C / SIGTERM)")
     s.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (default: OUTPUT.ckpt.npz)")
     s.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its checkpoint")
-    b = s.add_argument_group("batch: one result per style, optimised together in one compiled program")
+    b = s.add_argument_group("many results in one compiled program: one per style (--batch), per swept value "
+                             "(a comma list on a value option) and per seed (--seed 0,1,2), written into -o DIR")
     b.add_argument("--batch", action="store_true", help="one output per style in the directory -o OUTDIR")
     b.add_argument("--styles-dir", metavar="DIR", help="add every image in DIR as a style (implies --batch)")
     b.add_argument("--batch-size", type=int, help="results optimised at once (default: what fits in memory)")
     b.add_argument("--format", default="png", help="output format in batch mode (png, jpg, tif, webp)")
+    b.add_argument("--grid", metavar="PATH", help="also save every result in one labelled picture: rows and "
+                   "columns named by the styles, swept values and seeds")
     b.add_argument("--distributed", action="store_true",
                    help="multi-host: call jax.distributed.initialize(); each host runs and writes its share")
     b.add_argument("--coordinator", metavar="HOST:PORT", help="--distributed: process 0's address "
@@ -206,83 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------------------------
-# config from arguments
-
-
-def _parse_value(field: dataclasses.Field, text: str) -> Any:
-    if text.lower() in ("none", "null"):
-        return None
-    default = field.default
-    kind = type(default) if default is not None else None
-    name = field.name
-    if isinstance(default, bool):
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{name} takes true or false; got {text!r}")
-    if isinstance(default, tuple) or name.endswith("layers") or name.endswith("weights") or name == "shape":
-        parts = [t.strip() for t in text.replace("x", ",").split(",")] if name == "shape" else [t.strip() for t in text.split(",")]
-        if name.endswith("layers"):
-            return tuple(parts)
-        try:
-            return tuple((int if name == "shape" else float)(t) for t in parts if t)
-        except ValueError:
-            raise ConfigError(f"{name} takes comma-separated numbers; got {text!r}") from None
-    try:
-        if kind is int or name in ("size", "iterations", "chunk_size", "lbfgs_round"):
-            return int(text)
-        if kind is float or name in ("pixel_scale", "lr_decay_rate", "ema_decay"):
-            return float(text)
-    except ValueError:
-        raise ConfigError(f"{name} takes a number; got {text!r}") from None
-    return text
-
-
-def config_from_args(args: argparse.Namespace) -> tuple[StyleConfig, Optional[str]]:
-    """The preset with the command line's overrides; also returns an init image path if given."""
-    cfg = preset(args.preset)
-    changes: dict[str, Any] = {}
-    direct = ["content_weight", "style_weight", "tv_weight", "content_layers", "content_layer_weights",
-              "style_layers", "style_layer_weights", "style_blend_weights", "style_loss", "pooling", "arch",
-              "optimizer", "learning_rate", "iterations", "lbfgs_linesearch", "precision", "conv_algorithm", "remat", "ema_decay",
-              "chunk_size", "original_size", "preserve_colors", "normalize_gradients"]
-    for name in direct:
-        value = getattr(args, name, None)
-        if value is not None:
-            changes[name] = value
-    # Changing the style layers without new layer weights: equal weights, not the preset's.
-    if "style_layers" in changes and "style_layer_weights" not in changes:
-        changes["style_layer_weights"] = None
-    if "content_layers" in changes and "content_layer_weights" not in changes:
-        changes["content_layer_weights"] = None
-    if getattr(args, "size", None) is not None:
-        changes.update(size=args.size, size_side="long", shape=None)
-    if getattr(args, "shape", None) is not None:
-        changes["shape"] = args.shape
-    if getattr(args, "style_scale", None) is not None:
-        changes.update(style_scale=args.style_scale, style_size="scale")
-    init_path = None
-    if getattr(args, "init", None):
-        from .config import INITS
-
-        if args.init in INITS:
-            changes["init"] = args.init
-        else:
-            init_path = args.init
-    fields = {f.name: f for f in dataclasses.fields(StyleConfig)}
-    for item in getattr(args, "set", []) or []:
-        key, sep, text = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep:
-            raise ConfigError(f"--set takes FIELD=VALUE; got {item!r}")
-        if key not in fields:
-            raise ConfigError(f"unknown config field {key!r}; valid: {', '.join(field_names())}")
-        changes[key] = _parse_value(fields[key], text)
-    return cfg.replace(**changes), init_path
-
-
-# --------------------------------------------------------------------------------------------
 # images at their working sizes
 
 
@@ -309,7 +160,7 @@ def plan_sizes(content_path: str, style_paths: Sequence[str], cfg: StyleConfig, 
 
     limit = image.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     h0, w0 = image.image_size(content_path, max_pixels=limit)
-    shape = cfg.shape or image.working_shape(h0, w0, cfg.size, cfg.size_side)
+    shape = _working_shape(cfg, h0, w0)
     _check_working(shape, "the working image", "--size/--shape", limit)
     styles, biggest = [], h0 * w0
     for path in style_paths:
@@ -324,7 +175,17 @@ def plan_sizes(content_path: str, style_paths: Sequence[str], cfg: StyleConfig, 
     if init_path is not None:
         ih, iw = image.image_size(init_path, max_pixels=limit)
         biggest = max(biggest, ih * iw)
-    return Plan(tuple(shape), tuple(styles), (h0, w0), biggest)
+    return Plan((shape[0], shape[1]), tuple(styles), (h0, w0), biggest)
+
+
+def _working_shape(cfg: StyleConfig, h0: int, w0: int) -> tuple[int, int]:
+    """The content's working (H, W): the fixed shape, or ``size`` on ``size_side`` (aspect kept)."""
+    from . import image
+
+    if cfg.shape is not None:
+        return cfg.shape
+    assert cfg.size is not None  # StyleConfig refuses a config with neither
+    return image.working_shape(h0, w0, cfg.size, cfg.size_side)
 
 
 def _check_working(shape: Sequence[int], what: str, option: str, limit: int) -> None:
@@ -346,7 +207,7 @@ def working_images(content_path: str, style_paths: Sequence[str], cfg: StyleConf
     kw = {} if max_pixels is None else {"max_pixels": max_pixels}
     content_full = image.load_image(content_path, **kw)
     h0, w0 = content_full.shape[:2]
-    shape = cfg.shape or image.working_shape(h0, w0, cfg.size, cfg.size_side)
+    shape = _working_shape(cfg, h0, w0)
     content = image.resize(content_full, shape, cfg.resample)
     from .control import style_working_shape
 
@@ -425,7 +286,7 @@ def _load_network(cfg: StyleConfig, weights_path: Optional[str], *, download: bo
 def _warn_not_pretrained(net) -> None:
     if not net.pretrained:
         warnings.warn("these weights are not pretrained (synthetic): the result shows the pipeline works, not art",
-                      NSTWarning)
+                      NSTWarning, stacklevel=2)
 
 
 def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pathlib.Path, *, seed: int,
@@ -440,7 +301,7 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
     """
     import jax.numpy as jnp
 
-    from . import checkpoint, control, image, transfer
+    from . import checkpoint, control, engine, figures, image
 
     from tqdm import tqdm
 
@@ -448,7 +309,7 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
     resume_state, resume_losses = None, None
     ckpt_meta = dict(config=cfg, seed=seed, weights_fingerprint=net.fingerprint, content_shape=tuple(content.shape))
     if resume is not None:
-        template = transfer.init_state(jnp.zeros(content.shape, jnp.float32), cfg)
+        template = engine.init_state(jnp.zeros(content.shape, jnp.float32), cfg.program(), cfg.values())
         resume_state, resume_losses, header = checkpoint.load(resume, template, **ckpt_meta)
         print(f"resuming {resume} at iteration {header['iteration']}", file=sys.stderr)
     shapes = control.run_shapes(tuple(content.shape[:2]), scales)
@@ -485,11 +346,12 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
         final = image.resize(final, original_hw, cfg.resample)
     image.save_image(out, final, overwrite=may_replace(out), rounding=cfg.save_rounding)
     if montage is not None:
-        image.save_image(montage, image.montage([content, final if final.shape == content.shape else
+        image.save_image(montage, figures.montage([content, final if final.shape == content.shape else
                                                  image.resize(final, content.shape[:2]), styles[0]]),
                          overwrite=may_replace(montage))
     if loss_plot is not None:
-        image.save_loss_plot(loss_plot, result.losses, overwrite=may_replace(loss_plot), title=f"loss ({cfg.optimizer})")
+        figures.save_loss_plot(loss_plot, result.losses, parts=result.loss_parts, overwrite=may_replace(loss_plot),
+                               title=f"loss ({cfg.optimizer})")
     if result.status == "nonfinite":
         raise NSTError(_nonfinite_advice(result, cfg, out))
     if signals.received is not None:
@@ -526,12 +388,12 @@ def _check_memory(args: argparse.Namespace, plan: Plan, cfg: StyleConfig, *, bat
     Counts everything image-sized the run holds: the content's optimisation (times the batch),
     each style's forward pass at its own size, the decoded inputs, masks and the losses.
     """
-    from . import transfer
+    from . import memory
 
     if getattr(args, "skip_memory_check", False):
         return
     height, width = plan.content_shape
-    short = transfer.memory_shortfall(height, width, cfg, style_shapes=plan.style_shapes, batch=batch,
+    short = memory.memory_shortfall(height, width, cfg, style_shapes=plan.style_shapes, batch=batch,
                                       regions=regions, decoded_pixels=plan.decoded_pixels)
     if short is not None:
         need, free, fits = short
@@ -562,119 +424,6 @@ def _style_list(args: argparse.Namespace) -> list[str]:
     if not styles:
         raise NSTError("give at least one STYLE image (or --styles-dir DIR)")
     return styles
-
-
-def _init_distributed(args: argparse.Namespace) -> None:
-    """``jax.distributed.initialize`` from --coordinator/--num-processes/--process-id, else from
-    JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, else JAX's cluster detection
-    (Slurm, Cloud TPU, ...). JAX itself reads only the first variable: the other two are ours."""
-    import jax
-
-    def pick(value, env, kind):
-        if value is not None:
-            return value
-        text = os.environ.get(env)
-        if text is None or text == "":
-            return None
-        try:
-            return kind(text)
-        except ValueError:
-            raise ConfigError(f"{env} must be {'an integer' if kind is int else 'HOST:PORT'}; got {text!r}") from None
-
-    kw = {"coordinator_address": pick(args.coordinator, "JAX_COORDINATOR_ADDRESS", str),
-          "num_processes": pick(args.num_processes, "JAX_NUM_PROCESSES", int),
-          "process_id": pick(args.process_id, "JAX_PROCESS_ID", int)}
-    kw = {k: v for k, v in kw.items() if v is not None}
-    try:
-        jax.distributed.initialize(**kw)
-    except (ValueError, TypeError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"--distributed: {first} (set --coordinator HOST:PORT --num-processes N --process-id I, "
-                          "or run under Slurm / on Cloud TPU)") from None
-
-
-def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[str], styles: list[str]) -> int:
-    """One result per style, all optimised together by ``stylize_many``; writes a manifest."""
-    import jax
-
-    from . import files, image
-
-    from tqdm import tqdm
-
-    if args.distributed:
-        _init_distributed(args)
-    host, hosts = jax.process_index(), jax.process_count()
-    ext = "." + args.format.lower().lstrip(".")
-    outdir = pathlib.Path(args.output)
-    if outdir.exists() and not outdir.is_dir():
-        raise ImageError(f"{outdir}: exists and is not a directory (batch mode writes one file per style into -o DIR)")
-    stem = pathlib.Path(args.content).stem
-    names, seen = [], set()
-    for i, st in enumerate(styles):
-        name = f"{stem}_{pathlib.Path(st).stem}{ext}"
-        if name in seen:
-            name = f"{stem}_{pathlib.Path(st).stem}_{i}{ext}"
-        seen.add(name)
-        names.append(name)
-    mine = list(range(host, len(styles), hosts))  # each host runs and writes its own share
-    outs = [image.check_output_path(outdir / names[i], overwrite=args.overwrite) for i in mine]
-    manifest_path = outdir / ("manifest.json" if hosts == 1 else f"manifest-{host}.json")
-    if manifest_path.exists() and not args.overwrite:
-        raise ImageError(f"{manifest_path}: already exists; pass --overwrite to replace it")
-    files.refuse_clashes({"content": args.content, **{f"style {i + 1}": st for i, st in enumerate(styles)},
-                          "--weights": args.weights},
-                         {**{f"output {o.name}": o for o in outs}, "manifest": manifest_path})
-    if init_path is not None:
-        raise ConfigError("--init FILE is not supported with --batch; use --init content/noise/...")
-    # Sizes and memory from the headers, before any image is decoded; an explicit --batch-size
-    # is checked as given (the default batch is what fits).
-    plan = plan_sizes(args.content, [styles[i] for i in mine], cfg, args.max_pixels)
-    _check_memory(args, plan, cfg, batch=min(args.batch_size or 1, max(len(mine), 1)))
-    net = _load_network(cfg, args.weights, download=not args.no_download)
-    _warn_not_pretrained(net)
-    content, style_imgs, init, hw = working_images(args.content, [styles[i] for i in mine], cfg, args.max_pixels)
-    seeds = [args.seed] * len(mine)
-    from .control import run_shapes, scale_iterations
-
-    n_scales = len(run_shapes(tuple(content.shape[:2]), _scales(args.scales)))
-    bar = tqdm(total=sum(scale_iterations(cfg, n_scales, args.iterations_per_scale)), disable=args.no_progress,
-               unit="it", dynamic_ncols=True, file=sys.stderr, desc=f"{len(mine)} styles")
-    with _Signals() as signals:
-        def callback(p) -> bool:
-            bar.update(p.overall_iteration - bar.n)
-            bar.set_postfix(mean_loss=f"{p.loss:.4g}")
-            return signals.received is not None
-
-        from . import control
-
-        t0 = time.time()
-        many = control.stylize_many_controlled(content, style_imgs, net, cfg, seeds=seeds, callback=callback,
-                                               batch_size=args.batch_size, scales=_scales(args.scales),
-                                               iterations_per_scale=args.iterations_per_scale,
-                                               resample=cfg.resample, color_match_method=args.color_match)
-        elapsed = time.time() - t0
-        bar.close()
-    entries = []
-    for k in range(len(many)):
-        r = many[k]
-        img = r.best_image if (r.status != "done" or cfg.select != "last") else r.output
-        if cfg.original_size and img.shape[:2] != tuple(hw):
-            img = image.resize(img, hw, cfg.resample)
-        image.save_image(outs[k], img, overwrite=args.overwrite, rounding=cfg.save_rounding)
-        entries.append({"output": str(outs[k]), "style": styles[mine[k]], "final_loss": r.final_loss,
-                        "iterations": r.iterations, "evaluations": r.evaluations, "status": r.status,
-                        "seed": seeds[k]})
-    manifest = {"content": args.content, "preset": args.preset, "weights": net.path, "host": host, "hosts": hosts,
-                "seconds": round(elapsed, 3), "config": cfg.to_dict(), "results": entries}
-    image.write_file_atomic(manifest_path, json.dumps(manifest, indent=2).encode(), overwrite=True)
-    bad = [e for e in entries if e["status"] == "nonfinite"]
-    if signals.received is not None:
-        print(f"stopped; {len(entries)} results saved in {outdir}", file=sys.stderr)
-        return signals.exit_code
-    if bad:
-        raise NSTError(f"{len(bad)} of {len(entries)} results stopped on a non-finite loss (see {manifest_path})")
-    print(f"{outdir}: {len(entries)} results, manifest {manifest_path.name}")
-    return 0
 
 
 def _period_chunk(periods: Sequence[int], iterations: int, default: int) -> int:
@@ -717,16 +466,24 @@ def _replaceable(args: argparse.Namespace, recorded: Sequence[str]):
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
-    from . import checkpoint, files, image
+    from . import checkpoint, figures, files, image
 
-    cfg, init_path = config_from_args(args)
+    cfg, init_path, sweep = config_from_args(args)
     styles = _style_list(args)
     for name in ("--save-every", "--checkpoint-every", "--batch-size"):
         _positive_option(name, getattr(args, name[2:].replace("-", "_")))
-    if args.batch or args.styles_dir:
-        if args.resume or args.checkpoint_every or args.content_mask:
-            raise ConfigError("--checkpoint-every/--resume/--content-mask work on single runs, not with --batch")
-        return cmd_batch(args, cfg, init_path, styles)
+    if args.batch or args.styles_dir or sweep or len(args.seed) > 1:
+        if args.resume or args.checkpoint_every or args.content_mask or args.save_every:
+            raise ConfigError("--checkpoint-every/--resume/--content-mask/--save-every work on single runs, not "
+                              "with --batch, a sweep or several seeds")
+        if args.montage or args.loss_plot:
+            raise ConfigError("--montage/--loss-plot draw one run; with several results use --grid PATH")
+        from . import cli_batch
+
+        return cli_batch.cmd_batch(args, cfg, init_path, styles, sweep)
+    if args.grid:
+        raise ConfigError("--grid draws several results: give a comma list to a value option "
+                          "(e.g. --style-weight 1e2,1e3), several seeds, or --batch")
     args.styles = styles
     if cfg.style_blend_weights is not None and len(cfg.style_blend_weights) != len(args.styles):
         raise ConfigError(f"{len(cfg.style_blend_weights)} style blend weights for {len(args.styles)} styles")
@@ -760,6 +517,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     files.probe_writable(ckpt)
     out = image.check_output_path(args.output, overwrite=may_replace(first))
     montage = image.check_output_path(args.montage, overwrite=may_replace(pathlib.Path(args.montage))) if args.montage else None
+    if args.loss_plot and not figures.have_matplotlib():
+        raise ConfigError(f"--loss-plot needs matplotlib: {figures.PLOT_EXTRA}")
     loss_plot = (image.check_output_path(args.loss_plot, overwrite=may_replace(pathlib.Path(args.loss_plot)))
                  if args.loss_plot else None)
     for path in intermediates:  # all beside -o, whose directory was probed just now
@@ -778,7 +537,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if args.content_mask:
         masks = image.load_region_mask(args.content_mask, len(styles), tuple(content.shape[:2]),
                                        max_pixels=args.max_pixels or image.DEFAULT_MAX_PIXELS)
-    return _run_one(cfg, net, content, styles, init, hw, out, seed=args.seed, save_every=args.save_every,
+    return _run_one(cfg, net, content, styles, init, hw, out, seed=args.seed[0], save_every=args.save_every,
                     may_replace=may_replace, progress=not args.no_progress, montage=montage, loss_plot=loss_plot,
                     checkpoint_every=args.checkpoint_every, checkpoint_path=ckpt,
                     resume=args.resume, scales=scales, iterations_per_scale=args.iterations_per_scale,
@@ -786,7 +545,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from . import image, weights
+    from . import figures, image, weights
 
     cfg = preset(args.preset).replace(size=args.size, size_side="long", shape=None)
     if args.iterations is not None:
@@ -794,7 +553,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     outdir = pathlib.Path(args.output_dir)
     out = image.check_output_path(outdir / "result.png", overwrite=args.overwrite)
     montage = image.check_output_path(outdir / "montage.png", overwrite=args.overwrite)
-    loss_plot = image.check_output_path(outdir / "loss.png", overwrite=args.overwrite)
+    loss_plot = None
+    if figures.have_matplotlib():
+        loss_plot = image.check_output_path(outdir / "loss.png", overwrite=args.overwrite)
+    else:
+        print(f"(no {outdir / 'loss.png'}: the loss plot needs matplotlib; {figures.PLOT_EXTRA})", file=sys.stderr)
     if args.synthetic:
         conv = {"pytorch": "torchvision"}.get(args.preset, "caffe")
         from . import vgg

@@ -1,7 +1,7 @@
 """Perceptual controls around the engine: colour preservation, coarse-to-fine scales, style scale.
 
-Everything here is plain pre- and post-processing around :func:`nst_jax.transfer.stylize` and
-:func:`~nst_jax.transfer.stylize_many`; the engine itself is unchanged.
+Everything here is plain pre- and post-processing around :func:`nst_jax.engine.stylize` and
+:func:`~nst_jax.batching.stylize_many`; the engine itself is unchanged.
 
 Colour (``config.preserve_colors``; Gatys et al. 2016, "Preserving Color in Neural Artistic Style
 Transfer"), all in NTSC YIQ (the matrix in :mod:`nst_jax.image`; Y is Rec. 601 luma
@@ -33,10 +33,12 @@ from typing import Any, Callable, Optional, Sequence, Union
 import jax
 import numpy as np
 
-from . import image, transfer, vgg
+from . import batching, color, engine, image, vgg
 from .config import StyleConfig
 from .errors import ConfigError
-from .transfer import ImageLike, ManyResult, Progress, Result
+from .batching import ManyResult
+from .engine import Progress, Result
+from .targets import ImageLike
 
 __all__ = [
     "COLOR_MATCH_METHODS",
@@ -52,7 +54,7 @@ __all__ = [
     "stylize_many_controlled",
 ]
 
-COLOR_MATCH_METHODS: tuple[str, ...] = tuple(image.COLOR_METHODS)
+COLOR_MATCH_METHODS: tuple[str, ...] = tuple(color.COLOR_METHODS)
 MIN_SIDE = 16  # VGG pools four times before conv5_1
 Restore = Callable[[ImageLike], np.ndarray]
 Scales = Union[None, str, Sequence[int]]
@@ -88,19 +90,6 @@ def _map_styles(style: Any, fn: Callable[[np.ndarray], np.ndarray]) -> Any:
     return [fn(_as_image("style image", im)) for im in items]
 
 
-def _style_pairs(style: Any, config: StyleConfig) -> list[tuple[Any, float]]:
-    """A style spec as explicit (image, weight) pairs (weights not yet normalised)."""
-    if _is_single(style):
-        return [(style, 1.0)]
-    items = list(style)
-    if _is_pairs(items):
-        return [(im, float(w)) for im, w in items]
-    weights = list(config.style_blend_weights or [1.0] * len(items))
-    if len(weights) != len(items):
-        raise ConfigError(f"{len(weights)} style blend weights for {len(items)} style images")
-    return list(zip(items, weights))
-
-
 def _grey(y: ImageLike) -> np.ndarray:
     y = np.asarray(y, np.float32)
     return np.repeat(y[..., None], 3, axis=-1)
@@ -121,17 +110,17 @@ def prepare_colors(
 ) -> tuple[np.ndarray, Any, Restore]:
     """Colour pre-processing of the inputs and the matching post-processing (``config.preserve_colors``).
 
-    Colour spaces are NTSC YIQ (``image.rgb_to_yiq``); "Y" is Rec. 601 luma.
+    Colour spaces are NTSC YIQ (``color.rgb_to_yiq``); "Y" is Rec. 601 luma.
 
     * "lum": content → its Y replicated to 3 channels; each style → its Y with mean and standard
-      deviation matched to the content's Y (``image.match_luminance``), replicated to 3 channels
+      deviation matched to the content's Y (``color.match_luminance``), replicated to 3 channels
       (not clipped, as in the paper: VGG takes any values, and clipping would spoil the matched
-      statistics). ``restore`` takes the Y of the result (``image.luminance``, the YIQ matrix's
+      statistics). ``restore`` takes the Y of the result (``color.luminance``, the YIQ matrix's
       first row, not the channel mean) and the content's I, Q. The optimised image starts grey but
       the optimiser moves its channels separately (by a few hundredths in a few Adam steps), so it
       is not exactly grey: the paper optimises a luminance image, and here the three channels are
       the variable; whatever colour they drift into is dropped with I, Q.
-    * "match": each style → ``image.match_color(style, content, color_match_method)`` clipped to
+    * "match": each style → ``color.match_color(style, content, color_match_method)`` clipped to
       [0, 1] (the clipping is ours: the library's images live in [0, 1]); ``restore`` is identity.
     * "swap": inputs unchanged; ``restore(result) = transfer_chroma(result, content)``.
     * "none": everything unchanged.
@@ -141,7 +130,7 @@ def prepare_colors(
       styles: one H×W×3 style, a sequence (blended), or (array, weight) pairs, as ``stylize``
         takes; returned with the same structure.
       config: its ``preserve_colors`` selects the mode.
-      color_match_method: "chol", "pca" or "sym" (see ``image.match_color``), for "match".
+      color_match_method: "chol", "pca" or "sym" (see ``color.match_color``), for "match".
       clip: whether ``restore`` clips its output to [0, 1] (the engine's images are in [0, 1];
         where it clips, Y and I, Q change).
       resample: the filter ``restore`` uses to bring the content to the result's size when they
@@ -164,7 +153,7 @@ def prepare_colors(
         r = np.asarray(result, np.float32)
         c = content if r.shape == content.shape else image.resize(content, r.shape[:2], resample)
         # Y of the result (luminance, the first row of the YIQ matrix) with I, Q of the content.
-        return np.asarray(image.transfer_chroma(r, c, clip=clip), np.float32)
+        return np.asarray(color.transfer_chroma(r, c, clip=clip), np.float32)
 
     if mode == "none":
         return content, _map_styles(styles, lambda s: s), identity
@@ -172,14 +161,14 @@ def prepare_colors(
         return content, _map_styles(styles, lambda s: s), chroma_from_content
     if mode == "match":
         def matched(s: np.ndarray) -> np.ndarray:
-            return np.asarray(image.match_color(s, content, color_match_method, clip=True), np.float32)
+            return np.asarray(color.match_color(s, content, color_match_method, clip=True), np.float32)
 
         return content, _map_styles(styles, matched), identity
     # lum
-    y_content = np.asarray(image.luminance(content), np.float32)
+    y_content = np.asarray(color.luminance(content), np.float32)
 
     def lum_style(s: np.ndarray) -> np.ndarray:
-        return _grey(image.match_luminance(image.luminance(s), y_content))
+        return _grey(color.match_luminance(color.luminance(s), y_content))
 
     return _grey(y_content), _map_styles(styles, lum_style), chroma_from_content
 
@@ -305,7 +294,7 @@ def scale_iterations(
     if isinstance(iterations_per_scale, (int, np.integer)) and not isinstance(iterations_per_scale, bool):
         counts = [int(iterations_per_scale)] * num_scales
     else:
-        counts = list(iterations_per_scale)
+        counts = list(iterations_per_scale)  # type: ignore[arg-type]  # (a bool was refused above)
         if len(counts) != num_scales:
             raise ConfigError(f"{len(counts)} iteration counts for {num_scales} scales")
     for c in counts:
@@ -338,7 +327,7 @@ def run_shapes(final_hw: tuple[int, int], scales: Scales) -> list[tuple[int, int
 
 @dataclasses.dataclass
 class ScaleProgress(Progress):
-    """A ``transfer.Progress`` (of the current scale: ``iteration``, ``iterations``, ``losses`` and
+    """A ``engine.Progress`` (of the current scale: ``iteration``, ``iterations``, ``losses`` and
     ``image()`` are that scale's, in the engine's colour domain: grey for "lum") plus where the
     run stands in the schedule. ``restored_image()`` is the preview with the colours restored."""
 
@@ -372,14 +361,15 @@ def _wrap_callback(callback, k: int, n: int, shape, before: int, total: int, res
 
 @dataclasses.dataclass
 class ControlledResult(Result):
-    """A controlled run; duck-types ``transfer.Result`` (``image``, ``best_image``, ``output``,
+    """A controlled run; duck-types ``engine.Result`` (``image``, ``best_image``, ``output``,
     ``losses``, ``final_loss``, ``status``...).
 
     ``image``/``best_image``: the final scale's images with the colours restored, at the content's
     shape (if the run stopped at a coarser scale, that scale's images upsampled). ``losses``: every
     scale's losses, concatenated. ``evaluations``/``iterations``: summed over the scales.
     ``result``: the last scale's engine ``Result`` as it came (engine colour domain, not restored;
-    its ``config`` has ``preserve_colors="none"``, see ``_engine_config``).
+    the engine never reads ``preserve_colors``, a picture setting, so every colour mode shares one
+    compiled chunk per shape).
     ``scales``: the planned (H, W) of every scale; ``iterations_per_scale``: the planned counts;
     ``losses_per_scale``: one array per scale that ran (fewer than ``scales`` if stopped early).
     """
@@ -408,7 +398,9 @@ class ControlledManyResult(ManyResult):
         return ControlledResult(
             image=self.images[i], best_image=self.best_images[i], losses=self.losses[i],
             evaluations=int(self.evaluations[i]), iterations=self.iterations, status=self.status[i],
-            config=self.config, seed=self.seeds[i], result=None if self.result is None else self.result[i],
+            config=self.configs[i] if self.configs else self.config, seed=self.seeds[i],
+            loss_parts=None if self.loss_parts is None else self.loss_parts[i],
+            result=None if self.result is None else self.result[i],
             scales=self.scales, iterations_per_scale=self.iterations_per_scale,
             losses_per_scale=[l[i] for l in self.losses_per_scale],
         )
@@ -416,12 +408,6 @@ class ControlledManyResult(ManyResult):
 
 # --------------------------------------------------------------------------------------------
 # runs
-
-
-def _engine_config(config: StyleConfig) -> StyleConfig:
-    """The config handed to the engine: colour handling happens here, and the engine ignores
-    ``preserve_colors``; resetting it lets every colour mode share one compiled chunk per shape."""
-    return config if config.preserve_colors == "none" else config.replace(preserve_colors="none")
 
 
 def _styles_at(style: Any, shape: tuple[int, int], config: StyleConfig, resample: str) -> Any:
@@ -443,13 +429,13 @@ def stylize_controlled(
     color_match_method: str = "chol",
     init_image: Optional[ImageLike] = None,
     chunk_size: Optional[int] = None,
-    resume: Optional[transfer.LoopState] = None,
+    resume: Optional[engine.LoopState] = None,
     resume_losses: Optional[np.ndarray] = None,
     masks: Optional[ImageLike] = None,
 ) -> ControlledResult:
-    """``transfer.stylize`` with colour preservation (``config.preserve_colors``) and coarse-to-fine scales.
+    """``engine.stylize`` with colour preservation (``config.preserve_colors``) and coarse-to-fine scales.
 
-    Every scale runs ``transfer.stylize`` on the colour-prepared content resized to that scale's
+    Every scale runs ``engine.stylize`` on the colour-prepared content resized to that scale's
     shape, with each style resized by :func:`style_working_shape` for that shape (so under
     ``style_size="content"`` a style is always resized to the content's shape, as the CLI does).
     The first scale starts from ``config.init`` (or ``init_image``); each later one from the
@@ -479,7 +465,7 @@ def stylize_controlled(
       chunk_size: steps per compiled chunk (default ``config.chunk_size``).
       masks: K×H×W region masks at the content's size (spatial control; resized to each scale).
       resume, resume_losses: continue a single-scale run from a checkpointed ``LoopState``
-        (``transfer.stylize``'s arguments; refused with several scales).
+        (``engine.stylize``'s arguments; refused with several scales).
 
     Returns:
       :class:`ControlledResult`.
@@ -495,10 +481,10 @@ def stylize_controlled(
     if init_image is not None:
         init_image = _as_image("init image", init_image)
         if config.preserve_colors == "lum":
-            init_image = _grey(image.luminance(init_image))
-    engine_config = _engine_config(config)
+            init_image = _grey(color.luminance(init_image))
     total = sum(counts)
     losses: list[np.ndarray] = []
+    parts: list[np.ndarray] = []
     evaluations = iterations = 0
     prev: Optional[np.ndarray] = None
     res: Optional[Result] = None
@@ -512,11 +498,11 @@ def stylize_controlled(
             init_k = image.resize(init_image, shape, resample)
         else:
             init_k = None
-        res = transfer.stylize(
+        res = engine.stylize(
             image.resize(content_in, shape, resample),
             _styles_at(style_in, shape, config, resample),
             params,
-            engine_config,
+            config,
             iterations=n,
             seed=seed,
             callback=_wrap_callback(callback, k, len(shapes), shape, iterations, total, restore),
@@ -529,6 +515,7 @@ def stylize_controlled(
                                                        for m in masks]),
         )
         losses.append(res.losses)
+        parts.append(res.loss_parts if res.loss_parts is not None else np.full((len(res.losses), 3), np.nan))
         evaluations += res.evaluations
         iterations += res.iterations
         prev = res.output
@@ -544,6 +531,7 @@ def stylize_controlled(
         status=res.status,
         config=config,
         seed=seed,
+        loss_parts=np.concatenate(parts),
         result=res,
         state=res.state,
         scales=shapes,
@@ -568,8 +556,9 @@ def stylize_many_controlled(
     chunk_size: Optional[int] = None,
     batch_size: Optional[int] = None,
     devices: Optional[Sequence[jax.Device]] = None,
+    configs: Optional[Sequence[StyleConfig]] = None,
 ) -> ControlledManyResult:
-    """``transfer.stylize_many`` with colour preservation and coarse-to-fine (see ``stylize_controlled``).
+    """``batching.stylize_many`` with colour preservation and coarse-to-fine (see ``stylize_controlled``).
 
     The i-th result equals ``stylize_controlled(content_i, styles[i], ..., seed=seeds[i])`` to
     float32 rounding. Later scales start each member from its own previous result upsampled
@@ -581,7 +570,8 @@ def stylize_many_controlled(
       params, config, scales, iterations_per_scale, callback, convention, resample,
         color_match_method, chunk_size: as ``stylize_controlled`` (the callback's
         ``restored_image()`` is N×H×W×3).
-      seeds, batch_size, devices: as ``transfer.stylize_many``.
+      seeds, batch_size, devices, configs: as ``batching.stylize_many`` (``configs``: one per member,
+        differing in values only: a sweep).
 
     Returns:
       :class:`ControlledManyResult`.
@@ -613,6 +603,7 @@ def stylize_many_controlled(
 
     total = sum(counts)
     losses: list[np.ndarray] = []
+    parts: list[np.ndarray] = []
     evaluations = np.zeros((n,), np.int64)
     iterations = 0
     nonfinite = [False] * n
@@ -623,16 +614,18 @@ def stylize_many_controlled(
         c_k = image.resize(contents_in[0], shape, resample) if shared else \
             np.stack([image.resize(c, shape, resample) for c in contents_in])
         s_k = [_styles_at(s, shape, config, resample) for s in styles_in]
-        cfg_k = _engine_config(config)
         starts = None if prev is None else np.stack([image.resize(p, shape, resample) for p in prev])
-        many = transfer.stylize_many(
-            c_k, s_k, params, cfg_k, seeds=seeds[:m], iterations=iters,
+        many = batching.stylize_many(
+            c_k, s_k, params, config, configs=None if configs is None else list(configs)[:m], seeds=seeds[:m],
+            iterations=iters,
             callback=_wrap_callback(callback, k, len(shapes), shape, iterations, total, restore_all),
             convention=convention, chunk_size=chunk_size, batch_size=batch_size, devices=devices,
             init_images=starts,
         )
         got = len(many)
         losses = [l[:got] for l in losses] + [many.losses]
+        parts = [q[:got] for q in parts] + [many.loss_parts if many.loss_parts is not None
+                                            else np.full(many.losses.shape + (3,), np.nan)]
         evaluations = evaluations[:got] + np.asarray(many.evaluations, np.int64)
         iterations += many.iterations
         nonfinite = [f or s == "nonfinite" for f, s in zip(nonfinite[:got], many.status)]
@@ -656,6 +649,8 @@ def stylize_many_controlled(
         status=status,
         config=config,
         seeds=seeds[:got],
+        loss_parts=np.concatenate(parts, axis=1),
+        configs=list(many.configs or [])[:got],
         result=many,
         scales=shapes,
         iterations_per_scale=counts,

@@ -209,7 +209,7 @@ def refuse_clashes(inputs: Mapping[str, Optional[PathLike]], outputs: Mapping[st
     Raises:
       NSTError: one line naming both.
     """
-    seen_in = {}
+    seen_in: dict[Any, str] = {}
     for label, path in inputs.items():
         if path is not None:
             seen_in.setdefault(_key(path), label)

@@ -1,4 +1,4 @@
-"""Image files in and out, resizing, montages, loss plots and colour conversions.
+"""Image files in and out, and resizing (montages and plots: ``figures``; colour: ``color``).
 
 This is the only module that touches image files (through Pillow). Conventions:
 
@@ -26,7 +26,7 @@ Loading (:func:`load_image`):
   ``--max-pixels``). Pillow's own decompression-bomb limit is replaced by ``max_pixels`` while
   one of our loads runs (under a lock, restored afterwards), so raising ``max_pixels`` works.
 
-Saving (:func:`save_image`, :func:`save_loss_plot`): the format comes from the extension; an
+Saving (:func:`save_image`; ``figures.save_loss_plot`` too): the format comes from the extension; an
 existing file is only replaced with ``overwrite=True``; a missing parent directory is created;
 the data are written to a temporary file in the destination directory and moved into place with
 ``os.replace``, so a failed write never leaves a partial file or damages an existing one.
@@ -39,18 +39,14 @@ import math
 import os
 import pathlib
 import re
-import struct
 import sys
 import threading
 import warnings
-import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageOps
 
 from nst_jax import files
 from nst_jax.errors import ConfigError, ImageError, NSTWarning
@@ -63,18 +59,10 @@ __all__ = [
     "check_output_path",
     "image_size",
     "load_image",
-    "luminance",
-    "match_color",
-    "match_luminance",
-    "montage",
     "resize",
-    "rgb_to_yiq",
     "save_image",
-    "save_loss_plot",
     "to_uint8",
-    "transfer_chroma",
     "working_shape",
-    "yiq_to_rgb",
 ]
 
 DEFAULT_MAX_PIXELS: int = 120_000_000
@@ -100,7 +88,6 @@ RESIZE_METHODS: dict[str, Image.Resampling] = {
     "area": Image.Resampling.BOX,
 }
 SIDES = ("long", "height", "width")
-COLOR_METHODS = ("chol", "pca", "sym")
 
 _JPEG_QUALITY = 95
 _WEBP_QUALITY = 95
@@ -354,14 +341,18 @@ def _open_retiled(p: pathlib.Path, name: str, mode: str | None, fn: Callable[[st
         if isinstance(args, tuple):
             args = (fn(args[0]), *args[1:])
         else:
-            args = fn(args)
+            args = fn(str(args))
         tiles.append(tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args))
-    im.tile = tiles
+    # Pillow's decoder tiles and mode are not public API: this is the one place that reaches into
+    # them, to recover the 16-bit precision Pillow 13 drops (see the module docstring). Replacing it
+    # with pypng / tifffile readers would add two more decoders for hostile files (and tifffile
+    # needs imagecodecs for LZW), so the writers use those libraries and the reader stays Pillow.
+    im.tile = tiles  # type: ignore[assignment]
     if mode is not None:
         if hasattr(im, "_mode"):
             im._mode = mode
         else:  # pragma: no cover - Pillow < 10.1
-            im.mode = mode
+            im.mode = mode  # type: ignore[misc]
     return im
 
 
@@ -599,8 +590,8 @@ def save_image(
       image: H×W×3 (or H×W / H×W×1 greyscale) float array in ``[0, 1]`` (clipped) or uint8;
         numpy or jax.
       overwrite: replace an existing file; otherwise an existing file is an error.
-      bit_depth: 8, or 16 for PNG and TIFF (16 bits per channel, written by this module's own
-        encoders since Pillow cannot write 48-bit RGB).
+      bit_depth: 8, or 16 for PNG and TIFF (16 bits per channel, written with pypng and tifffile
+        since Pillow cannot write 48-bit RGB).
       rounding: "round" or "floor", as in :func:`to_uint8`.
 
     Returns:
@@ -629,10 +620,10 @@ def save_image(
 
     if bit_depth == 16:
         data16 = _quantise(_as_unit_float(a), 65535, rounding).astype(np.uint16)
-        encoder = _encode_png16 if fmt == "PNG" else _encode_tiff16
+        writer = _write_png16 if fmt == "PNG" else _write_tiff16
 
         def write(f: Any) -> None:
-            f.write(encoder(data16))
+            writer(f, data16)
     else:
         pil = Image.fromarray(to_uint8(a, rounding))
         params: dict[str, Any] = {}
@@ -672,69 +663,25 @@ def write_file_atomic(path: os.PathLike[str] | str, data: bytes, *, overwrite: b
     return files.atomic_write(pathlib.Path(path), lambda f: f.write(data), overwrite=overwrite)
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+def _write_png16(f: Any, a: np.ndarray) -> None:
+    """16-bit greyscale (H×W) or RGB (H×W×3) PNG through pypng (Pillow cannot write 48-bit RGB)."""
+    import png
 
-
-def _encode_png16(a: np.ndarray) -> bytes:
-    """16-bit greyscale (H×W) or RGB (H×W×3) PNG, rows with the Sub filter."""
     h, w = a.shape[:2]
-    channels = 1 if a.ndim == 2 else 3
-    raw = np.ascontiguousarray(a, dtype=">u2").view(np.uint8).reshape(h, w * channels * 2)
-    bpp = 2 * channels
-    sub = raw.copy()
-    sub[:, bpp:] = raw[:, bpp:] - raw[:, :-bpp]  # uint8 arithmetic wraps mod 256, as PNG wants
-    rows = np.concatenate([np.ones((h, 1), np.uint8), sub], axis=1)  # filter type 1 = Sub
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, 0 if channels == 1 else 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
-        + _png_chunk(b"IEND", b"")
-    )
+    greyscale = a.ndim == 2
+    png.Writer(w, h, greyscale=greyscale, bitdepth=16, compression=6).write_array(f, a.reshape(-1))
 
 
-def _encode_tiff16(a: np.ndarray) -> bytes:
-    """Baseline uncompressed little-endian TIFF, 16 bits per sample, greyscale or RGB, one strip."""
-    h, w = a.shape[:2]
-    channels = 1 if a.ndim == 2 else 3
-    pixels = a.astype("<u2").tobytes()
-    # layout: header (8) | bits-per-sample (6, RGB) | resolution rationals (16) | IFD | pixels
-    bps_off = 8
-    res_off = bps_off + 8
-    ifd_off = res_off + 16
-    SHORT, LONG, RATIONAL = 3, 4, 5
-    entries: list[tuple[int, int, int, int | bytes]] = [
-        (256, LONG, 1, w),
-        (257, LONG, 1, h),
-        (258, SHORT, channels, 16 if channels == 1 else bps_off),
-        (259, SHORT, 1, 1),  # no compression
-        (262, SHORT, 1, 1 if channels == 1 else 2),  # BlackIsZero / RGB
-        (273, LONG, 1, 0),  # strip offset, filled below
-        (277, SHORT, 1, channels),
-        (278, LONG, 1, h),
-        (279, LONG, 1, len(pixels)),
-        (282, RATIONAL, 1, res_off),
-        (283, RATIONAL, 1, res_off + 8),
-        (284, SHORT, 1, 1),  # chunky
-        (296, SHORT, 1, 2),  # inches
-    ]
-    ifd_size = 2 + 12 * len(entries) + 4
-    data_off = ifd_off + ifd_size
-    ifd = struct.pack("<H", len(entries))
-    for tag, typ, count, value in entries:
-        if tag == 273:
-            value = data_off
-        if typ == SHORT and count == 1:
-            field = struct.pack("<HH", int(value), 0)
-        else:
-            field = struct.pack("<I", int(value))
-        ifd += struct.pack("<HHI", tag, typ, count) + field
-    ifd += struct.pack("<I", 0)
-    head = b"II*\x00" + struct.pack("<I", ifd_off)
-    bps = struct.pack("<HHHH", 16, 16, 16, 0)
-    res = struct.pack("<IIII", 72, 1, 72, 1)
-    return head + bps + res + ifd + pixels
+def _write_tiff16(f: Any, a: np.ndarray) -> None:
+    """16-bit greyscale or RGB TIFF through tifffile, deflate-compressed (zlib, no extra codecs)."""
+    import io
+
+    import tifffile
+
+    buf = io.BytesIO()  # (tifffile reads a file object's name; ours is an os.fdopen'd temp file)
+    tifffile.imwrite(buf, a, photometric="minisblack" if a.ndim == 2 else "rgb", compression="zlib",
+                     resolution=(72, 72), resolutionunit="INCH")
+    f.write(buf.getvalue())
 
 
 # --------------------------------------------------------------------------------------------
@@ -859,334 +806,3 @@ def resize(image: Any, shape: tuple[int, int], method: str = "bicubic") -> np.nd
     if method in ("bicubic", "lanczos") and a.size:
         out = np.clip(out, min(0.0, float(a.min())), max(1.0, float(a.max())))
     return out[..., 0] if a.ndim == 2 else out
-
-
-def montage(
-    images: Sequence[Any],
-    *,
-    height: int | None = None,
-    gap: int = 8,
-    background: float = 1.0,
-) -> np.ndarray:
-    """Images side by side (e.g. content | result | style) at a common height.
-
-    Args:
-      images: float H×W×3 (or H×W greyscale) arrays in ``[0, 1]``.
-      height: the common height; default the first image's height. Each image keeps its aspect
-        ratio (bicubic resize).
-      gap: pixels of ``background`` between images.
-      background: the gap's grey level (1.0 = white).
-
-    Returns:
-      float32 array ``height × (ΣW + gap·(n−1)) × 3``.
-    """
-    if not images:
-        raise ValueError("montage needs at least one image")
-    if gap < 0:
-        raise ValueError(f"gap must be >= 0, got {gap}")
-    arrays = []
-    for im in images:
-        a = np.asarray(im)
-        a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
-        if a.ndim == 2:
-            a = np.repeat(a[..., None], 3, axis=2)
-        if a.ndim != 3 or a.shape[2] != 3:
-            raise ValueError(f"montage images must be H×W×3, got shape {a.shape}")
-        arrays.append(a)
-    target = int(height) if height is not None else arrays[0].shape[0]
-    if target < 1:
-        raise ValueError(f"height must be positive, got {height}")
-    parts: list[np.ndarray] = []
-    for i, a in enumerate(arrays):
-        h, w = a.shape[:2]
-        new_w = max(1, math.floor(w * target / h + 0.5))
-        if i:
-            parts.append(np.full((target, gap, 3), background, np.float32))
-        parts.append(resize(a, (target, new_w), "bicubic"))
-    return np.concatenate(parts, axis=1)
-
-
-# --------------------------------------------------------------------------------------------
-# loss plot
-
-
-def save_loss_plot(
-    path: os.PathLike[str] | str,
-    losses: Sequence[float] | np.ndarray,
-    *,
-    overwrite: bool = False,
-    title: str = "loss",
-) -> pathlib.Path:
-    """Draw the loss per iteration as a line chart (Pillow ``ImageDraw``, no matplotlib).
-
-    The y axis is logarithmic when the positive finite losses span more than two decades.
-    Non-finite values leave gaps in the line. Written atomically like :func:`save_image`.
-
-    Args:
-      path: output file (normally ``.png``; any extension of :data:`IMAGE_EXTENSIONS`).
-      losses: one value per iteration.
-      overwrite: replace an existing file.
-      title: drawn above the chart.
-
-    Returns:
-      the written path.
-    """
-    p = check_output_path(path, overwrite=overwrite)
-    fmt = IMAGE_EXTENSIONS[p.suffix.lower()]
-    y = np.asarray(losses, dtype=np.float64).reshape(-1)
-    pil = _draw_loss_plot(y, title)
-    params: dict[str, Any] = {"quality": _JPEG_QUALITY} if fmt in ("JPEG", "WEBP") else {}
-    return files.atomic_write(p, lambda f: pil.save(f, format=fmt, **params), overwrite=overwrite)
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.4g}"
-
-
-def _draw_loss_plot(y: np.ndarray, title: str) -> Image.Image:
-    width, height = 800, 500
-    left, right, top, bottom = 110, 24, 44, 56
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    try:
-        font: Any = ImageFont.load_default(size=13)
-    except Exception:  # noqa: BLE001  # pragma: no cover - no FreeType
-        font = ImageFont.load_default()
-    x0, x1, y0, y1 = left, width - right, top, height - bottom  # plot box, y0 at the top
-    ink, grid, line_colour = (0, 0, 0), (225, 225, 225), (31, 119, 180)
-
-    def text(xy: tuple[float, float], s: str, anchor: str) -> None:
-        try:
-            draw.text(xy, s, fill=ink, font=font, anchor=anchor)
-        except (ValueError, TypeError):  # bitmap fonts do not support anchors
-            draw.text(xy, s, fill=ink, font=font)
-
-    text(((x0 + x1) / 2, top / 2), title.replace("\n", " "), "mm")
-    finite = np.isfinite(y)
-    n = len(y)
-    if not finite.any():
-        draw.rectangle((x0, y0, x1, y1), outline=ink)
-        text(((x0 + x1) / 2, (y0 + y1) / 2), "no finite values", "mm")
-        return img
-    vals = y[finite]
-    lo, hi = float(vals.min()), float(vals.max())
-    log = lo > 0 and hi / lo > 100.0
-    t = np.log10(np.where(finite & (y > 0), y, np.nan)) if log else y
-    tlo, thi = (math.log10(lo), math.log10(hi)) if log else (lo, hi)
-    if thi == tlo:
-        pad = abs(thi) * 0.05 or 1.0
-        tlo, thi = tlo - pad, thi + pad
-    else:
-        pad = (thi - tlo) * 0.04
-        tlo, thi = tlo - pad, thi + pad
-
-    def px(i: float) -> float:
-        return x0 + (x1 - x0) * (i / max(n - 1, 1))
-
-    def py(v: float) -> float:
-        return y1 - (y1 - y0) * ((v - tlo) / (thi - tlo))
-
-    y_hi, y_lo = py(math.log10(hi) if log else hi), py(math.log10(lo) if log else lo)
-    if log:  # decade grid lines, labelled where they do not crowd the min / max labels
-        for k in range(math.ceil(tlo), math.floor(thi) + 1):
-            yy = py(k)
-            draw.line((x0, yy, x1, yy), fill=grid)
-            if min(abs(yy - y_hi), abs(yy - y_lo)) > 14:
-                text((x0 - 6, yy), f"1e{k}", "rm")
-    for yy, label in ((y_hi, f"max {_fmt(hi)}"), (y_lo, f"min {_fmt(lo)}")):
-        draw.line((x0, yy, x1, yy), fill=grid)
-        draw.line((x0 - 4, yy, x0, yy), fill=ink)
-        text((x0 - 6, yy), label, "rm")
-    draw.line((x0, y0, x0, y1), fill=ink)
-    draw.line((x0, y1, x1, y1), fill=ink)
-    for i in sorted({0, (n - 1) // 2, n - 1}):
-        draw.line((px(i), y1, px(i), y1 + 4), fill=ink)
-        text((px(i), y1 + 6), str(i), "mt")
-    text(((x0 + x1) / 2, height - 14), "iteration" + (" (log-scale loss)" if log else ""), "mm")
-
-    segment: list[tuple[float, float]] = []
-    for i in range(n):
-        if np.isfinite(t[i]):
-            segment.append((px(i), py(float(t[i]))))
-        if not np.isfinite(t[i]) or i == n - 1:
-            if len(segment) == 1:
-                sx, sy = segment[0]
-                draw.ellipse((sx - 2, sy - 2, sx + 2, sy + 2), fill=line_colour)
-            elif segment:
-                draw.line(segment, fill=line_colour, width=2)
-            segment = []
-    return img
-
-
-# --------------------------------------------------------------------------------------------
-# colour
-
-# NTSC YIQ (FCC 1953 coefficients, as in scikit-image's ``yiq_from_rgb``):
-#   Y = 0.299 R + 0.587 G + 0.114 B
-#   I = 0.59590059 R − 0.27455667 G − 0.32134392 B
-#   Q = 0.21153661 R − 0.52273617 G + 0.31119955 B
-# The I and Q rows sum to zero, so they span the same chroma plane as YUV's U, V: swapping chroma
-# in YIQ gives the same image as neural-style's ``original_colors`` swap in YUV.
-_YIQ_FROM_RGB = np.array(
-    [
-        [0.299, 0.587, 0.114],
-        [0.59590059, -0.27455667, -0.32134392],
-        [0.21153661, -0.52273617, 0.31119955],
-    ],
-    dtype=np.float64,
-)
-_RGB_FROM_YIQ = np.linalg.inv(_YIQ_FROM_RGB)
-_HI = jax.lax.Precision.HIGHEST
-
-
-def _apply_matrix(m: np.ndarray, x: Any) -> jax.Array:
-    x = jnp.asarray(x, dtype=jnp.float32)
-    return jnp.matmul(x, jnp.asarray(m.T, dtype=jnp.float32), precision=_HI)
-
-
-def rgb_to_yiq(rgb: Any) -> jax.Array:
-    """RGB → YIQ with the NTSC matrix above.
-
-    Args:
-      rgb: ...×3 array (numpy or jax).
-
-    Returns:
-      ...×3 jax array (Y, I, Q).
-    """
-    return _apply_matrix(_YIQ_FROM_RGB, rgb)
-
-
-def yiq_to_rgb(yiq: Any) -> jax.Array:
-    """YIQ → RGB (the inverse of :func:`rgb_to_yiq`; not clipped).
-
-    Args:
-      yiq: ...×3 array.
-
-    Returns:
-      ...×3 jax array.
-    """
-    return _apply_matrix(_RGB_FROM_YIQ, yiq)
-
-
-def luminance(rgb: Any) -> jax.Array:
-    """The Y of YIQ (Rec. 601 luma): ``0.299 R + 0.587 G + 0.114 B``.
-
-    Args:
-      rgb: H×W×3 array.
-
-    Returns:
-      H×W jax array.
-    """
-    rgb = jnp.asarray(rgb, dtype=jnp.float32)
-    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-
-
-def transfer_chroma(luma_source: Any, chroma_source: Any, *, clip: bool = False) -> jax.Array:
-    """Y from ``luma_source``, I and Q from ``chroma_source`` (neural-style's ``original_colors``).
-
-    Typically ``transfer_chroma(result, content)``: the stylised result recoloured with the
-    content's colours.
-
-    Args:
-      luma_source: H×W×3 RGB supplying the luminance.
-      chroma_source: H×W×3 RGB (same H×W) supplying the colour.
-      clip: clip the result to ``[0, 1]`` (changes Y where it clips).
-
-    Returns:
-      H×W×3 jax array.
-    """
-    a = jnp.asarray(luma_source, dtype=jnp.float32)
-    b = jnp.asarray(chroma_source, dtype=jnp.float32)
-    if a.shape != b.shape:
-        raise ValueError(f"transfer_chroma needs equal shapes, got {a.shape} and {b.shape}")
-    y = rgb_to_yiq(a)[..., :1]
-    iq = rgb_to_yiq(b)[..., 1:]
-    out = yiq_to_rgb(jnp.concatenate([y, iq], axis=-1))
-    return jnp.clip(out, 0.0, 1.0) if clip else out
-
-
-def match_luminance(style_y: Any, content_y: Any, eps: float = 1e-6) -> jax.Array:
-    """Luminance-only transfer (Gatys et al. 2016): ``σ_C/σ_S · (L_S − μ_S) + μ_C``.
-
-    Args:
-      style_y: the style image's luminance (any shape).
-      content_y: the content image's luminance (any shape).
-      eps: a style luminance with ``σ_S <= eps`` counts as flat and becomes flat at ``μ_C``.
-
-    Returns:
-      jax array shaped like ``style_y`` with the content's mean and standard deviation.
-    """
-    s = jnp.asarray(style_y, dtype=jnp.float32)
-    c = jnp.asarray(content_y, dtype=jnp.float32)
-    std_s = s.std()
-    scale = jnp.where(std_s > eps, c.std() / jnp.maximum(std_s, eps), 0.0)
-    return (s - s.mean()) * scale + c.mean()
-
-
-def _mean_cov(x: jax.Array, eps: float) -> tuple[jax.Array, jax.Array]:
-    flat = x.reshape(-1, 3)
-    mu = flat.mean(axis=0)
-    d = flat - mu
-    cov = jnp.matmul(d.T, d, precision=_HI) / flat.shape[0] + eps * jnp.eye(3, dtype=flat.dtype)
-    return mu, cov
-
-
-def _sym_pow(cov: jax.Array, p: float) -> jax.Array:
-    lam, q = jnp.linalg.eigh(cov)
-    lam = jnp.maximum(lam, 1e-12)
-    return jnp.matmul(q * lam**p, q.T, precision=_HI)
-
-
-def match_color(
-    source: Any,
-    target: Any,
-    method: str = "chol",
-    *,
-    eps: float = 1e-5,
-    clip: bool = False,
-) -> jax.Array:
-    """Linear colour transfer (Gatys et al. 2016, "Preserving Color in Neural Artistic Style Transfer").
-
-    ``source`` is the image that is recoloured; ``target`` supplies the colours. Each pixel becomes
-    ``x' = A (x − μ_S) + μ_T`` with ``A Σ_S Aᵀ = Σ_T``, so the result has the target's RGB mean
-    and covariance. (In the paper's colour-histogram-matching variant the *style* image is the
-    source and the *content* image the target.) Covariances get ``eps·I`` added.
-
-    Methods:
-      "chol": ``A = L_T L_S⁻¹`` with Cholesky factors ``Σ = L Lᵀ``.
-      "pca": ``A = Q_T Λ_T^½ Λ_S^-½ Q_Sᵀ`` with eigendecompositions ``Σ = Q Λ Qᵀ`` (eigenvalues
-        ascending; the sign of each source eigenvector is chosen to agree with the target's).
-      "sym": ``A = Σ_T^½ Σ_S^-½`` with symmetric matrix square roots (the paper's "image analogies").
-
-    Args:
-      source: H×W×3 RGB to recolour (numpy or jax).
-      target: H'×W'×3 RGB whose colour statistics are imposed (any size).
-      method: "chol", "pca" or "sym".
-      eps: covariance regulariser.
-      clip: clip the result to ``[0, 1]`` (then the statistics match only approximately).
-
-    Returns:
-      jax float32 array shaped like ``source``.
-    """
-    if method not in COLOR_METHODS:
-        raise ConfigError(f"colour match method must be one of {COLOR_METHODS}, got {method!r}")
-    s = jnp.asarray(source, dtype=jnp.float32)
-    t = jnp.asarray(target, dtype=jnp.float32)
-    mu_s, cov_s = _mean_cov(s, eps)
-    mu_t, cov_t = _mean_cov(t, eps)
-    if method == "chol":
-        l_s = jnp.linalg.cholesky(cov_s)
-        l_t = jnp.linalg.cholesky(cov_t)
-        # A = L_T L_S⁻¹  ⇔  Aᵀ = L_S⁻ᵀ L_Tᵀ: solve L_Sᵀ Aᵀ = L_Tᵀ
-        a = jax.scipy.linalg.solve_triangular(l_s.T, l_t.T, lower=False).T
-    elif method == "pca":
-        lam_s, q_s = jnp.linalg.eigh(cov_s)
-        lam_t, q_t = jnp.linalg.eigh(cov_t)
-        sign = jnp.where(jnp.sum(q_s * q_t, axis=0) < 0, -1.0, 1.0)
-        q_s = q_s * sign
-        scale = jnp.sqrt(jnp.maximum(lam_t, 0.0) / jnp.maximum(lam_s, 1e-12))
-        a = jnp.matmul(q_t * scale, q_s.T, precision=_HI)
-    else:
-        a = jnp.matmul(_sym_pow(cov_t, 0.5), _sym_pow(cov_s, -0.5), precision=_HI)
-    out = jnp.matmul(s - mu_s, a.T, precision=_HI) + mu_t
-    return jnp.clip(out, 0.0, 1.0) if clip else out

@@ -17,6 +17,8 @@ Features are HWC (one image); batch with ``jax.vmap``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -41,7 +43,7 @@ def gram(f: jax.Array, norm: str = "none", mask: jax.Array | None = None) -> jax
     """
     h, w, c = f.shape
     flat = f.reshape(h * w, c)
-    area = h * w
+    area: Any = h * w
     if mask is not None:
         flat = flat * mask.reshape(h * w, 1)
         # A region's Gram is normalised by the region's area (its mask's sum), so regions of any
@@ -149,9 +151,13 @@ def _sqrtm_psd(m: jax.Array) -> jax.Array:
 def wasserstein2(mu_x: jax.Array, cov_x: jax.Array, mu_s: jax.Array, cov_s: jax.Array) -> jax.Array:
     """Squared 2-Wasserstein distance between Gaussians N(mu_x, cov_x) and N(mu_s, cov_s).
 
-    ``|mu_x − mu_s|² + tr(cov_x) + tr(cov_s) − 2·tr((cov_s^½ cov_x cov_s^½)^½)`` — the style loss of
-    crowsonkb/style-transfer-pytorch. ``cov_s^½`` is a precomputable target; the inner square root is
-    taken through the eigenvalues of the (symmetric) product.
+    ``|mu_x − mu_s|² + tr(cov_x) + tr(cov_s) − 2·tr((cov_s^½ cov_x cov_s^½)^½)``, the style loss of
+    crowsonkb/style-transfer-pytorch up to two departures kept on purpose: crowsonkb averages over
+    the C channels where this sums (its ``mean`` of the squared mean difference and of the diagonal:
+    this value / C, so its deeper layers weigh less), and adds 1e-4·I to both covariances. This is
+    the squared W2 distance itself; per-layer weights (``style_layer_weights``) give crowsonkb's
+    scaling (1/C each) if wanted. The inner square root is taken through the eigenvalues of the
+    (symmetric) product. Several styles are blended as a mixture (``targets.blend_stats``).
     """
     s_half = _sqrtm_psd(cov_s)
     inner = s_half @ cov_x @ s_half

@@ -79,7 +79,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import vgg
 
 ARCHS: tuple[str, ...] = ("resnet50",)
 # (stage, blocks, bottleneck width, output width); stage numbers as in the Keras/Caffe names.
@@ -268,18 +267,6 @@ def _max_pool(x: jax.Array, pad: int) -> jax.Array:
     return jax.lax.reduce_window(
         x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (pad, pad), (pad, pad), (0, 0))
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class ResNetConvention(vgg.Convention):
-    """An input convention plus the static facts of a ResNet50 file that ``features`` needs.
-
-    The engine passes the convention as a static argument; carrying ``stride_on`` (and the first
-    max pool's padding) here keeps ResNet50 runs on the same compiled-loop path as VGG's.
-    """
-
-    stride_on: str = "1x1"
-    pool1_pad: int = 1
 
 
 class _Done(Exception):

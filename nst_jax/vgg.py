@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -220,12 +220,13 @@ def _combine(parts: Sequence[jax.Array], matrix: np.ndarray) -> list[jax.Array]:
     small and sparse: XLA fuses these; an einsum over a 6-long axis lowers to a slow dot)."""
     out = []
     for row in matrix:
-        acc = None
+        acc: Optional[jax.Array] = None
         for c, part in zip(row.tolist(), parts):
             if c == 0:
                 continue
             term = part if c == 1 else (-part if c == -1 else part * np.asarray(c, part.dtype))
             acc = term if acc is None else acc + term
+        assert acc is not None  # every row of the transform has a nonzero entry
         out.append(acc)
     return out
 
@@ -247,11 +248,11 @@ def winograd_kernel(kernel: jax.Array) -> jax.Array:
         g = jnp.asarray(_WINO_G, kernel.dtype)
         u = jnp.einsum("ij,jkco,lk->ilco", g, kernel, g, precision=jax.lax.Precision.HIGHEST)
         return u.reshape(36, c, k)
-    kernel = np.asarray(kernel)
-    g = _WINO_G.astype(kernel.dtype)
-    rows = (g @ kernel.reshape(3, -1)).reshape(6, 3, -1)  # G k over the kernel's rows
-    u = np.einsum("lk,ikx->ilx", g, rows, optimize=True)  # ... then G^T over its columns
-    return jnp.asarray(u.reshape(36, c, k))
+    host = np.asarray(kernel)
+    g_host = _WINO_G.astype(host.dtype)
+    rows = (g_host @ host.reshape(3, -1)).reshape(6, 3, -1)  # G k over the kernel's rows
+    u_host = np.einsum("lk,ikx->ilx", g_host, rows, optimize=True)  # ... then G^T over its columns
+    return jnp.asarray(u_host.reshape(36, c, k))
 
 
 def _winograd_conv(x: jax.Array, u: jax.Array, precision) -> jax.Array:
@@ -506,7 +507,7 @@ def features(
         if not names:
             continue
         block_params = {n: params[n] for n in names if n.startswith("conv")}
-        fn = functools.partial(run_block, names=tuple(names))
+        fn: Callable[..., Any] = functools.partial(run_block, names=tuple(names))
         if remat:
             # Keep only the block's output and the requested layers for the backward pass; the
             # block's other activations are recomputed (one more forward per block).

@@ -3,11 +3,11 @@
 
     python scripts/bench_lbfgs.py --sizes 256,512 --stored 100,20
 
-Runs ``transfer.scale_by_torch_lbfgs(100)`` updates (and, for comparison, a copy of the update as it
+Runs ``scale_by_torch_lbfgs(100)`` updates (and, for comparison, a copy of the update as it
 was before the performance log's L-BFGS changes) on an S×S×3 image inside a jitted ``lax.scan``
 with a cheap stand-in gradient, (a) the update alone and (b) the update plus the engine's
-"keep the old state if the step was not finite" selection (``transfer._keep_if_ok`` when the
-engine has it, else the plain ``where`` over the whole state the engine used before). The memory
+"keep the old state if the step was not finite" selection (``engine.keep_if_ok``; the copy of the
+old update gets the plain ``where`` over the whole state the engine used before). The memory
 starts with ``--stored`` pairs. A measurement, not a test.
 """
 
@@ -26,7 +26,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nst_jax import transfer  # noqa: E402
+from nst_jax.engine import keep_if_ok  # noqa: E402
+from nst_jax.optimizers import TorchLBFGSState, scale_by_torch_lbfgs  # noqa: E402
 
 
 def before_update(memory: int):
@@ -65,23 +66,23 @@ def before_update(memory: int):
 
         d = jax.lax.fori_loop(0, memory, forward, r)
         t = jnp.where(first, jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(grad))), 1.0)
-        return t * d, transfer.TorchLBFGSState(state.count + 1, grad, t * d, s_mem, y_mem, rho, head, size, h_diag)
+        return t * d, TorchLBFGSState(state.count + 1, grad, t * d, s_mem, y_mem, rho, head, size, h_diag)
 
     return update
 
 
 def measure(size: int, stored: int, steps: int, repeats: int, with_keep: bool, before: bool = False) -> float:
-    opt = transfer.scale_by_torch_lbfgs(100, 1.0)
+    opt = scale_by_torch_lbfgs(100, 1.0)
     if before:
         opt = opt._replace(update=before_update(100))
     x = jnp.asarray(np.random.default_rng(0).random((size, size, 3), dtype=np.float32))
-    keep = None if before else getattr(transfer, "_keep_if_ok", None)
+    keep = None if before else keep_if_ok
 
     def body(carry, _):
         v, st = carry
         g = jnp.sin(3.0 * v) + v  # stand-in gradient
         if with_keep and keep is not None:  # the engine's _step: store only finite pairs, keep-if-ok
-            u, st2 = opt.update(g, st, v, allow_store=jnp.all(jnp.isfinite(g)))
+            u, st2 = opt.update(g, st, v, value=jnp.sum(g))  # a NaN value stores no pair
         else:
             u, st2 = opt.update(g, st, v)
         new = (v + 1e-3 * u, st2)
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args(argv)
-    print(f"# engine has _keep_if_ok: {hasattr(transfer, '_keep_if_ok')}; loadavg {os.getloadavg()}")
+    print(f"# loadavg {os.getloadavg()}")
     for size in map(int, args.sizes.split(",")):
         for stored in map(int, args.stored.split(",")):
             for before in (True, False):

@@ -44,7 +44,10 @@ def main(argv=None) -> int:
     import jax
 
     from benchmark import _pattern_image, _smooth_image, build_config, machine_info
-    from nst_jax import transfer, vgg
+    from nst_jax import vgg
+    from nst_jax.batching import default_batch_size, stylize_many
+    from nst_jax.engine import stylize
+    from nst_jax.network import engine_params, uses_winograd
     from nst_jax.weights import synthetic_params
 
     bargs = argparse.Namespace(preset=args.preset, size=str(args.size), iterations=args.iterations,
@@ -53,7 +56,7 @@ def main(argv=None) -> int:
     params = jax.device_put(synthetic_params(cfg.arch, seed=0))
     # Both paths get the Winograd kernels made once (as a user looping over stylize would do);
     # otherwise every sequential call would transform them again (~1 s each).
-    params = transfer.engine_params(params, cfg, vgg.CAFFE, (args.size, args.size))
+    params = engine_params(params, cfg, vgg.CAFFE, (args.size, args.size))
     h = w = args.size
     content = _smooth_image(h, w, 1)
     counts = [int(c) for c in args.counts.split(",")]
@@ -62,7 +65,7 @@ def main(argv=None) -> int:
     rows = []
     info = machine_info()
     print(f"# {args.preset} recipe ({cfg.optimizer}), {h}x{w}, {n_it} iterations per result, conv "
-          f"{'winograd' if transfer.uses_winograd(cfg, vgg.CAFFE, (h, w)) else 'direct'}, devices {jax.devices()}")
+          f"{'winograd' if uses_winograd(cfg, vgg.CAFFE, (h, w)) else 'direct'}, devices {jax.devices()}")
     print(f"# machine: {info['cpu']}, {info['usable_cpus']} CPUs, jax {info['jax']}")
     print(f"{'N':>3} {'vmapped s':>10} {'sequential s':>13} {'vmapped res-it/s':>17} {'sequential res-it/s':>20} "
           f"{'speed-up':>8} {'same result':>11}")
@@ -71,11 +74,11 @@ def main(argv=None) -> int:
         seeds = list(range(n))
 
         def many():
-            return transfer.stylize_many(content, styles, params, cfg, iterations=n_it, convention=vgg.CAFFE,
+            return stylize_many(content, styles, params, cfg, iterations=n_it, convention=vgg.CAFFE,
                                          chunk_size=n_it, batch_size=None if args.default_batch else n, seeds=seeds)
 
         def sequential():
-            return [transfer.stylize(content, s, params, cfg, iterations=n_it, convention=vgg.CAFFE,
+            return [stylize(content, s, params, cfg, iterations=n_it, convention=vgg.CAFFE,
                                      chunk_size=n_it, seed=seed) for s, seed in zip(styles, seeds)]
 
         many()  # compile (untimed)
@@ -88,7 +91,7 @@ def main(argv=None) -> int:
         seq = sequential()
         t_seq = time.perf_counter() - t0
         diff = float(np.max(np.abs(np.asarray(m.losses[0]) / np.asarray(seq[0].losses) - 1)))
-        row = {"n": n, "batch_size": transfer.default_batch_size(h, w, cfg, n) if args.default_batch else n,
+        row = {"n": n, "batch_size": default_batch_size(h, w, cfg, n) if args.default_batch else n,
                "vmapped_s": t_many, "sequential_s": t_seq,
                "vmapped_result_iterations_per_s": n * n_it / t_many,
                "sequential_result_iterations_per_s": n * n_it / t_seq,

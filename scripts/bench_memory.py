@@ -5,7 +5,7 @@
 
 Each size runs ``scripts/benchmark.py --variants nst-jax`` (and torch with ``--torch``) for a few
 iterations in its own process and reads the process's peak RSS. A line ``RSS = a + b · pixels`` is
-fitted (per variant) and solved for the budget; ``transfer.estimate_bytes_per_result`` is printed
+fitted (per variant) and solved for the budget; ``estimate_bytes_per_result`` is printed
 beside it (the estimate ``stylize_many`` sizes its batches by). A measurement, not a test.
 """
 
@@ -35,7 +35,8 @@ def main(argv=None) -> int:
     ap.add_argument("--remat", action="store_true", help="nst-jax with jax.checkpoint per VGG block")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    from nst_jax import preset, transfer
+    from nst_jax import preset
+    from nst_jax.memory import estimate_bytes_per_result
 
     variants = "nst-jax,torch" if args.torch else "nst-jax"
     rows = []
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
             report = json.loads(out.read_text())
         cfg = preset(args.preset).replace(shape=(size, size), size=None, remat=args.remat,
                                           **({"optimizer": args.optimizer} if args.optimizer else {}))
-        row = {"size": size, "pixels": size * size, "estimate_bytes": transfer.estimate_bytes_per_result(size, size, cfg),
+        row = {"size": size, "pixels": size * size, "estimate_bytes": estimate_bytes_per_result(size, size, cfg),
                "loadavg": os.getloadavg()[0]}
         for v, r in report["results"].items():
             if "peak_rss" in r:

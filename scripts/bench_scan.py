@@ -1,16 +1,16 @@
 #!/usr/bin/env python
-"""Experiment: per-step time of the engine's chunked ``lax.scan`` against other loop structures.
+"""Experiment: per-step time of the engine's chunked ``lax.while_loop`` against other loop structures.
 
     python scripts/bench_scan.py --size 128 --steps 10 --repeats 5 --variants plain,scan,scan_nocond
 
-Variants (all run the same ``transfer._step`` on the same state):
-  plain         ``jax.jit(_step)`` called from Python once per step (state donated)
+Variants (all run the same ``engine.step`` on the same state):
+  plain         ``jax.jit(engine.step)`` called from Python once per step (state donated)
   plain_nodonate  the same without donation
-  scan          ``transfer._run_chunk`` (the engine as it is: a while_loop up to n_active)
+  scan          ``engine.run_chunk`` (the engine as it is: a while_loop up to n_active)
   scan_cond     the engine before: ``lax.scan`` with a ``lax.cond`` masking each step
-  scan_nocond   ``lax.scan`` over ``_step`` without the n_active ``lax.cond``
+  scan_nocond   ``lax.scan`` over ``step`` without the n_active ``lax.cond``
   scan_unrollK  ``scan_nocond`` with ``unroll=K``
-  fori          ``lax.fori_loop`` over ``_step`` (no per-step losses)
+  fori          ``lax.fori_loop`` over ``step`` (no per-step losses)
   vag           only ``jax.jit(value_and_grad(loss))`` per step (no optimiser, no bookkeeping)
   feat          only the network: ``jax.jit(value_and_grad(sum of the deepest layer))`` per step
 
@@ -37,7 +37,9 @@ def child(args) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from nst_jax import preset, transfer, vgg
+    from nst_jax import engine, network, objective, preset, vgg
+    from nst_jax.engine import init_state, initial_variable
+    from nst_jax.targets import compute_targets
     from nst_jax.weights import synthetic_params
 
     if args.vjp in ("jax", "conv"):  # the engine as it was: JAX's own VJPs (for the pools, or all)
@@ -52,26 +54,27 @@ def child(args) -> dict:
     if args.optimizer == "adam":
         cfg = cfg.replace(learning_rate=0.02 if cfg.variable_space == "rgb" else 2.0, adam_eps_mode="optax")
     params = jax.device_put(synthetic_params("vgg19", 0))
-    conv = vgg.CAFFE
+    conv = network.as_spec(vgg.CAFFE)
+    program, values = cfg.program(), cfg.values()
     rng = np.random.default_rng(1)
     content = rng.random((args.size, args.size, 3), dtype=np.float32)
     style = rng.random((args.size, args.size, 3), dtype=np.float32)
-    targets = transfer.compute_targets(params, conv, content, style, cfg)
-    v0 = transfer.initial_variable(jnp.asarray(content), None, cfg, conv, jax.random.PRNGKey(0))
+    targets = compute_targets(params, conv, content, style, cfg)
+    v0 = initial_variable(jnp.asarray(content), None, cfg, conv, jax.random.PRNGKey(0))
     n = args.steps
     v = args.variant
 
     def fresh():
-        return transfer.init_state(v0, cfg)
+        return init_state(v0, cfg.program(), cfg.values())
 
     if v.startswith("plain") or v in ("vag", "feat"):
         if v in ("vag", "feat"):
             def objective(params, targets, x):
-                xn = transfer._to_network(x, cfg, conv)
+                xn = engine.to_network(x, program, conv)
                 if v == "feat":  # the network alone: sum of the deepest layer's features
-                    deepest = max(transfer._all_layers(cfg), key=vgg.layer_names(cfg.arch).index)
-                    return jnp.sum(transfer._features(params, xn, [deepest], cfg, conv)[deepest])
-                return transfer.network_loss(params, targets, xn, cfg, conv)[0]
+                    deepest = max(network.all_layers(program), key=vgg.layer_names(cfg.arch).index)
+                    return jnp.sum(network.features(params, xn, [deepest], program, conv)[deepest])
+                return objective.network_objective(params, targets, xn, values, program, conv)[0]
             f = jax.jit(jax.value_and_grad(objective, argnums=2))
 
             def run(state):
@@ -83,7 +86,7 @@ def child(args) -> dict:
                 return state, val
         else:
             donate = (2,) if v == "plain" else ()
-            step = jax.jit(lambda p, t, s: transfer._step(p, t, s, cfg, conv), donate_argnums=donate)
+            step = jax.jit(lambda p, t, s: engine.step(p, t, values, s, program, conv), donate_argnums=donate)
 
             def run(state):
                 vals = []
@@ -95,7 +98,7 @@ def child(args) -> dict:
     else:
         if v == "scan":
             def prog(p, t, s):
-                return transfer._run_chunk(p, t, s, jnp.asarray(n, jnp.int32), config=cfg, conv=conv, length=n)
+                return engine.run_chunk(p, t, values, s, jnp.asarray(n, jnp.int32), program=program, spec=conv, length=n)
         else:
             unroll = 1
             if v.startswith("scan_unroll"):
@@ -106,14 +109,14 @@ def child(args) -> dict:
                     n_active = jnp.asarray(n, jnp.int32)
 
                     def body(st, i):
-                        return jax.lax.cond(i < n_active, lambda s_: transfer._step(p, t, s_, cfg, conv),
+                        return jax.lax.cond(i < n_active, lambda s_: engine.step(p, t, values, s_, program, conv),
                                             lambda s_: (s_, jnp.asarray(jnp.nan, jnp.float32)), st)
 
                     return jax.lax.scan(body, s, jnp.arange(n))
                 if v == "fori":
-                    out = jax.lax.fori_loop(0, n, lambda i, st: transfer._step(p, t, st, cfg, conv)[0], s)
+                    out = jax.lax.fori_loop(0, n, lambda i, st: engine.step(p, t, values, st, program, conv)[0], s)
                     return out, jnp.zeros((n,))
-                return jax.lax.scan(lambda st, _: transfer._step(p, t, st, cfg, conv), s, None, length=n,
+                return jax.lax.scan(lambda st, _: engine.step(p, t, values, st, program, conv), s, None, length=n,
                                     unroll=unroll)
             prog = jax.jit(loop, donate_argnums=(2,))
 
@@ -134,7 +137,7 @@ def child(args) -> dict:
         times.append((time.perf_counter() - t0) / n)
     return {"variant": v, "vjp": args.vjp, "xla_flags": os.environ.get("XLA_FLAGS"),
             "size": args.size, "optimizer": args.optimizer, "first_s": first, "per_step_ms": [t * 1e3 for t in times],
-            "median_ms": statistics.median(times) * 1e3, "last_loss": float(last),
+            "median_ms": statistics.median(times) * 1e3, "last_loss": float(np.ravel(last)[0]),
             "loadavg": os.getloadavg()}
 
 

@@ -23,14 +23,11 @@ Imported only by benchmark.py's torch child processes; nst_jax never imports tor
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import torch_reference as ref
 
@@ -42,7 +39,7 @@ import torch_reference as ref
 class Space:
     """The recipe's image variable and its mapping to the network input (NCHW tensors).
 
-    Mirrors ``nst_jax.vgg.Convention`` and ``transfer._to_network`` / ``transfer._clamp``.
+    Mirrors ``nst_jax.vgg.Convention`` and ``engine.to_network`` / ``engine.clamp``.
     """
 
     def __init__(self, conv: Any, variable_space: str, device: torch.device):

@@ -8,8 +8,8 @@
 
 Variants (each runs in its own Python process, so thread pools and memory peaks never mix):
 
-  nst-jax        ``nst_jax.transfer.stylize``: targets precomputed once, the optimisation loop compiled
-                 in chunks (``lax.scan``). Warm-up (first ``stylize``: compilation included) is timed
+  nst-jax        ``nst_jax.stylize``: targets precomputed once, the optimisation loop compiled
+                 in chunks (``lax.while_loop``). Warm-up (first ``stylize``: compilation included) is timed
                  apart from the steady state; the steady state times the compiled chunk itself.
   nst-jax-direct the same with ``conv_algorithm="direct"`` (XLA's own convolutions): shows what the
                  Winograd convolutions (``--conv``, the ``default`` preset's ``auto``) buy.
@@ -163,7 +163,8 @@ def prepare_inputs(args: argparse.Namespace, cfg, workdir: Path) -> dict[str, An
     import jax
     import jax.numpy as jnp
 
-    from nst_jax import transfer, vgg
+    from nst_jax import network, vgg
+    from nst_jax.engine import initial_variable
 
     h, w = cfg.shape
     content = _load(args.content, (h, w), cfg.resample) if args.content else _smooth_image(h, w, args.seed + 1)
@@ -176,8 +177,8 @@ def prepare_inputs(args: argparse.Namespace, cfg, workdir: Path) -> dict[str, An
         base = load_weights(args.weights).convention
     else:
         base = vgg.TORCHVISION if args.preset == "pytorch" else vgg.CAFFE
-    eff = transfer.effective_convention(base, cfg)
-    v0 = transfer.initial_variable(jnp.asarray(content), jnp.asarray(style), cfg, eff, jax.random.PRNGKey(args.seed))
+    eff = network.with_pixel_scale(network.as_spec(base), cfg.pixel_scale).convention
+    v0 = initial_variable(jnp.asarray(content), jnp.asarray(style), cfg, eff, jax.random.PRNGKey(args.seed))
     path = workdir / "inputs.npz"
     np.savez(path, content=content, style=style, styles=styles, v0=np.asarray(v0, np.float32))
     return {"inputs": str(path), "convention": base.to_dict(), "effective_convention": eff.to_dict()}
@@ -230,7 +231,11 @@ def child_jax(spec: dict, direct: bool = False) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from nst_jax import transfer, vgg
+    from nst_jax import engine, network, vgg
+    from nst_jax.batching import stylize_many
+    from nst_jax.engine import init_state, stylize
+    from nst_jax.network import engine_params, uses_winograd
+    from nst_jax.targets import compute_targets
 
     cfg = _config(spec)
     if direct:
@@ -242,33 +247,34 @@ def child_jax(spec: dict, direct: bool = False) -> dict:
     params = jax.device_put(_load_params(spec))
     rss_base = _rss_now()
     out: dict[str, Any] = {"structure": "stylize: targets once, compiled chunk, conv "
-                           + ("winograd" if transfer.uses_winograd(cfg, base, content.shape) else "direct")}
+                           + ("winograd" if uses_winograd(cfg, base, content.shape) else "direct")}
 
     # (each Result holds its final LoopState, L-BFGS memory included: keep only the losses, so the
     # peak RSS is that of one run at a time, as a user's)
     t0 = time.perf_counter()
-    first_losses = transfer.stylize(content, style, params, cfg, iterations=n, seed=spec["seed"], convention=base,
+    first_losses = stylize(content, style, params, cfg, iterations=n, seed=spec["seed"], convention=base,
                                     chunk_size=n).losses
     out["first_run_s"] = time.perf_counter() - t0
     out["peak_rss_first_run"] = _peak_rss()
     t0 = time.perf_counter()
-    run_losses = transfer.stylize(content, style, params, cfg, iterations=n, seed=spec["seed"], convention=base,
+    run_losses = stylize(content, style, params, cfg, iterations=n, seed=spec["seed"], convention=base,
                                   chunk_size=n).losses
     out["second_run_s"] = time.perf_counter() - t0
     out["warmup_s"] = out["first_run_s"] - out["second_run_s"]
     out["first_run_losses_match"] = bool(np.array_equal(first_losses, run_losses, equal_nan=True))
 
-    conv = transfer.effective_convention(base, cfg)
-    run_params = transfer.engine_params(params, cfg, conv, content.shape)  # what stylize runs (Winograd kernels added)
+    conv = network.with_pixel_scale(network.as_spec(base, params), cfg.pixel_scale)
+    program, values = cfg.program(), cfg.values()
+    run_params = engine_params(params, program, conv, content.shape)  # what stylize runs (Winograd kernels added)
     t0 = time.perf_counter()
-    targets = jax.block_until_ready(transfer.compute_targets(params, conv, content, style, cfg))
+    targets = jax.block_until_ready(compute_targets(params, conv, content, style, cfg))
     out["setup_s"] = time.perf_counter() - t0  # targets (steady)
     v0 = jnp.asarray(data["v0"])
     n_arr = jnp.asarray(n, jnp.int32)
-    state_shape = jax.eval_shape(lambda: transfer.init_state(v0, cfg))  # lowering needs shapes only
+    state_shape = jax.eval_shape(lambda: init_state(v0, cfg.program(), cfg.values()))  # lowering needs shapes only
     jax.clear_caches()  # the chunk compiled by stylize above would be reused: time a fresh compile
     t0 = time.perf_counter()
-    lowered = transfer._run_chunk.lower(run_params, targets, state_shape, n_arr, config=cfg, conv=conv, length=n)
+    lowered = engine.run_chunk.lower(run_params, targets, values, state_shape, n_arr, program=program, spec=conv, length=n)
     t1 = time.perf_counter()
     compiled = lowered.compile()
     out["trace_s"], out["compile_s"] = t1 - t0, time.perf_counter() - t1
@@ -276,12 +282,12 @@ def child_jax(spec: dict, direct: bool = False) -> dict:
     faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(reps):
         state = None  # the previous repeat's state: freed before the next is made
-        state = jax.block_until_ready(transfer.init_state(v0, cfg))
+        state = jax.block_until_ready(init_state(v0, cfg.program(), cfg.values()))
         t0 = time.perf_counter()
-        state, chunk_losses = compiled(run_params, targets, state, n_arr)
+        state, chunk_losses = compiled(run_params, targets, values, state, n_arr)
         jax.block_until_ready((state, chunk_losses))
         times.append(time.perf_counter() - t0)
-        losses, evals = np.asarray(chunk_losses), int(state.evals)
+        losses, evals = np.asarray(chunk_losses)[:, 0], int(state.evals)  # rows: total, content, style, tv
     out["minor_faults_per_iteration"] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / (reps * n)
     out["times_s"] = times
     out["evaluations"] = evals
@@ -292,11 +298,11 @@ def child_jax(spec: dict, direct: bool = False) -> dict:
     if spec["styles"] > 1:
         styles = list(data["styles"])
         t0 = time.perf_counter()
-        transfer.stylize_many(content, styles, params, cfg, iterations=n, convention=base, chunk_size=n,
+        stylize_many(content, styles, params, cfg, iterations=n, convention=base, chunk_size=n,
                               batch_size=len(styles), seeds=[spec["seed"]] * len(styles))
         out["many_first_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        many = transfer.stylize_many(content, styles, params, cfg, iterations=n, convention=base, chunk_size=n,
+        many = stylize_many(content, styles, params, cfg, iterations=n, convention=base, chunk_size=n,
                                      batch_size=len(styles), seeds=[spec["seed"]] * len(styles))
         out["many_s"] = time.perf_counter() - t0
         out["many_final_losses"] = [float(x) for x in many.losses[:, -1]]

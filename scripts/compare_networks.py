@@ -35,9 +35,12 @@ from typing import Any, Optional, Sequence
 import jax
 import numpy as np
 
-from nst_jax import image, preset, transfer, vgg, weights
+from nst_jax import figures, image, network, preset, vgg, weights
 from nst_jax.cli import working_images
+from nst_jax.engine import stylize
 from nst_jax.errors import NSTError
+from nst_jax.objective import network_objective
+from nst_jax.targets import compute_targets
 
 ASSETS = pathlib.Path(__file__).resolve().parents[1] / "nst_jax" / "assets"
 # (label, preset, arch) in the blog's order: part 1, part 2, part 3.
@@ -117,15 +120,16 @@ def run_network(
     if evaluations is not None:
         cfg = cfg.replace(iterations=evaluations)
     content, styles, _, _ = working_images(content_path, [style_path], cfg, None)
-    params, conv = transfer.split_network(net)
-    conv = transfer.effective_convention(conv, cfg)
-    targets = transfer.compute_targets(params, conv, content, styles[0], cfg)
-    objective = jax.jit(jax.value_and_grad(lambda xn: transfer.network_loss(params, targets, xn, cfg, conv)[0]))
-    x0 = conv.to_network(jax.numpy.asarray(content))
+    params, spec = network.net_spec(net)
+    spec = network.with_pixel_scale(spec, cfg.pixel_scale)
+    targets = compute_targets(params, spec, content, styles[0], cfg)
+    program, values = cfg.program(), cfg.values()
+    objective = jax.jit(jax.value_and_grad(lambda xn: network_objective(params, targets, xn, values, program, spec)[0]))
+    x0 = spec.convention.to_network(jax.numpy.asarray(content))
     start_loss = float(objective(x0)[0])
     ms = ms_per_evaluation(objective, x0, repeats)
     t0 = time.perf_counter()
-    result = transfer.stylize(content, styles[0], net, cfg)
+    result = stylize(content, styles[0], net, cfg)
     seconds = time.perf_counter() - t0
     # The loss of the final image itself (Result.losses are taken before each step's update).
     final_loss = float(objective(result.state.v)[0])
@@ -236,7 +240,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     panels = [labelled(content, "content"), labelled(style, "style")]
     panels += [labelled(img if img.shape == content.shape else image.resize(img, content.shape[:2]), label)
                for label, img in results]
-    image.save_image(out, image.montage(panels), overwrite=args.overwrite)
+    image.save_image(out, figures.montage(panels), overwrite=args.overwrite)
     table = markdown_table(rows)
     print(table)
     if args.json:

@@ -11,6 +11,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The CLI's persistent compilation cache stays off in tests (hermetic, nothing written to ~/.cache).
 os.environ.setdefault("NST_JAX_CACHE_DIR", "")
 
+import jax
 import numpy as np
 import pytest
 
@@ -45,3 +46,23 @@ def random_image(h: int, w: int, seed: int) -> np.ndarray:
 def images():
     """(content, style, image) at 48×64."""
     return random_image(48, 64, 1), random_image(48, 64, 2), random_image(48, 64, 3)
+
+
+class CompileCounter:
+    """Counts the engine chunk's traces and every backend compilation, through ``jax.monitoring``."""
+
+    def __init__(self, fun_name: str = "chunk"):
+        self.fun_name, self.traces, self.compiles = fun_name, 0, []
+
+    def __call__(self, event, duration, **kw):
+        if event == "/jax/core/compile/jaxpr_trace_duration" and kw.get("fun_name") == self.fun_name:
+            self.traces += 1
+        if event == "/jax/core/compile/backend_compile_duration":
+            self.compiles.append(kw.get("fun_name"))
+
+    def __enter__(self):
+        jax.monitoring.register_event_duration_secs_listener(self)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self)

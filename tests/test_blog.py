@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 
 import jax
@@ -27,7 +26,10 @@ from PIL import Image
 
 import torch_reference as ref
 from conftest import random_image
-from nst_jax import cli, preset, resnet, transfer, vgg, weights
+from nst_jax import cli, network, objective, preset, vgg, weights
+from nst_jax.engine import stylize
+from nst_jax.objective import make_loss_fn
+from nst_jax.targets import compute_targets
 
 RTOL = 1e-4
 BLOG_PRESETS = ("keras-lbfgs", "keras-vgg16", "keras-resnet50")
@@ -43,8 +45,8 @@ def _rel(a, b) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
-def _resnet_convention(pool1_pad: int = 1) -> resnet.ResNetConvention:
-    return resnet.ResNetConvention(**dataclasses.asdict(vgg.CAFFE), stride_on="1x1", pool1_pad=pool1_pad)
+def _resnet_convention(pool1_pad: int = 1) -> network.NetSpec:
+    return network.NetSpec("resnet50", vgg.CAFFE, stride_on="1x1", pool1_pad=pool1_pad)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +92,7 @@ def test_vgg_presets_match_the_keras_code(name, arch, vgg19_params, vgg16_params
     content, style, image = images
     params = vgg19_params if arch == "vgg19" else vgg16_params
     cfg = preset(name)
-    loss_fn = transfer.make_loss_fn(params, content, style, cfg, convention=vgg.CAFFE)
+    loss_fn = make_loss_fn(params, content, style, cfg, convention=vgg.CAFFE)
     (value, _), grad = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(jnp.asarray(image))
     extractor = ref.keras_feature_extractor(ref.vgg_features(params, "max"))  # blockN_convM names, VGG16 too
     nhwc = lambda t: ref.caffe_preprocess(t).permute(0, 2, 3, 1)  # noqa: E731
@@ -212,7 +214,7 @@ def test_resnet50_preset_matches_the_blogs_code(resnet50_params, images):
     pool1_pad = 0
     content, style, image = images
     cfg = preset("keras-resnet50")
-    loss_fn = transfer.make_loss_fn(resnet50_params, content, style, cfg, convention=_resnet_convention(pool1_pad))
+    loss_fn = make_loss_fn(resnet50_params, content, style, cfg, convention=_resnet_convention(pool1_pad))
 
     def terms(im):
         total, parts = loss_fn(im)
@@ -260,10 +262,10 @@ def lbfgs_runs(vgg19_params):
     cfg = preset("keras-lbfgs").replace(size=None, shape=(H, W))
     assert (cfg.iterations, cfg.lbfgs_round) == (ROUNDS * MAXFUN, MAXFUN)
     conv = vgg.CAFFE
-    targets = transfer.compute_targets(vgg19_params, conv, content, style, cfg)
+    targets = compute_targets(vgg19_params, conv, content, style, cfg)
 
     def network_loss(xn):
-        return transfer.network_loss(vgg19_params, targets, xn, cfg, conv)[0]
+        return objective.network_objective(vgg19_params, targets, xn, cfg.values(), cfg.program(), network.as_spec(conv))[0]
 
     fetch_loss_and_grads = jax.jit(jax.value_and_grad(network_loss))
     calls = [0]
@@ -296,7 +298,7 @@ def lbfgs_runs(vgg19_params):
         x, min_val, info = fmin_l_bfgs_b(evaluator.loss, x, fprime=evaluator.grads, maxfun=MAXFUN, m=10)
     scipy_x = jnp.asarray(x.reshape((H, W, 3)), jnp.float32)
 
-    result = transfer.stylize(content, style, vgg19_params, cfg, convention=conv)
+    result = stylize(content, style, vgg19_params, cfg, convention=conv)
 
     def loss(xn):  # reuses the compiled loss-and-gradient
         return fetch_loss_and_grads(xn)[0]

@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 
 from nst_jax import cli, weights
+from nst_jax.engine import stylize
+from nst_jax.memory import memory_shortfall
 
 from conftest import random_image
 
@@ -157,9 +159,9 @@ def test_preserve_colors_and_coarse_to_fine(workdir, capsys):
 
 
 def test_size_that_will_not_fit_is_a_clear_error_before_any_work(workdir, capsys, monkeypatch):
-    from nst_jax import transfer
+    from nst_jax import memory
 
-    monkeypatch.setattr(transfer, "free_device_memory", lambda device=None: 2**30)  # 1 GiB free
+    monkeypatch.setattr(memory, "free_device_memory", lambda device=None: 2**30)  # 1 GiB free
     out = workdir / "toolarge.png"
     code, _, err = run(["stylize", workdir / "content.png", workdir / "style.png", "-o", out,
                         "--weights", workdir / "syn.h5", "--size", "512", "--no-progress"], capsys)
@@ -174,10 +176,10 @@ def test_size_that_will_not_fit_is_a_clear_error_before_any_work(workdir, capsys
                         "--no-progress"], capsys)
     assert code == 2 and "needs about" in err and not (workdir / "toolarge_batch" / "manifest.json").exists()
     # the suggested size does fit the same estimate
-    need, free, fits = transfer.memory_shortfall(384, 512, cli.preset("default"), free=2**30)
+    need, free, fits = memory_shortfall(384, 512, cli.preset("default"), free=2**30)
     assert need > free and 16 <= fits < 512 and f"--size {fits} " in errors[0]
-    assert transfer.memory_shortfall(fits * 3 // 4, fits, cli.preset("default"), free=free) is None
-    assert transfer.memory_shortfall(384, 512, cli.preset("default"), free=64 * 2**30) is None
+    assert memory_shortfall(fits * 3 // 4, fits, cli.preset("default"), free=free) is None
+    assert memory_shortfall(384, 512, cli.preset("default"), free=64 * 2**30) is None
 
 
 def _free_port() -> int:
@@ -206,7 +208,7 @@ def test_distributed_batch_two_processes_each_write_their_share(workdir, tmp_pat
                                "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     results = [p.communicate(timeout=600) for p in procs]
-    for p, (o, e) in zip(procs, results):
+    for p, (_o, e) in zip(procs, results):
         assert p.returncode == 0, e[-2000:]
     manifests = [json.loads((out / f"manifest-{i}.json").read_text()) for i in range(2)]
     assert [m["host"] for m in manifests] == [0, 1] and all(m["hosts"] == 2 for m in manifests)
@@ -261,10 +263,10 @@ def test_compilation_cache_is_reused_by_a_second_process(workdir, tmp_path):
 
 
 def test_skip_memory_check_runs_anyway_and_debug_shows_the_traceback(workdir, capsys, monkeypatch):
-    from nst_jax import transfer
+    from nst_jax import memory
     from nst_jax.errors import ConfigError, ImageError
 
-    monkeypatch.setattr(transfer, "free_device_memory", lambda device=None: 2**20)  # 1 MiB "free"
+    monkeypatch.setattr(memory, "free_device_memory", lambda device=None: 2**20)  # 1 MiB "free"
     argv = ["stylize", workdir / "content.png", workdir / "style.png", "-o", workdir / "skip.png",
             "--weights", workdir / "syn.h5", "--size", "32", "--iterations", "2", "--no-progress"]
     code, _, err = run(argv, capsys)
@@ -286,12 +288,12 @@ def test_skip_memory_check_runs_anyway_and_debug_shows_the_traceback(workdir, ca
     ("keep_loss.png", ["--loss-plot", "{d}/keep_loss.png"]),
 ])
 def test_existing_intermediate_montage_or_plot_is_refused_before_any_work(workdir, capsys, tmp_path, existing, extra):
-    from nst_jax import transfer
+    from nst_jax import engine
 
     target = tmp_path / existing
     target.write_bytes(b"precious")
     called = []
-    real = transfer.stylize
+    real = stylize
 
     def spy(*a, **k):
         called.append(1)
@@ -299,7 +301,7 @@ def test_existing_intermediate_montage_or_plot_is_refused_before_any_work(workdi
 
     import unittest.mock
 
-    with unittest.mock.patch.object(transfer, "stylize", spy):
+    with unittest.mock.patch.object(engine, "stylize", spy):
         code, _, err = run(["stylize", workdir / "content.png", workdir / "style.png", "-o", tmp_path / "keep.png",
                             "--weights", workdir / "syn.h5", "--size", "32", "--iterations", "5", "--no-progress",
                             *[e.format(d=tmp_path) for e in extra]], capsys)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
 
-from nst_jax import StyleConfig, control, image, transfer, vgg
+from nst_jax import StyleConfig, color, control, engine, image, vgg
 from nst_jax.errors import ConfigError
 from nst_jax.presets import PRESETS
+from nst_jax.engine import Result, stylize
+from nst_jax.objective import make_loss_fn
 
 from conftest import random_image
 
@@ -24,7 +25,7 @@ SCALES = [34, 48]  # scale_schedule(48, start=32): shapes (23, 34), (32, 48)
 
 
 def yiq(x):
-    return np.asarray(image.rgb_to_yiq(x))
+    return np.asarray(color.rgb_to_yiq(x))
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,7 +106,7 @@ def test_match_gives_the_style_the_contents_colour_statistics(method):
     c_in, s_in, restore = control.prepare_colors(content, [style], cfg, color_match_method=method)
     np.testing.assert_array_equal(c_in, content)
     (matched,) = s_in
-    unclipped = np.asarray(image.match_color(style, content, method))
+    unclipped = np.asarray(color.match_color(style, content, method))
     assert 0 < unclipped.min() and unclipped.max() < 1  # so the clipping did nothing
     np.testing.assert_allclose(matched, unclipped, atol=1e-7)
     mu_m, cov_m = _mean_cov(matched)
@@ -131,7 +132,7 @@ def test_prepare_colors_keeps_the_style_structure_and_rejects_unknown_methods():
 def test_lum_inputs_are_grey_with_the_contents_luminance_statistics():
     content = _colour_image([0.5, 0.45, 0.4], np.eye(3) * 0.1, 3)
     c_in, s_in, _ = control.prepare_colors(content, [STYLE], SMALL.replace(preserve_colors="lum"))
-    y = np.asarray(image.luminance(content))
+    y = np.asarray(color.luminance(content))
     np.testing.assert_allclose(c_in, np.repeat(y[..., None], 3, -1), atol=1e-7)
     (s,) = s_in
     np.testing.assert_array_equal(s[..., 0], s[..., 1])
@@ -165,7 +166,7 @@ def test_lum_run_keeps_the_contents_chroma_and_changes_the_luminance(vgg19_param
     np.testing.assert_allclose(yiq(r.image)[inside][:, 1:], yiq(CONTENT)[inside][:, 1:], atol=1e-5)
     np.testing.assert_allclose(yiq(unclipped)[..., 1:], yiq(CONTENT)[..., 1:], atol=1e-5)
     # the optimised luminance is the result's, not the content's
-    np.testing.assert_allclose(yiq(unclipped)[..., 0], np.asarray(image.luminance(raw)), atol=1e-5)
+    np.testing.assert_allclose(yiq(unclipped)[..., 0], np.asarray(color.luminance(raw)), atol=1e-5)
     assert np.abs(yiq(r.image)[..., 0] - yiq(CONTENT)[..., 0]).max() > 1e-2
 
 
@@ -175,7 +176,7 @@ def test_lum_run_keeps_the_contents_chroma_and_changes_the_luminance(vgg19_param
 
 def _record(monkeypatch):
     calls = []
-    real = transfer.stylize
+    real = stylize
 
     def recording(content, style, params, config, **kw):
         res = real(content, style, params, config, **kw)
@@ -183,7 +184,7 @@ def _record(monkeypatch):
                           iterations=kw.get("iterations"), config=config))
         return res
 
-    monkeypatch.setattr(transfer, "stylize", recording)
+    monkeypatch.setattr(engine, "stylize", recording)
     return calls
 
 
@@ -201,14 +202,14 @@ def test_each_scale_starts_from_the_previous_result_upsampled(vgg19_params, monk
     assert calls[0]["init"] is None  # config.init on the first scale
     np.testing.assert_array_equal(calls[1]["init"], image.resize(calls[0]["result"].output, (32, 48), "bicubic"))
     # and the fine scale's first loss is the loss of that start image
-    start_loss = transfer.make_loss_fn(vgg19_params, calls[1]["content"], calls[1]["style"], calls[1]["config"],
+    start_loss = make_loss_fn(vgg19_params, calls[1]["content"], calls[1]["style"], calls[1]["config"],
                                        convention=vgg.CAFFE)(calls[1]["init"])[0]
     assert r.losses_per_scale[1][0] == pytest.approx(float(start_loss), rel=1e-4)
     # results: final shape, all losses, colours restored on the final scale's image
     assert r.image.shape == CONTENT.shape and r.result is calls[-1]["result"]
     np.testing.assert_array_equal(r.losses, np.concatenate([c["result"].losses for c in calls]))
     assert r.iterations == 6 and r.evaluations == 6 and r.config is cfg
-    restored = np.asarray(image.transfer_chroma(r.result.image, CONTENT, clip=True))
+    restored = np.asarray(color.transfer_chroma(r.result.image, CONTENT, clip=True))
     np.testing.assert_allclose(r.image, restored, atol=1e-7)
     # the callback saw every scale, with where it stands
     assert [(p.scale_index, p.scale_shape, p.iteration, p.overall_iteration) for p in seen] == [
@@ -220,7 +221,7 @@ def test_each_scale_starts_from_the_previous_result_upsampled(vgg19_params, monk
 def test_one_scale_without_colour_control_is_stylize(vgg19_params):
     style = random_image(36, 36, 9)  # already at its working shape: 0.75 · 48
     r = control.stylize_controlled(CONTENT, style, vgg19_params, SMALL, convention=vgg.CAFFE, seed=3)
-    ref = transfer.stylize(CONTENT, style, vgg19_params, SMALL, convention=vgg.CAFFE, seed=3)
+    ref = stylize(CONTENT, style, vgg19_params, SMALL, convention=vgg.CAFFE, seed=3)
     np.testing.assert_array_equal(r.image, ref.image)
     np.testing.assert_array_equal(r.losses, ref.losses)
     assert r.scales == [(32, 48)] and r.final_loss == ref.final_loss
@@ -255,16 +256,16 @@ def test_every_preset_plans_its_scales(name, colors, monkeypatch):
     def fake(content, style, params, config, **kw):
         calls.append((content.shape, [np.shape(s) for s in style] if isinstance(style, list) else np.shape(style), kw))
         out = kw["init_image"] if kw["init_image"] is not None else content
-        return transfer.Result(np.asarray(out), np.asarray(out), np.ones(kw["iterations"], np.float32),
+        return Result(np.asarray(out), np.asarray(out), np.ones(kw["iterations"], np.float32),
                                kw["iterations"], kw["iterations"], "done", config, kw["seed"])
 
-    monkeypatch.setattr(transfer, "stylize", fake)
+    monkeypatch.setattr(engine, "stylize", fake)
     cfg = PRESETS[name].replace(preserve_colors=colors, iterations=6)
     content = random_image(48, 64, 4)
     r = control.stylize_controlled(content, [STYLE, random_image(30, 60, 5)], {}, cfg, scales=[32, 45, 64],
                                    convention=vgg.CAFFE)
     assert [c[0][:2] for c in calls] == r.scales == [(24, 32), (34, 45), (48, 64)]
-    for (shape, styles, _), scale in zip(calls, r.scales):
+    for (_shape, styles, _), scale in zip(calls, r.scales):
         want = [control.style_working_shape(s, scale, cfg) + (3,) for s in ((40, 40), (30, 60))]
         assert styles == want
     assert r.losses.shape == (12,) and r.image.shape == (48, 64, 3)

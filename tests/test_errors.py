@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from nst_jax import StyleConfig, checkpoint, cli, transfer, vgg, weights
+from nst_jax import StyleConfig, checkpoint, cli, engine, vgg, weights
 from nst_jax.errors import ConfigError
+from nst_jax.engine import init_state, stylize
 
 from conftest import random_image
 
@@ -119,7 +120,7 @@ def test_internal_error_is_exit_1_without_traceback(files, capsys, tmp_path, mon
     def boom(*a, **k):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(transfer, "stylize", boom)
+    monkeypatch.setattr(engine, "stylize", boom)
     code, _, err = run(["stylize", files / "content.png", files / "style.png", "-o", tmp_path / "o.png",
                         "--weights", files / "syn.h5", "--size", "32", "--no-progress"], capsys)
     assert code == 1 and "internal error" in err and "Traceback" not in err
@@ -138,15 +139,15 @@ def test_nonfinite_loss_keeps_the_best_image_before_it(files, capsys, tmp_path):
     code, _, err = run(argv, capsys)
     assert code == 2 and "became non-finite" in err and "--lr" in err
     # the same run in the library: where the losses go, and the iterate of each step
-    cfg, _ = cli.config_from_args(cli.build_parser().parse_args([str(a) for a in argv]))
+    cfg, _, _ = cli.config_from_args(cli.build_parser().parse_args([str(a) for a in argv]))
     net = weights.load_weights(files / "syn.h5")
     content, styles, _, _ = cli.working_images(str(files / "content.png"), [str(files / "style.png")], cfg, None)
-    full = transfer.stylize(content, styles[0], net.params, cfg, convention=net.convention)
+    full = stylize(content, styles[0], net.params, cfg, convention=net.convention)
     assert full.status == "nonfinite"
     finite = np.flatnonzero(np.isfinite(full.losses))
     best, last = int(finite[np.argmin(full.losses[finite])]), int(finite[-1])
     assert best != last  # the two rules differ on this run
-    at = lambda k: image.to_uint8(transfer.stylize(content, styles[0], net.params, cfg.replace(iterations=k),  # noqa: E731
+    at = lambda k: image.to_uint8(stylize(content, styles[0], net.params, cfg.replace(iterations=k),  # noqa: E731
                                                    convention=net.convention).image)
     saved = np.asarray(Image.open(out).convert("RGB"))
     np.testing.assert_array_equal(saved, at(best))
@@ -175,7 +176,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(vgg19_params, files, tm
     content, style = random_image(40, 48, 5), random_image(40, 48, 6)
     cfg = StyleConfig(content_layers=("relu3_2",), style_layers=("relu1_1", "relu2_1", "relu3_1"), size=48,
                       iterations=12, chunk_size=4, init="noise", **RESUMABLE[kind])
-    full = transfer.stylize(content, style, vgg19_params, cfg, seed=7, convention=vgg.CAFFE)
+    full = stylize(content, style, vgg19_params, cfg, seed=7, convention=vgg.CAFFE)
     meta = dict(config=cfg, seed=7, weights_fingerprint="abc", content_shape=content.shape)
     ckpt = tmp_path / "run.ckpt.npz"
 
@@ -185,12 +186,12 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(vgg19_params, files, tm
             return True
         return False
 
-    first = transfer.stylize(content, style, vgg19_params, cfg, seed=7, convention=vgg.CAFFE, callback=stop_at_8)
+    first = stylize(content, style, vgg19_params, cfg, seed=7, convention=vgg.CAFFE, callback=stop_at_8)
     assert first.status == "stopped" and first.iterations == 8
-    template = transfer.init_state(np.zeros(content.shape, np.float32), cfg)
+    template = init_state(np.zeros(content.shape, np.float32), cfg.program(), cfg.values())
     state, losses, header = checkpoint.load(ckpt, template, **meta)
     assert header["iteration"] == 8 and len(losses) == 8
-    resumed = transfer.stylize(content, style, vgg19_params, cfg, seed=7, convention=vgg.CAFFE, resume=state,
+    resumed = stylize(content, style, vgg19_params, cfg, seed=7, convention=vgg.CAFFE, resume=state,
                                resume_losses=losses)
     np.testing.assert_array_equal(resumed.losses, full.losses)
     np.testing.assert_array_equal(resumed.image, full.image)

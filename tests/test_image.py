@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from nst_jax import color, figures
 from nst_jax import image as nim
 from nst_jax.errors import ConfigError, ImageError, NSTWarning
 
@@ -731,13 +732,13 @@ def test_montage_shapes():
     a = np.zeros((10, 20, 3), np.float32)
     b = np.zeros((20, 20, 3), np.float32)
     c = np.zeros((5, 15), np.float32)
-    m = nim.montage([a, b, c])
+    m = figures.montage([a, b, c])
     assert m.shape == (10, 20 + 8 + 10 + 8 + 30, 3) and m.dtype == np.float32
     np.testing.assert_array_equal(m[:, 20:28], 1.0)  # white gap
     np.testing.assert_allclose(m[:, :20], 0.0, atol=1e-6)
-    m2 = nim.montage([a, b], height=40, gap=0, background=0.5)
+    m2 = figures.montage([a, b], height=40, gap=0, background=0.5)
     assert m2.shape == (40, 80 + 40, 3)
-    assert nim.montage([a]).shape == a.shape
+    assert figures.montage([a]).shape == a.shape
 
 
 # ---------------------------------------------------------------------------------------------
@@ -750,16 +751,51 @@ def test_montage_shapes():
     ids=["log", "linear", "nonfinite", "single", "empty"],
 )
 def test_save_loss_plot(tmp_path, losses):
-    path = nim.save_loss_plot(tmp_path / "plots" / "loss.png", losses, title="total loss")
+    path = figures.save_loss_plot(tmp_path / "plots" / "loss.png", losses, title="total loss")
     with Image.open(path) as im:
         assert im.format == "PNG" and im.mode == "RGB"
         im.load()
         a = np.asarray(im)
     assert (a < 128).any() and (a > 250).any()  # something drawn on white
     with pytest.raises(ImageError, match="--overwrite"):
-        nim.save_loss_plot(path, losses)
-    nim.save_loss_plot(path, losses, overwrite=True)
+        figures.save_loss_plot(path, losses)
+    figures.save_loss_plot(path, losses, overwrite=True)
     assert os.listdir(path.parent) == ["loss.png"]
+
+
+def test_loss_plot_is_log_scale_with_the_terms_apart(tmp_path, monkeypatch):
+    """The plotted curves, read back from matplotlib: total, content, style and TV, on a log axis."""
+    from matplotlib.axes import Axes
+
+    n = 200
+    total = np.exp(-np.linspace(0, 9, n)) * 1e6 + 10
+    parts = np.stack([np.full(n, 5.0), total - 5.0 - 1e-3, np.full(n, 1e-3)], axis=1)
+    seen = {}
+    real_plot = Axes.plot
+
+    def spy(self, x, y, *args, label=None, **kw):
+        seen[label] = np.asarray(y)
+        out = real_plot(self, x, y, *args, label=label, **kw)
+        seen["yscale"] = self
+        return out
+
+    monkeypatch.setattr(Axes, "plot", spy)
+    figures.save_loss_plot(tmp_path / "l.png", total, parts=parts)
+    assert sorted(k for k in seen if k != "yscale") == ["content", "style", "total", "tv"]
+    np.testing.assert_allclose(seen["total"], total)
+    np.testing.assert_allclose(seen["tv"], parts[:, 2])
+    assert seen["yscale"].get_yscale() == "log"
+    # a term that is never positive is left out; non-finite values are gaps
+    seen.clear()
+    figures.save_loss_plot(tmp_path / "m.png", [3.0, np.nan, 1.0], parts=np.array([[1, 2, 0], [np.nan] * 3, [1, 0, 0.0]]))
+    assert "tv" not in seen and np.isnan(seen["total"][1])
+
+
+def test_loss_plot_without_matplotlib_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(figures, "have_matplotlib", lambda: False)
+    with pytest.raises(ImageError, match="nst-jax\\[plot\\]"):
+        figures.save_loss_plot(tmp_path / "l.png", [1.0, 0.5])
+    assert not (tmp_path / "l.png").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -781,12 +817,12 @@ def _coloured(rng, h, w):
 
 def test_yiq_round_trip_and_luminance():
     rgb = RNG.random((9, 11, 3)).astype(np.float32)
-    yiq = nim.rgb_to_yiq(rgb)
-    assert np.abs(np.asarray(nim.yiq_to_rgb(yiq)) - rgb).max() < 1e-6
-    np.testing.assert_allclose(np.asarray(nim.luminance(rgb)), np.asarray(yiq)[..., 0], atol=1e-6)
-    np.testing.assert_allclose(np.asarray(nim.rgb_to_yiq(np.ones((1, 1, 3)))), [[[1, 0, 0]]], atol=1e-6)
+    yiq = color.rgb_to_yiq(rgb)
+    assert np.abs(np.asarray(color.yiq_to_rgb(yiq)) - rgb).max() < 1e-6
+    np.testing.assert_allclose(np.asarray(color.luminance(rgb)), np.asarray(yiq)[..., 0], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(color.rgb_to_yiq(np.ones((1, 1, 3)))), [[[1, 0, 0]]], atol=1e-6)
     y = rgb @ np.array([0.299, 0.587, 0.114])
-    np.testing.assert_allclose(np.asarray(nim.luminance(jax.numpy.asarray(rgb))), y, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(color.luminance(jax.numpy.asarray(rgb))), y, atol=1e-6)
 
 
 @pytest.mark.parametrize("method", ["chol", "pca", "sym"])
@@ -794,43 +830,43 @@ def test_match_color_statistics(method):
     rng = np.random.default_rng(5)
     source = _coloured(rng, 40, 30)  # recoloured
     target = _coloured(rng, 25, 50)  # supplies the colours
-    out = np.asarray(nim.match_color(source, target, method))
+    out = np.asarray(color.match_color(source, target, method))
     assert out.shape == source.shape
     mu_o, cov_o = _stats(out)
     mu_t, cov_t = _stats(target)
     np.testing.assert_allclose(mu_o, mu_t, atol=1e-4)
     np.testing.assert_allclose(cov_o, cov_t, atol=1e-4)
     # the same image as both: the identity
-    np.testing.assert_allclose(np.asarray(nim.match_color(target, target, method)), target, atol=1e-4)
-    jitted = jax.jit(nim.match_color, static_argnames=("method", "clip"))(source, target, method=method)
+    np.testing.assert_allclose(np.asarray(color.match_color(target, target, method)), target, atol=1e-4)
+    jitted = jax.jit(color.match_color, static_argnames=("method", "clip"))(source, target, method=method)
     np.testing.assert_allclose(np.asarray(jitted), out, atol=1e-4)
-    clipped = np.asarray(nim.match_color(source, target, method, clip=True))
+    clipped = np.asarray(color.match_color(source, target, method, clip=True))
     assert clipped.min() >= 0.0 and clipped.max() <= 1.0
 
 
 def test_match_color_rejects_unknown_method():
     with pytest.raises(ConfigError):
-        nim.match_color(_img(), _img(), "lab")
+        color.match_color(_img(), _img(), "lab")
 
 
 def test_transfer_chroma():
     a = RNG.random((6, 8, 3)).astype(np.float32)
     b = RNG.random((6, 8, 3)).astype(np.float32)
-    out = nim.transfer_chroma(a, b)
-    yiq_out = np.asarray(nim.rgb_to_yiq(out))
-    np.testing.assert_allclose(yiq_out[..., 0], np.asarray(nim.luminance(a)), atol=1e-6)
-    np.testing.assert_allclose(yiq_out[..., 1:], np.asarray(nim.rgb_to_yiq(b))[..., 1:], atol=1e-6)
+    out = color.transfer_chroma(a, b)
+    yiq_out = np.asarray(color.rgb_to_yiq(out))
+    np.testing.assert_allclose(yiq_out[..., 0], np.asarray(color.luminance(a)), atol=1e-6)
+    np.testing.assert_allclose(yiq_out[..., 1:], np.asarray(color.rgb_to_yiq(b))[..., 1:], atol=1e-6)
     with pytest.raises(ValueError):
-        nim.transfer_chroma(a, b[:3])
+        color.transfer_chroma(a, b[:3])
 
 
 def test_match_luminance():
     rng = np.random.default_rng(3)
     style_y = rng.random((20, 30)).astype(np.float32) * 0.3 + 0.6
     content_y = rng.random((15, 10)).astype(np.float32) * 0.9
-    out = np.asarray(nim.match_luminance(style_y, content_y))
+    out = np.asarray(color.match_luminance(style_y, content_y))
     assert out.shape == style_y.shape
     np.testing.assert_allclose(out.mean(), content_y.mean(), atol=1e-5)
     np.testing.assert_allclose(out.std(), content_y.std(), atol=1e-5)
-    flat = np.asarray(nim.match_luminance(np.full((3, 3), 0.4), content_y))
+    flat = np.asarray(color.match_luminance(np.full((3, 3), 0.4), content_y))
     np.testing.assert_allclose(flat, content_y.mean(), atol=1e-6)

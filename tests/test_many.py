@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from nst_jax import StyleConfig, stylize, stylize_many, vgg
+from nst_jax.batching import CPU_MAX_BATCH, default_batch_size
+from nst_jax.memory import estimate_bytes_per_result
 
 from conftest import random_image
 
@@ -99,15 +101,15 @@ def test_four_cpu_devices_shard_a_batch_of_six():
 def test_default_batch_size_caps_at_cpu_max_and_memory(monkeypatch):
     import jax
 
-    from nst_jax import preset, transfer
+    from nst_jax import memory, preset
 
     cfg = preset("default")
-    monkeypatch.setattr(transfer, "free_device_memory", lambda device=None: 1 << 40)  # plenty
-    expected = transfer.CPU_MAX_BATCH if jax.default_backend() == "cpu" else 8
-    assert transfer.default_batch_size(256, 256, cfg, 8) == expected
-    assert transfer.default_batch_size(256, 256, cfg, 2) == 2
-    per = transfer.estimate_bytes_per_result(256, 256, cfg)
-    monkeypatch.setattr(transfer, "free_device_memory", lambda device=None: int(2.5 * per / 0.7))
-    assert transfer.default_batch_size(256, 256, cfg, 8) == 2  # what fits in 70 % of free memory
-    monkeypatch.setattr(transfer, "free_device_memory", lambda device=None: 1)
-    assert transfer.default_batch_size(256, 256, cfg, 8) == 1
+    monkeypatch.setattr(memory, "free_device_memory", lambda device=None: 1 << 40)  # plenty
+    expected = CPU_MAX_BATCH if jax.default_backend() == "cpu" else 8
+    assert default_batch_size(256, 256, cfg, 8) == expected
+    assert default_batch_size(256, 256, cfg, 2) == 2
+    per = estimate_bytes_per_result(256, 256, cfg)
+    monkeypatch.setattr(memory, "free_device_memory", lambda device=None: int(2.5 * per / 0.7))
+    assert default_batch_size(256, 256, cfg, 8) == 2  # what fits in 70 % of free memory
+    monkeypatch.setattr(memory, "free_device_memory", lambda device=None: 1)
+    assert default_batch_size(256, 256, cfg, 8) == 1

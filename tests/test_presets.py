@@ -11,7 +11,10 @@ import pytest
 import torch
 
 import torch_reference as ref
-from nst_jax import preset, transfer, vgg
+from nst_jax import network, objective, preset, vgg
+from nst_jax.engine import initial_variable, stylize
+from nst_jax.objective import make_loss_fn
+from nst_jax.targets import compute_targets
 
 RTOL = 1e-4
 
@@ -64,7 +67,7 @@ def test_loss_and_gradient_match_original(name, vgg19_params, images):
     content, style, image = images
     cfg = preset(name)
     conv = CONVENTION.get(name, vgg.CAFFE)
-    loss_fn = transfer.make_loss_fn(vgg19_params, content, style, cfg, convention=conv)
+    loss_fn = make_loss_fn(vgg19_params, content, style, cfg, convention=conv)
     (value, parts), grad = jax.value_and_grad(loss_fn, has_aux=True)(jnp.asarray(image))
     want, want_grad = _torch_loss(name, vgg19_params, content, style, image)
     assert float(value) == pytest.approx(want, rel=RTOL)
@@ -77,7 +80,7 @@ def test_loss_and_gradient_match_original(name, vgg19_params, images):
 
 def test_loss_fn_is_jittable_and_equal(vgg19_params, images):
     content, style, image = images
-    loss_fn = transfer.make_loss_fn(vgg19_params, content, style, preset("matlab"), convention=vgg.CAFFE)
+    loss_fn = make_loss_fn(vgg19_params, content, style, preset("matlab"), convention=vgg.CAFFE)
     eager = loss_fn(jnp.asarray(image))[0]
     jitted = jax.jit(lambda im: loss_fn(im)[0])(jnp.asarray(image))
     np.testing.assert_allclose(float(jitted), float(eager), rtol=1e-5)
@@ -86,7 +89,7 @@ def test_loss_fn_is_jittable_and_equal(vgg19_params, images):
 def test_keras_sgd_trajectory_matches_transcription(vgg19_params, images):
     content, style, _ = images
     cfg = preset("keras")
-    result = transfer.stylize(content, style, vgg19_params, cfg, iterations=20, convention=vgg.CAFFE, chunk_size=8)
+    result = stylize(content, style, vgg19_params, cfg, iterations=20, convention=vgg.CAFFE, chunk_size=8)
     extractor = ref.keras_feature_extractor(ref.vgg_features(vgg19_params, "max"))
     nhwc = lambda im: ref.caffe_preprocess(_nchw(im)).permute(0, 2, 3, 1)  # noqa: E731
     want, final = ref.keras_sgd_run(extractor, nhwc(content), nhwc(style), 20, decay_rate=0.96)
@@ -101,9 +104,9 @@ def test_matlab_adam_trajectory_and_best_iterate(vgg19_params, images):
     content, style, _ = images
     cfg = preset("matlab")
     n = 20
-    result = transfer.stylize(content, style, vgg19_params, cfg, iterations=n, seed=3, convention=vgg.CAFFE, chunk_size=7)
+    result = stylize(content, style, vgg19_params, cfg, iterations=n, seed=3, convention=vgg.CAFFE, chunk_size=7)
     # the same start image (0.7 * randi([-20, 20]) + 0.3 * content, mean-subtracted space)
-    v0 = transfer.initial_variable(jnp.asarray(content), None, cfg, vgg.CAFFE, jax.random.PRNGKey(3))
+    v0 = initial_variable(jnp.asarray(content), None, cfg, vgg.CAFFE, jax.random.PRNGKey(3))
     c_net = 0.3 * np.asarray(vgg.CAFFE.to_network(content), np.float64)
     noise = (np.asarray(v0, np.float64) - c_net) / 0.7
     # randi([-20, 20]): integer-valued, the whole range drawn (41 values over 9216 draws), about uniform
@@ -112,8 +115,8 @@ def test_matlab_adam_trajectory_and_best_iterate(vgg19_params, images):
     assert values.min() == -20 and values.max() == 20 and len(np.unique(values)) == 41
     assert abs(values.mean()) < 0.5 and np.std(values) == pytest.approx(np.sqrt((41**2 - 1) / 12), rel=0.05)
     # the seed decides the noise: the same seed the same start, another seed another
-    again = transfer.initial_variable(jnp.asarray(content), None, cfg, vgg.CAFFE, jax.random.PRNGKey(3))
-    other = transfer.initial_variable(jnp.asarray(content), None, cfg, vgg.CAFFE, jax.random.PRNGKey(4))
+    again = initial_variable(jnp.asarray(content), None, cfg, vgg.CAFFE, jax.random.PRNGKey(3))
+    other = initial_variable(jnp.asarray(content), None, cfg, vgg.CAFFE, jax.random.PRNGKey(4))
     np.testing.assert_array_equal(np.asarray(again), np.asarray(v0))
     assert np.mean(np.asarray(other) != np.asarray(v0)) > 0.9
     net = ref.hwc_net(ref.vgg_features(vgg19_params, "avg"))
@@ -157,7 +160,7 @@ def test_pytorch_preset_lbfgs_follows_the_tutorial_step_by_step(vgg19_params):
     assert len(record) == 60
     cfg = preset("pytorch")
     assert cfg.iterations == 320  # what the tutorial's `while run[0] <= num_steps` loop really runs for 300
-    result = transfer.stylize(content, style, vgg19_params, cfg, iterations=60, convention=vgg.TORCHVISION)
+    result = stylize(content, style, vgg19_params, cfg, iterations=60, convention=vgg.TORCHVISION)
     assert result.evaluations == 60
     np.testing.assert_allclose(result.losses[:10], record[:10], rtol=1e-4)
     np.testing.assert_allclose(result.losses, record, rtol=1e-2)
@@ -198,9 +201,9 @@ def test_keras_lecture_runs_its_090_decay(vgg19_params, images):
     v_{t+1} - v_t = -lr_t * grad(v_t)."""
     content, style, _ = images
     cfg = preset("keras-lecture").replace(shape=(48, 64))
-    targets = transfer.compute_targets(vgg19_params, vgg.CAFFE, content, style, cfg)
-    grad = jax.jit(jax.grad(lambda v: transfer.network_loss(vgg19_params, targets, v, cfg, vgg.CAFFE)[0]))
-    vs = [transfer.stylize(content, style, vgg19_params, cfg, iterations=k, convention=vgg.CAFFE).state.v
+    targets = compute_targets(vgg19_params, vgg.CAFFE, content, style, cfg)
+    grad = jax.jit(jax.grad(lambda v: objective.network_objective(vgg19_params, targets, v, cfg.values(), cfg.program(), network.as_spec(vgg.CAFFE))[0]))
+    vs = [stylize(content, style, vgg19_params, cfg, iterations=k, convention=vgg.CAFFE).state.v
           for k in range(4)]
     for t in range(3):
         g = np.asarray(grad(vs[t]), np.float64)
@@ -213,14 +216,14 @@ def test_keras_lecture_runs_its_090_decay(vgg19_params, images):
 def test_gatys_starts_its_line_search_from_white_noise(vgg19_params, images):
     content, style, _ = images
     cfg = preset("gatys").replace(size=64)
-    v0 = np.asarray(transfer.initial_variable(jnp.asarray(content), None, cfg, vgg.CAFFE, jax.random.PRNGKey(0)))
+    v0 = np.asarray(initial_variable(jnp.asarray(content), None, cfg, vgg.CAFFE, jax.random.PRNGKey(0)))
     rgb0 = np.asarray(vgg.CAFFE.from_network(jnp.asarray(v0)))
     # white noise: uniform in [0, 1], independent of the content and across channels
     assert rgb0.min() >= 0 and rgb0.max() <= 1 and abs(rgb0.mean() - 0.5) < 0.02 and abs(rgb0.std() - 0.2887) < 0.02
     assert abs(np.corrcoef(rgb0.ravel(), content.ravel())[0, 1]) < 0.05
-    result = transfer.stylize(content, style, vgg19_params, cfg, iterations=3, convention=vgg.CAFFE, seed=0)
-    targets = transfer.compute_targets(vgg19_params, vgg.CAFFE, content, style, cfg)
-    start_loss = float(transfer.network_loss(vgg19_params, targets, jnp.asarray(v0), cfg, vgg.CAFFE)[0])
+    result = stylize(content, style, vgg19_params, cfg, iterations=3, convention=vgg.CAFFE, seed=0)
+    targets = compute_targets(vgg19_params, vgg.CAFFE, content, style, cfg)
+    start_loss = float(objective.network_objective(vgg19_params, targets, jnp.asarray(v0), cfg.values(), cfg.program(), network.as_spec(vgg.CAFFE))[0])
     assert result.losses[0] == pytest.approx(start_loss, rel=1e-5)  # the run starts there
     assert result.evaluations > result.iterations  # and searches along its lines
 
@@ -228,7 +231,7 @@ def test_gatys_starts_its_line_search_from_white_noise(vgg19_params, images):
 def test_jcjohnson_starts_from_randn_times_0001(images):
     content, _, _ = images
     cfg = preset("jcjohnson")
-    v0 = np.asarray(transfer.initial_variable(jnp.asarray(content), None, cfg, vgg.CAFFE, jax.random.PRNGKey(5)),
+    v0 = np.asarray(initial_variable(jnp.asarray(content), None, cfg, vgg.CAFFE, jax.random.PRNGKey(5)),
                     np.float64)
     # torch.randn(...):mul(0.001) in the preprocessed space: mean 0, std 0.001, Gaussian, not the content
     assert abs(v0.mean()) < 5e-5 and v0.std() == pytest.approx(1e-3, rel=0.05)

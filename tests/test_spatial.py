@@ -9,7 +9,10 @@ import pytest
 import scipy.linalg
 from PIL import Image
 
-from nst_jax import StyleConfig, image, losses, transfer, vgg
+from nst_jax import StyleConfig, image, losses, vgg
+from nst_jax.engine import initial_variable, stylize
+from nst_jax.objective import make_loss_fn
+from nst_jax.targets import compute_targets
 
 from conftest import random_image
 
@@ -29,7 +32,7 @@ def test_region_loss_does_not_depend_on_the_other_region(vgg19_params):
     masks = _halves(32, 64)
     masks[1] = 0.0  # only region A (left half) is styled: the loss is region A's term + a constant
     cfg = StyleConfig(**SHALLOW)
-    loss_fn = transfer.make_loss_fn(vgg19_params, content, [s1, s2], cfg, convention=vgg.CAFFE, masks=masks)
+    loss_fn = make_loss_fn(vgg19_params, content, [s1, s2], cfg, convention=vgg.CAFFE, masks=masks)
     grad = jax.grad(lambda im: loss_fn(im)[0])(jnp.asarray(content))
     g = np.abs(np.asarray(grad)).sum(-1)
     # relu2_1 sees 10×10 pixels, the mask at its 16×32 resolution blends one column at the border:
@@ -64,9 +67,9 @@ def test_guided_gram_targets_and_loss_match_numpy(vgg19_params):
     masks[0, :, 29] = 0.25
     masks[1] = 1.0 - masks[0]
     cfg = StyleConfig(**SHALLOW, style_layer_weights=(1.0, 0.5), style_weight=10.0)
-    targets = transfer.compute_targets(vgg19_params, vgg.CAFFE, content, [s1, s2], cfg, masks)
+    targets = compute_targets(vgg19_params, vgg.CAFFE, content, [s1, s2], cfg, masks=masks)
     x = random_image(32, 64, 7)
-    total, parts = transfer.make_loss_fn(vgg19_params, content, [s1, s2], cfg, convention=vgg.CAFFE, masks=masks)(x)
+    total, parts = make_loss_fn(vgg19_params, content, [s1, s2], cfg, convention=vgg.CAFFE, masks=masks)(x)
     want = 0.0
     for li, (name, lw) in enumerate(zip(cfg.style_layers, (1.0, 0.5))):
         fx = np.asarray(vgg.features(vgg19_params, vgg.CAFFE.to_network(x), [name])[name], np.float64)
@@ -149,8 +152,8 @@ def test_normalize_gradients_follows_neural_style_rule(vgg19_params, images):
     content, style, x = images
     cfg = StyleConfig(content_layers=("relu2_2",), style_layers=("relu1_1", "relu2_1"), size=64,
                       style_layer_weights=(1.0, 0.25), content_weight=3.0, style_weight=50.0, tv_weight=0.0)
-    plain = transfer.make_loss_fn(vgg19_params, content, style, cfg, convention=vgg.CAFFE)
-    normed = transfer.make_loss_fn(vgg19_params, content, style, cfg.replace(normalize_gradients=True),
+    plain = make_loss_fn(vgg19_params, content, style, cfg, convention=vgg.CAFFE)
+    normed = make_loss_fn(vgg19_params, content, style, cfg.replace(normalize_gradients=True),
                                    convention=vgg.CAFFE)
     assert float(normed(x)[0]) == pytest.approx(float(plain(x)[0]), rel=1e-6)  # the value is unchanged
     got = np.asarray(jax.grad(lambda im: normed(im)[0])(jnp.asarray(x)))
@@ -195,6 +198,30 @@ def test_wasserstein2_matches_scipy():
     assert float(losses.wasserstein2(mu_a, cov_a, mu_a, cov_a)) == pytest.approx(0.0, abs=1e-3)
 
 
+def test_wasserstein_blend_is_the_mixture_of_the_styles(vgg19_params):
+    """Blending styles under the W2 loss: the target is the mixture's mean and covariance (raw
+    moments averaged), computed here from the pooled, weighted feature samples in float64."""
+    # different sizes (per-sample weights differ) and brightness (the means differ)
+    a, b = random_image(32, 40, 5), 0.4 * random_image(40, 24, 6)
+    cfg = StyleConfig(content_layers=("relu1_2",), style_layers=("relu1_1", "relu2_1"), size=48,
+                      style_loss="wasserstein")
+    targets = compute_targets(vgg19_params, vgg.CAFFE, a, [(a, 0.3), (b, 0.7)], cfg)
+    for name, (mu, cov) in zip(cfg.style_layers, targets.style):
+        fa, fb = (np.asarray(vgg.features(vgg19_params, vgg.CAFFE.to_network(im), [name])[name], np.float64)
+                  for im in (a, b))
+        xa, xb = fa.reshape(-1, fa.shape[-1]), fb.reshape(-1, fb.shape[-1])
+        samples = np.concatenate([xa, xb])
+        weights = np.concatenate([np.full(len(xa), 0.3 / len(xa)), np.full(len(xb), 0.7 / len(xb))])
+        want_mu = weights @ samples
+        centred = samples - want_mu
+        want_cov = (centred * weights[:, None]).T @ centred
+        np.testing.assert_allclose(np.asarray(mu), want_mu, rtol=1e-4, atol=1e-4 * np.abs(want_mu).max())
+        np.testing.assert_allclose(np.asarray(cov), want_cov, rtol=1e-3, atol=1e-4 * np.abs(want_cov).max())
+        # averaging the two covariances alone would miss the spread between the styles' means
+        linear = 0.3 * np.cov(xa.T, bias=True) + 0.7 * np.cov(xb.T, bias=True)
+        assert np.abs(linear - want_cov).max() > 0.05 * np.abs(want_cov).max()
+
+
 def _w2_scipy(fx: np.ndarray, fs: np.ndarray) -> float:
     a, b = fx.reshape(-1, fx.shape[-1]).astype(np.float64), fs.reshape(-1, fs.shape[-1]).astype(np.float64)
     ca, cb = np.cov(a.T, bias=True), np.cov(b.T, bias=True)
@@ -209,8 +236,8 @@ def test_wasserstein_style_loss_value_matches_scipy_and_falls(vgg19_params, imag
     cfg = StyleConfig(content_layers=("relu2_2",), content_layer_weights=(1.0,), style_layers=("relu1_1", "relu2_1"),
                       style_layer_weights=(1.0, 0.5), size=64, style_weight=3.0, tv_weight=0.0,
                       style_loss="wasserstein", optimizer="adam", learning_rate=0.02, iterations=8, init="noise")
-    result = transfer.stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, seed=4)
-    start = transfer.initial_variable(jnp.asarray(content), None, cfg, vgg.CAFFE, jax.random.PRNGKey(4))
+    result = stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, seed=4)
+    start = initial_variable(jnp.asarray(content), None, cfg, vgg.CAFFE, jax.random.PRNGKey(4))
     start_rgb = np.asarray(vgg.CAFFE.from_network(start) if cfg.variable_space == "network" else start)
     layers = ["relu2_2", "relu1_1", "relu2_1"]
     f = {k: np.asarray(v, np.float64) for k, v in vgg.features(vgg19_params, vgg.CAFFE.to_network(start_rgb), layers).items()}
@@ -226,11 +253,11 @@ def test_ema_of_iterates(vgg19_params, images):
     content, style, _ = images
     base = StyleConfig(content_layers=("relu2_2",), style_layers=("relu1_1",), size=64, optimizer="sgd",
                        learning_rate=1e-5, variable_space="network", clamp=False)
-    runs = [transfer.stylize(content, style, vgg19_params, base, iterations=n, convention=vgg.CAFFE)
+    runs = [stylize(content, style, vgg19_params, base, iterations=n, convention=vgg.CAFFE)
             for n in (1, 2)]
     v0 = vgg.CAFFE.to_network(jnp.asarray(content))
     v1, v2 = (r.state.v for r in runs)
-    ema = transfer.stylize(content, style, vgg19_params, base.replace(ema_decay=0.5), iterations=2,
+    ema = stylize(content, style, vgg19_params, base.replace(ema_decay=0.5), iterations=2,
                            convention=vgg.CAFFE)
     want = 0.5 * (0.5 * v0 + 0.5 * v1) + 0.5 * v2
     np.testing.assert_allclose(np.asarray(ema.state.ema_v), np.asarray(want), rtol=1e-5, atol=1e-4)

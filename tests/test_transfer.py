@@ -7,8 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import StyleConfig, preset, transfer, vgg
+from nst_jax import StyleConfig, preset, vgg
 from nst_jax.errors import ConfigError
+from nst_jax.engine import stylize
+from nst_jax.objective import make_loss_fn
+from nst_jax.optimizers import scale_by_matlab_adam
+from nst_jax.targets import compute_targets
+
+from conftest import CompileCounter
 
 SMALL = dict(content_layers=("relu3_2",), style_layers=("relu1_1", "relu2_1", "relu3_1"), size=64)
 
@@ -26,7 +32,7 @@ SMALL = dict(content_layers=("relu3_2",), style_layers=("relu1_1", "relu2_1", "r
 def test_each_optimizer_lowers_the_loss(changes, vgg19_params, images):
     content, style, _ = images  # 48×64
     cfg = StyleConfig(**SMALL, **changes, iterations=12, chunk_size=5)
-    result = transfer.stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE)
+    result = stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE)
     assert result.losses.shape == (12,)
     assert np.all(np.isfinite(result.losses))
     assert result.losses[-1] < 0.9 * result.losses[0]
@@ -40,37 +46,25 @@ def test_each_optimizer_lowers_the_loss(changes, vgg19_params, images):
 
 def test_several_chunks_compile_once(vgg19_params, images):
     """The real chunk function (not a copy) is traced once for 5 chunks, the last partial; a second
-    run with the same shapes and config compiles nothing at all."""
+    run with the same shapes and program compiles nothing at all."""
     content, style, _ = images
-    # a learning rate no other test uses: this config's chunk cannot be in the cache already
-    cfg = StyleConfig(**SMALL, optimizer="adam", learning_rate=0.0123, iterations=23, chunk_size=5)
-    traces, compiles = [], []
-
-    def listener(event, duration, **kw):
-        if event == "/jax/core/compile/jaxpr_trace_duration" and kw.get("fun_name") == "_chunk":
-            traces.append(1)
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(kw.get("fun_name"))
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        before = transfer._run_chunk._cache_size()
-        result = transfer.stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE)
+    # a chunk length no other test uses: this program's chunk cannot be in the cache already
+    cfg = StyleConfig(**SMALL, optimizer="adam", learning_rate=0.0123, iterations=23, chunk_size=7)
+    with CompileCounter() as count:
+        result = stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE)
         assert result.iterations == 23 and len(result.losses) == 23
-        assert len(traces) == 1 and transfer._run_chunk._cache_size() == before + 1
-        assert "jit(_chunk)" in compiles
-        compiles.clear()
-        transfer.stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, seed=1)
-        assert len(traces) == 1 and compiles == []  # everything reused
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
+        assert count.traces == 1
+        assert "jit(chunk)" in count.compiles
+        count.compiles.clear()
+        stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, seed=1)
+        assert count.traces == 1 and count.compiles == []  # everything reused
 
 
 def test_chunking_does_not_change_the_result(vgg19_params, images):
     content, style, _ = images
     cfg = StyleConfig(**SMALL, optimizer="adam", iterations=10)
-    a = transfer.stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, chunk_size=10)
-    b = transfer.stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, chunk_size=3)
+    a = stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, chunk_size=10)
+    b = stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, chunk_size=3)
     np.testing.assert_allclose(a.losses, b.losses, rtol=1e-5)
     np.testing.assert_allclose(a.image, b.image, atol=1e-5)
 
@@ -79,9 +73,9 @@ def test_best_image_is_the_lowest_loss_iterate(vgg19_params, images):
     content, style, _ = images
     # a learning rate so large that Adam overshoots: the best iterate is not the last one
     cfg = StyleConfig(**SMALL, optimizer="adam", learning_rate=0.5, iterations=8, select="best")
-    result = transfer.stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, chunk_size=8)
+    result = stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, chunk_size=8)
     best = int(np.argmin(result.losses))
-    loss_fn = transfer.make_loss_fn(vgg19_params, content, style, cfg, convention=vgg.CAFFE)
+    loss_fn = make_loss_fn(vgg19_params, content, style, cfg, convention=vgg.CAFFE)
     # clamp=True: the loss is evaluated at the clamped iterate, which best_image is
     np.testing.assert_allclose(float(loss_fn(jnp.asarray(result.best_image))[0]), result.losses[best], rtol=1e-4)
     np.testing.assert_array_equal(result.output, result.best_image)
@@ -91,7 +85,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_image(vgg19_params, images):
     content, style, _ = images
     cfg = StyleConfig(**SMALL, optimizer="sgd", learning_rate=1e30, variable_space="network", clamp=False,
                       iterations=10)
-    result = transfer.stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, chunk_size=10)
+    result = stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, chunk_size=10)
     assert result.status == "nonfinite"
     assert result.iterations < 10
     assert np.all(np.isfinite(result.image))
@@ -106,7 +100,7 @@ def test_callback_can_stop_the_run(vgg19_params, images):
         seen.append((p.iteration, p.image().shape))
         return p.iteration >= 8
 
-    result = transfer.stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, chunk_size=4, callback=callback)
+    result = stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, chunk_size=4, callback=callback)
     assert result.status == "stopped" and result.iterations == 8
     assert seen == [(4, (48, 64, 3)), (8, (48, 64, 3))]
 
@@ -114,21 +108,21 @@ def test_callback_can_stop_the_run(vgg19_params, images):
 def test_style_blending_equals_blended_gram_targets(vgg19_params, images):
     content, style, other = images
     cfg = StyleConfig(**SMALL)
-    blended = transfer.compute_targets(vgg19_params, vgg.CAFFE, content, [(style, 0.7), (other, 0.3)], cfg)
-    t1 = transfer.compute_targets(vgg19_params, vgg.CAFFE, content, style, cfg)
-    t2 = transfer.compute_targets(vgg19_params, vgg.CAFFE, content, other, cfg)
+    blended = compute_targets(vgg19_params, vgg.CAFFE, content, [(style, 0.7), (other, 0.3)], cfg)
+    t1 = compute_targets(vgg19_params, vgg.CAFFE, content, style, cfg)
+    t2 = compute_targets(vgg19_params, vgg.CAFFE, content, other, cfg)
     for g, a, b in zip(blended.style, t1.style, t2.style):
         np.testing.assert_allclose(g, 0.7 * a + 0.3 * b, rtol=1e-5, atol=1e-6)
     # blend weights from the config: the same thing
     cfg2 = cfg.replace(style_blend_weights=(7.0, 3.0))
-    again = transfer.compute_targets(vgg19_params, vgg.CAFFE, content, [style, other], cfg2)
+    again = compute_targets(vgg19_params, vgg.CAFFE, content, [style, other], cfg2)
     for g, h in zip(blended.style, again.style):
         np.testing.assert_allclose(g, h, rtol=1e-6)
 
 
 def test_matlab_adam_differs_from_optax_adam_only_in_eps():
     g = jnp.asarray([1e-3, -2.0, 5.0])
-    ours = transfer.scale_by_matlab_adam(0.9, 0.999, 1e-8)
+    ours = scale_by_matlab_adam(0.9, 0.999, 1e-8)
     st = ours.init(g)
     u1, st = ours.update(g, st)
     # MATLAB: sqrt(1-b2)/(1-b1) * m / (sqrt(v) + eps) with m = 0.1 g, v = 0.001 g^2
@@ -169,8 +163,8 @@ def test_remat_run_equals_plain_run(vgg19_params):
 
     cfg = StyleConfig(shape=(32, 32), size=None, optimizer="adam", learning_rate=0.02, iterations=4, chunk_size=2)
     content, style = random_image(32, 32, 1), random_image(32, 32, 2)
-    plain = transfer.stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE)
-    remat = transfer.stylize(content, style, vgg19_params, cfg.replace(remat=True), convention=vgg.CAFFE)
+    plain = stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE)
+    remat = stylize(content, style, vgg19_params, cfg.replace(remat=True), convention=vgg.CAFFE)
     np.testing.assert_allclose(remat.losses, plain.losses, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(remat.image), np.asarray(plain.image), atol=1e-5)
     args = cli.build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png", "--remat"])
@@ -182,14 +176,14 @@ def test_precision_bf16_and_highest(vgg19_params, images):
     than 2 % but does move; `highest` is float32 everywhere, equal to the default on a CPU (no TF32)."""
     content, style, x = images
     cfg = StyleConfig(**SMALL)
-    value = {p: float(transfer.make_loss_fn(vgg19_params, content, style, cfg.replace(precision=p),
+    value = {p: float(make_loss_fn(vgg19_params, content, style, cfg.replace(precision=p),
                                             convention=vgg.CAFFE)(x)[0])
              for p in ("default", "highest", "bf16")}
     assert value["bf16"] == pytest.approx(value["default"], rel=2e-2)
     assert abs(value["bf16"] / value["default"] - 1) > 1e-5  # really computed in bfloat16
     if jax.default_backend() == "cpu":
         assert value["highest"] == pytest.approx(value["default"], rel=1e-6)
-    run = transfer.stylize(content, style, vgg19_params, cfg.replace(precision="bf16", optimizer="adam",
+    run = stylize(content, style, vgg19_params, cfg.replace(precision="bf16", optimizer="adam",
                                                                      learning_rate=0.02, iterations=6),
                            convention=vgg.CAFFE)
     assert run.losses.dtype == np.float32 and run.losses[-1] < run.losses[0]

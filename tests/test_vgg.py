@@ -14,7 +14,7 @@ are judged against the layer's scale, not against zero).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import chex
 import jax

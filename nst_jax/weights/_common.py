@@ -8,6 +8,7 @@ import os
 import pathlib
 from typing import Any, Mapping, Optional, Union
 
+import jax
 import numpy as np
 
 from .. import resnet, vgg
@@ -33,9 +34,14 @@ ALL_ARCHS: tuple[str, ...] = vgg.ARCHS + resnet.ARCHS
 
 @dataclasses.dataclass(frozen=True)
 class Network:
-    """A loaded network: params pytree plus where it came from and what input it expects."""
+    """A loaded network: one self-describing value.
 
-    arch: str  # "vgg19" | "vgg16"
+    A pytree whose only leaves are the params (so ``jax.jit``, ``vmap`` and ``device_put`` take it
+    whole); the architecture, input convention and provenance are static. ``features(rgb, layers)``
+    takes RGB in [0, 1], whatever convention the weights expect.
+    """
+
+    arch: str  # "vgg19" | "vgg16" | "resnet50"
     params: dict  # {"conv1_1": {"kernel": float32 HWIO, "bias": float32 (Cout,)}, ...}
     convention: vgg.Convention  # input convention of these weights
     pretrained: bool
@@ -45,6 +51,30 @@ class Network:
     path: str
     stride_on: Optional[str] = None  # resnet50 only: "1x1" (Keras/Caffe) or "3x3" (torchvision)
     bn_epsilon: Optional[float] = None  # resnet50 only: the source's BN eps (already folded in)
+
+    def features(self, rgb: Any, layers: Any, *, pooling: str = "max", precision: Any = None) -> dict:
+        """Named activations of RGB [0, 1] input (H×W×3, or N×H×W×3 for VGG).
+
+        Args:
+          rgb: the image(s), float in [0, 1].
+          layers: names such as ``relu4_2`` (``vgg.layer_names(arch)``, ``resnet.layer_names()``).
+          pooling: VGG's pooling, "max" or "avg".
+          precision: ``lax.conv_general_dilated``'s precision (e.g. ``"highest"``).
+
+        Returns:
+          dict name -> activation.
+        """
+        x = self.convention.to_network(rgb)
+        if self.arch == "resnet50":
+            return resnet.features(self.params, x, layers, stride_on=self.stride_on or "1x1", precision=precision)
+        return vgg.features(self.params, x, layers, pooling=pooling, precision=precision)
+
+
+# The params are the leaves; everything else is static (hashable) treedef data.
+jax.tree_util.register_dataclass(
+    Network, data_fields=["params"],
+    meta_fields=["arch", "convention", "pretrained", "source_name", "source_sha256", "fingerprint", "path",
+                 "stride_on", "bn_epsilon"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -202,7 +202,7 @@ def _fetch(url: str, tmp: pathlib.Path, kind: str, digest: str, *, name: str, pr
     except urllib.error.HTTPError as e:
         raise _fail(f"download of {url} failed: HTTP {e.code} {e.reason}; check the URL or {hint}") from None
     except urllib.error.URLError as e:
-        raise _fail(f"cannot reach {url}: {_short(e.reason)}; check the network or {hint}") from None
+        raise _fail(f"cannot reach {url}: {_short(e.reason) if isinstance(e.reason, BaseException) else e.reason}; check the network or {hint}") from None
     except http.client.IncompleteRead as e:
         received += len(e.partial)
         raise _fail(f"download of {url} was cut off after {received} bytes (truncated transfer); try again or {hint}") from None

@@ -80,8 +80,8 @@ def _map_convs(
     specs = vgg.conv_specs(arch)
     by_keras = {s.keras_name: s.name for s in specs}
     params = {}
-    if all(n in by_keras for n in names) and len(set(names)) == len(names):
-        order = [by_keras[n] for n in names]
+    if all(n is not None and n in by_keras for n in names) and len(set(names)) == len(names):
+        order = [by_keras[str(n)] for n in names]
     else:
         order = [spec.name for spec in specs]
     spec_of = {spec.name: spec for spec in specs}

@@ -355,7 +355,7 @@ class _TorchFile:
         """
         t, dtype, start, need = self._extent(t)
         order = "<" if self.little else ">"
-        np_dtype = np.dtype(f"{order}u2") if dtype.name == "bfloat16" else np.dtype(dtype.name).newbyteorder(order)
+        np_dtype = np.dtype(f"{order}u2") if dtype.name == "bfloat16" else np.dtype(dtype.name).newbyteorder(order)  # type: ignore[arg-type]
         if math.prod(t.size) == 0:
             view = np.zeros(t.size, np_dtype)
         else:
@@ -458,6 +458,7 @@ def _parse_torch(path: pathlib.Path, label: str, kind: str, input_convention: Op
         params = {}
         for spec, w, b in found:
             # torch kernels are OIHW; ours are HWIO.
+            assert w is not None and b is not None  # _check_ref refused missing entries
             params[spec.name] = {"kernel": tf.array(w, axes=(2, 3, 1, 0)), "bias": tf.array(b)}
     except WeightsError:
         raise
@@ -492,8 +493,8 @@ def _parse_torch_resnet(
         )
     refs = []
     for spec in resnet.conv_specs():
-        cout, k = spec.out_channels, spec.size
-        wanted = {f"{spec.torch_conv}.weight": (cout, spec.in_channels, k, k)}
+        cout, ksize = spec.out_channels, spec.size
+        wanted: dict[str, tuple[int, ...]] = {f"{spec.torch_conv}.weight": (cout, spec.in_channels, ksize, ksize)}
         wanted.update({f"{spec.torch_bn}.{part}": (cout,) for part in ("weight", "bias", "running_mean", "running_var")})
         for key, shape in wanted.items():
             _check_ref(sd.get(key), key, shape, f"layer {spec.name}", label)

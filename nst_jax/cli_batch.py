@@ -1,0 +1,242 @@
+"""``nst-jax stylize`` with many results: styles (``--batch``), value sweeps and seeds, one program.
+
+The members are the product of three axes: the styles (with ``--batch`` or ``--styles-dir``; else
+every member paints with all the styles, blended), the swept values (a comma list on a value
+option, e.g. ``--style-weight 1e2,1e3``) and the seeds (``--seed 0,1,2``). They run together in
+``control.stylize_many_controlled``: one compiled program, whatever the values. Each result is
+written to ``-o DIR``, with ``manifest.json`` and, with ``--grid PATH``, a labelled grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import pathlib
+import sys
+import time
+from typing import Any, Optional
+
+from .config import VALUES, StyleConfig, fields_of
+from .errors import ConfigError, ImageError, NSTError
+
+# A cap on the members of one command (the product of the axes): each is a full result in memory.
+MAX_MEMBERS = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One result of a batch: its style (an index, or None: all styles blended), values and seed."""
+
+    style: Optional[int]
+    values: tuple[tuple[str, float], ...]
+    seed: int
+
+
+def _option_name(field: str) -> str:
+    f = {f.name: f for f in fields_of(VALUES)}[field]
+    return f.metadata["option"][0].lstrip("-")
+
+
+def members_of(n_styles: int, per_style: bool, sweep: dict[str, tuple[float, ...]],
+               seeds: tuple[int, ...]) -> list[Member]:
+    """The product of the axes, styles slowest, seeds fastest.
+
+    Args:
+      n_styles: the style images given.
+      per_style: one result per style (``--batch``); else each member blends all the styles.
+      sweep: field -> values (from ``cli_options.config_from_args``).
+      seeds: the seeds.
+    """
+    style_axis: list[Optional[int]] = list(range(n_styles)) if per_style else [None]
+    names = list(sweep)
+    combos = list(itertools.product(*(sweep[n] for n in names)))
+    out = [Member(s, tuple(zip(names, combo)), seed) for s in style_axis for combo in combos for seed in seeds]
+    if len(out) > MAX_MEMBERS:
+        raise ConfigError(f"{len(out)} results in one command ({len(style_axis)} styles x {len(combos)} value "
+                          f"combinations x {len(seeds)} seeds); at most {MAX_MEMBERS}: split the sweep")
+    return out
+
+
+def _label(member: Member, style_names: list[str]) -> str:
+    parts = [] if member.style is None else [style_names[member.style]]
+    parts += [f"{_option_name(k)}{v:g}" for k, v in member.values]
+    return "_".join(parts)
+
+
+def output_names(stem: str, members: list[Member], style_names: list[str], seeds: tuple[int, ...], ext: str) -> list[str]:
+    """One file name per member: ``CONTENT_STYLE_style-weight100_seed3.EXT`` (the parts that vary)."""
+    out, seen = [], set()
+    for i, m in enumerate(members):
+        name = "_".join(p for p in [stem, _label(m, style_names), f"seed{m.seed}" if len(seeds) > 1 else ""] if p)
+        if name in seen:
+            name = f"{name}_{i}"
+        seen.add(name)
+        out.append(name + ext)
+    return out
+
+
+def grid_layout(members: list[Member], style_names: list[str], seeds: tuple[int, ...]
+                ) -> tuple[list[list[int]], list[str], list[str]]:
+    """Rows and columns of the grid: the last varying axis is the columns, the others the rows.
+
+    Returns:
+      (cells: rows of member indices, row labels, column labels).
+    """
+    axes: list[tuple[str, list[Any]]] = []
+    if any(m.style is not None for m in members):
+        axes.append(("style", sorted({m.style for m in members})))
+    for k, (name, _) in enumerate(members[0].values):
+        axes.append((name, list(dict.fromkeys(m.values[k][1] for m in members))))
+    if len(seeds) > 1:
+        axes.append(("seed", list(seeds)))
+
+    def key(m: Member) -> tuple:
+        k: list[Any] = [] if m.style is None else [m.style]
+        return tuple(k + [v for _, v in m.values] + ([m.seed] if len(seeds) > 1 else []))
+
+    index = {key(m): i for i, m in enumerate(members)}
+
+    def text(name: str, value: Any) -> str:
+        if name == "style":
+            return style_names[value]
+        if name == "seed":
+            return f"seed {value}"
+        return f"{_option_name(name)} {value:g}"
+
+    if not axes:
+        return [[0]], [""], [""]
+    *row_axes, (col_name, col_values) = axes
+    rows, row_labels = [], []
+    for combo in itertools.product(*(values for _, values in row_axes)):
+        rows.append([index[tuple(combo) + (c,)] for c in col_values])
+        row_labels.append(", ".join(text(n, v) for (n, _), v in zip(row_axes, combo)))
+    return rows, row_labels, [text(col_name, c) for c in col_values]
+
+
+def init_distributed(args: argparse.Namespace) -> None:
+    """``jax.distributed.initialize`` from --coordinator/--num-processes/--process-id, else from
+    JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, else JAX's cluster detection
+    (Slurm, Cloud TPU, ...). JAX itself reads only the first variable: the other two are ours."""
+    import jax
+
+    def pick(value, env, kind):
+        if value is not None:
+            return value
+        text = os.environ.get(env)
+        if text is None or text == "":
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise ConfigError(f"{env} must be {'an integer' if kind is int else 'HOST:PORT'}; got {text!r}") from None
+
+    kw = {"coordinator_address": pick(args.coordinator, "JAX_COORDINATOR_ADDRESS", str),
+          "num_processes": pick(args.num_processes, "JAX_NUM_PROCESSES", int),
+          "process_id": pick(args.process_id, "JAX_PROCESS_ID", int)}
+    kw = {k: v for k, v in kw.items() if v is not None}
+    try:
+        jax.distributed.initialize(**kw)
+    except (ValueError, TypeError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"--distributed: {first} (set --coordinator HOST:PORT --num-processes N --process-id I, "
+                          "or run under Slurm / on Cloud TPU)") from None
+
+
+def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[str], styles: list[str],
+              sweep: dict[str, tuple[float, ...]]) -> int:
+    """Every member (styles x swept values x seeds) optimised together; writes the images, a manifest
+    and the optional grid."""
+    import jax
+
+    from tqdm import tqdm
+
+    from . import cli, control, figures, files, image
+
+    if args.distributed:
+        init_distributed(args)
+    host, hosts = jax.process_index(), jax.process_count()
+    per_style = bool(args.batch or args.styles_dir)
+    seeds = tuple(args.seed)
+    members = members_of(len(styles), per_style, sweep, seeds)
+    ext = "." + args.format.lower().lstrip(".")
+    outdir = pathlib.Path(args.output)
+    if outdir.exists() and not outdir.is_dir():
+        raise ImageError(f"{outdir}: exists and is not a directory (several results are written into -o DIR)")
+    if not outdir.exists() and outdir.suffix.lower() in image.IMAGE_EXTENSIONS:
+        raise ConfigError(f"{len(members)} results (a sweep, seeds or --batch) are written into a directory: "
+                          f"-o {outdir} names an image file; give -o a directory")
+    if args.grid and hosts > 1:
+        raise ConfigError("--grid needs every result in one process; it does not work with --distributed")
+    style_names = [pathlib.Path(s).stem for s in styles]
+    names = output_names(pathlib.Path(args.content).stem, members, style_names, seeds, ext)
+    mine = list(range(host, len(members), hosts))  # each host runs and writes its own share
+    outs = [image.check_output_path(outdir / names[i], overwrite=args.overwrite) for i in mine]
+    manifest_path = outdir / ("manifest.json" if hosts == 1 else f"manifest-{host}.json")
+    if manifest_path.exists() and not args.overwrite:
+        raise ImageError(f"{manifest_path}: already exists; pass --overwrite to replace it")
+    grid_path = image.check_output_path(args.grid, overwrite=args.overwrite) if args.grid else None
+    files.refuse_clashes({"content": args.content, **{f"style {i + 1}": st for i, st in enumerate(styles)},
+                          "--weights": args.weights},
+                         {**{f"output {o.name}": o for o in outs}, "manifest": manifest_path, "--grid": grid_path})
+    if init_path is not None:
+        raise ConfigError("--init FILE is not supported with several results; use --init content/noise/...")
+    configs = [cfg.replace(**dict(m.values)) for m in members]  # validates every swept value
+    # Sizes and memory from the headers, before any image is decoded; an explicit --batch-size
+    # is checked as given (the default batch is what fits).
+    plan = cli.plan_sizes(args.content, styles, cfg, args.max_pixels)
+    cli._check_memory(args, plan, cfg, batch=min(args.batch_size or 1, max(len(mine), 1)))
+    net = cli._load_network(cfg, args.weights, download=not args.no_download)
+    cli._warn_not_pretrained(net)
+    content, style_imgs, _, hw = cli.working_images(args.content, styles, cfg, args.max_pixels)
+    blend = cfg.style_blend_weights
+    blended = style_imgs if blend is None else list(zip(style_imgs, blend))
+    specs = [style_imgs[members[i].style] if per_style else blended for i in mine]
+    n_scales = len(control.run_shapes(tuple(content.shape[:2]), cli._scales(args.scales)))
+    bar = tqdm(total=sum(control.scale_iterations(cfg, n_scales, args.iterations_per_scale)),
+               disable=args.no_progress, unit="it", dynamic_ncols=True, file=sys.stderr, desc=f"{len(mine)} results")
+    with cli._Signals() as signals:
+        def callback(p) -> bool:
+            bar.update(p.overall_iteration - bar.n)
+            bar.set_postfix(mean_loss=f"{p.loss:.4g}")
+            return signals.received is not None
+
+        t0 = time.time()
+        many = control.stylize_many_controlled(content, specs, net, cfg, configs=[configs[i] for i in mine],
+                                               seeds=[members[i].seed for i in mine], callback=callback,
+                                               batch_size=args.batch_size, scales=cli._scales(args.scales),
+                                               iterations_per_scale=args.iterations_per_scale,
+                                               resample=cfg.resample, color_match_method=args.color_match)
+        elapsed = time.time() - t0
+        bar.close()
+    entries, written = [], []
+    for k in range(len(many)):
+        r, m = many[k], members[mine[k]]
+        img = r.best_image if (r.status != "done" or cfg.select != "last") else r.output
+        written.append(img)
+        if cfg.original_size and img.shape[:2] != tuple(hw):
+            img = image.resize(img, hw, cfg.resample)
+        image.save_image(outs[k], img, overwrite=args.overwrite, rounding=cfg.save_rounding)
+        entries.append({"output": str(outs[k]), "style": styles[m.style] if m.style is not None else styles,
+                        "values": dict(m.values), "seed": m.seed, "final_loss": r.final_loss,
+                        "iterations": r.iterations, "evaluations": r.evaluations, "status": r.status})
+    if grid_path is not None and len(written) == len(members):
+        rows, row_labels, col_labels = grid_layout(members, style_names, seeds)
+        picture = figures.grid([[written[i] for i in row] for row in rows], row_labels, col_labels)
+        image.save_image(grid_path, picture, overwrite=args.overwrite)
+    manifest = {"content": args.content, "preset": args.preset, "weights": net.path, "host": host, "hosts": hosts,
+                "seconds": round(elapsed, 3), "sweep": {k: list(v) for k, v in sweep.items()},
+                "seeds": list(seeds), "grid": None if grid_path is None else str(grid_path),
+                "config": cfg.to_dict(), "results": entries}
+    image.write_file_atomic(manifest_path, json.dumps(manifest, indent=2).encode(), overwrite=True)
+    bad = [e for e in entries if e["status"] == "nonfinite"]
+    if signals.received is not None:
+        print(f"stopped; {len(entries)} results saved in {outdir}", file=sys.stderr)
+        return signals.exit_code
+    if bad:
+        raise NSTError(f"{len(bad)} of {len(entries)} results stopped on a non-finite loss (see {manifest_path})")
+    print(f"{outdir}: {len(entries)} results, manifest {manifest_path.name}"
+          + (f", grid {grid_path}" if grid_path is not None else ""))
+    return 0

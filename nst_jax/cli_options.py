@@ -1,0 +1,189 @@
+"""The command line's config options, generated from ``StyleConfig``'s fields.
+
+One place for names, types, defaults and help: every field's metadata (``config._f``) says its
+part, its help line, its choices, how its text parses and which option sets it. ``--set FIELD=VALUE``
+reaches every field with the same parser. A value option marked ``sweep`` takes a comma list; the
+values then run as one vmapped program (``cli_batch``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, Callable, Optional
+
+from .config import INITS, PICTURES, PROGRAM, RUN, VALUES, StyleConfig, field_names
+from .errors import ConfigError
+from .presets import preset
+
+SEED_MAX = 2**32 - 1
+
+
+def floats(text: str) -> tuple[float, ...]:
+    """``"1,2.5"`` -> ``(1.0, 2.5)`` (an argparse type)."""
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def ints(text: str) -> tuple[int, ...]:
+    """``"1,2"`` -> ``(1, 2)`` (an argparse type)."""
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def names(text: str) -> tuple[str, ...]:
+    """``"relu1_1, relu2_1"`` -> ``("relu1_1", "relu2_1")``."""
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def shape(text: str) -> tuple[int, int]:
+    """``"384x512"`` -> ``(384, 512)`` (an argparse type)."""
+    try:
+        h, w = (int(t) for t in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 384x512, got {text!r}") from None
+    return h, w
+
+
+def seeds(text: str) -> tuple[int, ...]:
+    """One seed or a comma list (a batch of seeds), each 0 to 2^32 - 1."""
+    values = ints(text)
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    for value in values:
+        if not 0 <= value <= SEED_MAX:
+            raise argparse.ArgumentTypeError(f"seeds are 0 to {SEED_MAX}; got {value}")
+    return values
+
+
+def sweep_floats(text: str) -> tuple[float, ...]:
+    """One number, or a comma list of them (a sweep)."""
+    values = floats(text)
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {text!r}")
+    return values
+
+
+_TYPES: dict[str, Callable[[str], Any]] = {"float": float, "int": int, "floats": floats, "names": names, "shape": shape, "str": str}
+
+
+def parse_field(field: dataclasses.Field, text: str) -> Any:
+    """A field's value from text (``--set``), by the field's ``kind``.
+
+    Args:
+      field: a ``StyleConfig`` field.
+      text: the text; "none" / "null" is None (the config then says whether None is valid).
+
+    Returns:
+      The parsed value (validated later, when the config is built).
+    """
+    if text.lower() in ("none", "null"):
+        return None
+    kind = field.metadata["kind"]
+    if kind == "bool":
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{field.name} takes true or false; got {text!r}")
+    try:
+        return _TYPES[kind](text)
+    except (ValueError, argparse.ArgumentTypeError):
+        what = {"float": "a number", "int": "an integer", "floats": "comma-separated numbers",
+                "shape": "HxW such as 384x512"}.get(kind, "a value")
+        raise ConfigError(f"{field.name} takes {what}; got {text!r}") from None
+
+
+_GROUPS = {
+    PROGRAM: "network, loss formulas and optimiser (the compiled program)",
+    VALUES: "weights and rates (traced values: a comma list sweeps them in one program, e.g. --style-weight 1e2,1e3)",
+    RUN: "run",
+    PICTURES: "size and colour",
+}
+
+
+def add_config_options(p: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:
+    """One option per field whose metadata names one, grouped by part; every other field is
+    ``--set FIELD=VALUE``. Returns the groups (the CLI adds its own options to them)."""
+    groups = {part: p.add_argument_group(title) for part, title in _GROUPS.items()}
+    for f in dataclasses.fields(StyleConfig):
+        meta = f.metadata
+        if not meta.get("option"):
+            continue
+        kw: dict[str, Any] = {"dest": f.name, "help": meta["help"], "default": None}
+        if meta["kind"] == "bool":
+            kw["action"] = "store_true"
+        elif meta["sweep"]:
+            kw.update(type=sweep_floats, metavar="X[,X...]")
+        else:
+            kw["type"] = _TYPES[meta["kind"]]
+            if meta["choices"] is not None:
+                kw["choices"] = list(meta["choices"])
+            if meta["metavar"]:
+                kw["metavar"] = meta["metavar"]
+        groups[meta["part"]].add_argument(*meta["option"], **kw)
+    groups[RUN].add_argument("--init", help="the start image: " + ", ".join(INITS) + ", or an image file")
+    groups[RUN].add_argument("--seed", type=seeds, default=(0,), metavar="N[,N...]",
+                             help="seeds the start image's noise (0 to 2^32-1); a comma list runs one result per seed")
+    groups[RUN].add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                             help="set any config field (see 'nst-jax presets NAME'); repeatable")
+    g = groups[PICTURES]
+    g.add_argument("--size", type=int, help="long side of the working image in pixels (aspect ratio kept)")
+    g.add_argument("--shape", type=shape, metavar="HxW", help="fixed working size, e.g. 384x512")
+    g.add_argument("--style-scale", type=float, help="style size relative to the content's working size")
+    return groups
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[StyleConfig, Optional[str], dict[str, tuple[float, ...]]]:
+    """The preset with the command line's overrides.
+
+    Returns:
+      (config, an init image path or None, the sweep: field -> values for every value option given
+      a comma list of two or more; the config holds each swept field's first value).
+    """
+    cfg = preset(args.preset)
+    changes: dict[str, Any] = {}
+    sweep: dict[str, tuple[float, ...]] = {}
+    fields = {f.name: f for f in dataclasses.fields(StyleConfig)}
+    for f in fields.values():
+        if not f.metadata.get("option"):
+            continue
+        value = getattr(args, f.name, None)
+        if value is None:
+            continue
+        if f.metadata["sweep"]:
+            if len(value) > 1:
+                sweep[f.name] = tuple(value)
+            value = value[0]
+        changes[f.name] = value
+    # Changing the layers without new layer weights: equal weights, not the preset's.
+    if "style_layers" in changes and "style_layer_weights" not in changes:
+        changes["style_layer_weights"] = None
+    if "content_layers" in changes and "content_layer_weights" not in changes:
+        changes["content_layer_weights"] = None
+    if getattr(args, "size", None) is not None:
+        changes.update(size=args.size, size_side="long", shape=None)
+    if getattr(args, "shape", None) is not None:
+        changes["shape"] = args.shape
+    if getattr(args, "style_scale", None) is not None:
+        changes.update(style_scale=args.style_scale, style_size="scale")
+    init_path = None
+    if getattr(args, "init", None):
+        if args.init in INITS:
+            changes["init"] = args.init
+        else:
+            init_path = args.init
+    for item in getattr(args, "set", []) or []:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ConfigError(f"--set takes FIELD=VALUE; got {item!r}")
+        if key not in fields:
+            raise ConfigError(f"unknown config field {key!r}; valid: {', '.join(field_names())}")
+        changes[key] = parse_field(fields[key], text)
+        sweep.pop(key, None)
+    return cfg.replace(**changes), init_path, sweep

@@ -1,0 +1,100 @@
+"""Memory estimates: what a run of a given size needs, against what the device has free.
+
+The CLI calls ``memory_shortfall`` before any image is decoded (from the files' headers), and
+``batching.default_batch_size`` sizes batches from ``estimate_bytes_per_result``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Optional, Sequence
+
+import jax
+
+from .config import StyleConfig
+
+
+def estimate_bytes_per_result(height: int, width: int, config: StyleConfig) -> int:
+    """A rough upper estimate of the memory one result needs while it is optimised.
+
+    VGG19 activations up to conv5_1 are about 320 floats per input pixel; the backward pass keeps
+    them and adds as much again for the gradients; L-BFGS keeps ``2 · memory`` image-sized vectors.
+    """
+    pixels = height * width
+    # (remat is not counted as a saving: on XLA's CPU backend it measured no lower peak, BENCHMARKS.md)
+    bytes_ = pixels * 320 * 4 * 2 + pixels * 3 * 4 * 8
+    if config.optimizer == "lbfgs":
+        bytes_ += 2 * config.lbfgs_memory * pixels * 3 * 4
+    return int(bytes_)
+
+
+def free_device_memory(device: Optional[jax.Device] = None) -> Optional[int]:
+    """Free bytes on ``device`` (accelerator stats, or available RAM for the CPU); None if unknown."""
+    device = device or jax.devices()[0]
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - CPU devices may not implement it
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+# What a run holds besides the per-pixel part: weights, Winograd kernels (~0.4 GB), XLA's compiler.
+# Measured: peak RSS = ~1.2 GiB + ~5.1 kB/pixel for the default preset on CPU (BENCHMARKS.md), of
+# which ~0.4 GiB is the Python process with JAX loaded (not in the free memory any more).
+RUN_OVERHEAD_BYTES = 3 * 2**28  # 0.75 GiB
+
+
+def estimate_run_bytes(height: int, width: int, config: StyleConfig, *,
+                       style_shapes: Sequence[tuple[int, int]] = (), batch: int = 1, regions: int = 0,
+                       decoded_pixels: int = 0) -> int:
+    """Every image-sized thing a run holds, not only the optimisation: what the memory check counts.
+
+    Args:
+      height, width: the content's working size.
+      config: the run's config (optimiser, iterations).
+      style_shapes: each style's working (H, W): its targets come from one forward pass at that size.
+      batch: results optimised at once.
+      regions: region masks (``--content-mask``): regions × H × W, resized to every layer.
+      decoded_pixels: the largest input image in pixels (decoded at full size before resizing).
+
+    Returns:
+      Bytes, a rough upper estimate (``estimate_bytes_per_result`` per result, plus the losses
+      array, the largest style's forward pass, the decoded and working images and the masks).
+    """
+    pixels = height * width
+    per_result = estimate_bytes_per_result(height, width, config) + 4 * config.iterations  # + the losses
+    style_pass = max([h * w * 320 * 4 for h, w in style_shapes], default=0)
+    working = 12 * (pixels + sum(h * w for h, w in style_shapes))
+    decoded = 24 * decoded_pixels  # Pillow's decode and the float32 copy
+    masks = 2 * 4 * regions * pixels
+    return int(batch * per_result + style_pass + working + decoded + masks)
+
+
+def memory_shortfall(height: int, width: int, config: StyleConfig,
+                     free: Optional[int] = None, **extent: Any) -> Optional[tuple[int, int, int]]:
+    """Whether a run of this size clearly will not fit: None if it fits (or free memory is
+    unknown), else ``(bytes needed, bytes free, largest long side that fits)`` at this aspect ratio.
+
+    The need is ``estimate_run_bytes(height, width, config, **extent)`` (styles, batch, masks,
+    decoded inputs) plus ``RUN_OVERHEAD_BYTES``, against the device's free memory
+    (``free_device_memory``), so a user gets a message before the run (before any image is
+    decoded or resized, when the CLI calls it), not an out-of-memory kill in the middle of it.
+    """
+    free = free_device_memory() if free is None else free
+    if free is None:
+        return None
+    need = estimate_run_bytes(height, width, config, **extent) + RUN_OVERHEAD_BYTES
+    if need <= free:
+        return None
+    batch = int(extent.get("batch", 1))
+    per_pixel = batch * estimate_bytes_per_result(height, width, config) / (height * width)
+    pixels = max(free - RUN_OVERHEAD_BYTES, 0) / per_pixel
+    long_side = max(height, width)
+    fits = int(math.sqrt(pixels * long_side / min(height, width))) // 16 * 16
+    return need, free, max(fits, 0)
