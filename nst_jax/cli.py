@@ -18,7 +18,7 @@ import sys
 import warnings
 from typing import Any, Optional, Sequence
 
-from . import cli_options, cli_weights
+from . import cli_options, cli_plan, cli_weights
 from .color import COLOR_METHODS
 from .cli_options import config_from_args
 from .config import PICTURES, StyleConfig
@@ -131,102 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_weights.add_parser(sub)
     return p
-
-
-# --------------------------------------------------------------------------------------------
-# images at their working sizes
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """The sizes a run will use, read from the files' headers before any pixel is decoded."""
-
-    content_shape: tuple[int, int]
-    style_shapes: tuple[tuple[int, int], ...]
-    original_hw: tuple[int, int]
-    decoded_pixels: int  # the largest input, decoded at full size before resizing
-
-
-def plan_sizes(content_path: str, style_paths: Sequence[str], cfg: StyleConfig, max_pixels: Optional[int],
-               init_path: Optional[str] = None) -> Plan:
-    """Working sizes from the image headers alone, each checked against ``max_pixels``.
-
-    Raises:
-      ImageError: an input is missing, unreadable or over ``max_pixels``.
-      ConfigError: a working size (``--size``, ``--shape``, ``--style-scale``) over ``max_pixels``.
-    """
-    from . import image
-    from .control import style_working_shape
-
-    limit = image.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-    h0, w0 = image.image_size(content_path, max_pixels=limit)
-    shape = _working_shape(cfg, h0, w0)
-    _check_working(shape, "the working image", "--size/--shape", limit)
-    styles, biggest = [], h0 * w0
-    for path in style_paths:
-        sh, sw = image.image_size(path, max_pixels=limit)
-        try:
-            st_shape = style_working_shape((sh, sw), shape, cfg)
-        except ConfigError as err:
-            raise ConfigError(f"{path}: {err}") from None
-        _check_working(st_shape, f"style {path}", "--style-scale", limit)
-        styles.append(st_shape)
-        biggest = max(biggest, sh * sw)
-    if init_path is not None:
-        ih, iw = image.image_size(init_path, max_pixels=limit)
-        biggest = max(biggest, ih * iw)
-    return Plan((shape[0], shape[1]), tuple(styles), (h0, w0), biggest)
-
-
-def _working_shape(cfg: StyleConfig, h0: int, w0: int) -> tuple[int, int]:
-    """The content's working (H, W): the fixed shape, or ``size`` on ``size_side`` (aspect kept)."""
-    from . import image
-
-    if cfg.shape is not None:
-        return cfg.shape
-    assert cfg.size is not None  # StyleConfig refuses a config with neither
-    return image.working_shape(h0, w0, cfg.size, cfg.size_side)
-
-
-def _check_working(shape: Sequence[int], what: str, option: str, limit: int) -> None:
-    h, w = int(shape[0]), int(shape[1])
-    if h * w > limit:
-        raise ConfigError(f"{option} make {what} {h}x{w} = {h * w:,} pixels, over the limit of {limit:,}; "
-                          f"use a smaller {option.split('/')[0]} (or raise --max-pixels)")
-
-
-def working_images(content_path: str, style_paths: Sequence[str], cfg: StyleConfig, max_pixels: Optional[int],
-                   init_path: Optional[str] = None):
-    """Load and resize the content, styles and init image as the config says.
-
-    Returns:
-      (content, styles, init, original content (H, W)).
-    """
-    from . import image
-
-    kw = {} if max_pixels is None else {"max_pixels": max_pixels}
-    content_full = image.load_image(content_path, **kw)
-    h0, w0 = content_full.shape[:2]
-    shape = _working_shape(cfg, h0, w0)
-    content = image.resize(content_full, shape, cfg.resample)
-    from .control import style_working_shape
-
-    styles = []
-    for path in style_paths:
-        st = image.load_image(path, **kw)
-        try:
-            st_shape = style_working_shape(st.shape[:2], shape, cfg)
-        except ConfigError as err:
-            raise ConfigError(f"{path}: {err}") from None
-        styles.append(image.resize(st, st_shape, cfg.resample))
-    init = None
-    if init_path is not None:
-        init = image.resize(image.load_image(init_path, **kw), shape, cfg.resample)
-    return content, styles, init, (h0, w0)
-
-
-# --------------------------------------------------------------------------------------------
-# commands
 
 
 class _Signals:
@@ -382,50 +286,6 @@ def _nonfinite_advice(result, cfg: StyleConfig, out: pathlib.Path) -> str:
             f"{out} (the steps diverged: try a lower --lr)")
 
 
-def _check_memory(args: argparse.Namespace, plan: Plan, cfg: StyleConfig, *, batch: int = 1, regions: int = 0) -> None:
-    """A clear error before the run (before any image is decoded) when it will not fit in free memory.
-
-    Counts everything image-sized the run holds: the content's optimisation (times the batch),
-    each style's forward pass at its own size, the decoded inputs, masks and the losses.
-    """
-    from . import memory
-
-    if getattr(args, "skip_memory_check", False):
-        return
-    height, width = plan.content_shape
-    short = memory.memory_shortfall(height, width, cfg, style_shapes=plan.style_shapes, batch=batch,
-                                      regions=regions, decoded_pixels=plan.decoded_pixels)
-    if short is not None:
-        need, free, fits = short
-
-        def size(b: int) -> str:
-            return f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"
-
-        advice = (f"use --size {fits} or smaller" if fits >= 16 else "use a smaller --size or free some memory")
-        if batch > 1:
-            advice += " or a smaller --batch-size"
-        what = f"a {height}x{width} run" + (f" of {batch} results at once" if batch > 1 else "")
-        raise ConfigError(f"{what} needs about {size(need)}, but only {size(free)} is free; "
-                          f"{advice} (or --skip-memory-check to try anyway)")
-
-
-def _style_list(args: argparse.Namespace) -> list[str]:
-    from . import image
-
-    styles = list(args.styles)
-    if args.styles_dir:
-        d = pathlib.Path(args.styles_dir)
-        if not d.is_dir():
-            raise ImageError(f"{d}: not a directory")
-        found = sorted(str(f) for f in d.iterdir() if f.suffix.lower() in image.IMAGE_EXTENSIONS or f.suffix.lower() == ".gif")
-        if not found:
-            raise ImageError(f"{d}: no images found (looked for {', '.join(sorted(image.IMAGE_EXTENSIONS))})")
-        styles += found
-    if not styles:
-        raise NSTError("give at least one STYLE image (or --styles-dir DIR)")
-    return styles
-
-
 def _period_chunk(periods: Sequence[int], iterations: int, default: int) -> int:
     """The chunk length: a divisor of every save / checkpoint period (so each lands on a chunk end),
     at most ``MAX_CHUNK_SIZE``; periods past the run's end do not count."""
@@ -469,7 +329,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from . import checkpoint, figures, files, image
 
     cfg, init_path, sweep = config_from_args(args)
-    styles = _style_list(args)
+    styles = cli_plan.style_list(args)
     for name in ("--save-every", "--checkpoint-every", "--batch-size"):
         _positive_option(name, getattr(args, name[2:].replace("-", "_")))
     if args.batch or args.styles_dir or sweep or len(args.seed) > 1:
@@ -526,13 +386,13 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     # Recorded in the checkpoint: what a resumed run may replace (intermediates follow from -o).
     written = [str(pathlib.Path(q).expanduser().resolve()) for q in [out, montage, loss_plot, ckpt] if q is not None]
     # Sizes and memory from the headers, before any image is decoded or resized.
-    plan = plan_sizes(args.content, args.styles, cfg, args.max_pixels, init_path)
-    _check_memory(args, plan, cfg, regions=len(styles) if args.content_mask else 0)
+    plan = cli_plan.plan_sizes(args.content, args.styles, cfg, args.max_pixels, init_path)
+    cli_plan.check_memory(args, plan, cfg, regions=len(styles) if args.content_mask else 0)
     if args.content_mask:
         image.image_size(args.content_mask, max_pixels=args.max_pixels or image.DEFAULT_MAX_PIXELS)
     net = _load_network(cfg, args.weights, download=not args.no_download)
     _warn_not_pretrained(net)
-    content, styles, init, hw = working_images(args.content, args.styles, cfg, args.max_pixels, init_path)
+    content, styles, init, hw = cli_plan.working_images(args.content, args.styles, cfg, args.max_pixels, init_path)
     masks = None
     if args.content_mask:
         masks = image.load_region_mask(args.content_mask, len(styles), tuple(content.shape[:2]),
@@ -569,7 +429,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         net = _load_network(cfg, args.weights)
     _warn_not_pretrained(net)
     content_path, style_path = ASSETS / "content.png", ASSETS / "style.png"
-    content, styles, init, hw = working_images(str(content_path), [str(style_path)], cfg, None)
+    content, styles, init, hw = cli_plan.working_images(str(content_path), [str(style_path)], cfg, None)
     return _run_one(cfg, net, content, styles, init, hw, out, seed=0, save_every=None,
                     may_replace=lambda path: bool(args.overwrite), progress=not args.no_progress, montage=montage,
                     loss_plot=loss_plot)

@@ -153,7 +153,7 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
 
     from tqdm import tqdm
 
-    from . import cli, control, figures, files, image
+    from . import cli, cli_plan, control, figures, files, image
 
     if args.distributed:
         init_distributed(args)
@@ -186,11 +186,11 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
     configs = [cfg.replace(**dict(m.values)) for m in members]  # validates every swept value
     # Sizes and memory from the headers, before any image is decoded; an explicit --batch-size
     # is checked as given (the default batch is what fits).
-    plan = cli.plan_sizes(args.content, styles, cfg, args.max_pixels)
-    cli._check_memory(args, plan, cfg, batch=min(args.batch_size or 1, max(len(mine), 1)))
+    plan = cli_plan.plan_sizes(args.content, styles, cfg, args.max_pixels)
+    cli_plan.check_memory(args, plan, cfg, batch=min(args.batch_size or 1, max(len(mine), 1)))
     net = cli._load_network(cfg, args.weights, download=not args.no_download)
     cli._warn_not_pretrained(net)
-    content, style_imgs, _, hw = cli.working_images(args.content, styles, cfg, args.max_pixels)
+    content, style_imgs, _, hw = cli_plan.working_images(args.content, styles, cfg, args.max_pixels)
     blend = cfg.style_blend_weights
     blended = style_imgs if blend is None else list(zip(style_imgs, blend))
     specs = [style_imgs[members[i].style] if per_style else blended for i in mine]

@@ -17,7 +17,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from nst_jax import files
 from nst_jax.errors import ImageError
-from nst_jax.image import _JPEG_QUALITY, IMAGE_EXTENSIONS, check_output_path, resize
+from nst_jax.image import IMAGE_EXTENSIONS, check_output_path, resize
+from nst_jax.image._common import _JPEG_QUALITY
 
 
 # --------------------------------------------------------------------------------------------
