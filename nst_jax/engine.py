@@ -163,12 +163,12 @@ def step(params: Any, targets: Targets, values: Values, state: LoopState, progra
     """
     opt = make_optimizer(program, values)
 
-    def loss(v):
-        return network_objective(params, targets, to_network(v, program, spec), values, program, spec)[0]
-
     def loss_and_parts(v):
         total, parts = network_objective(params, targets, to_network(v, program, spec), values, program, spec)
         return total, jnp.stack([parts["content"], parts["style"], parts["tv"]])
+
+    def loss(v):  # the line search's value_fn: the total alone
+        return loss_and_parts(v)[0]
 
     zoom = program.optimizer == "lbfgs" and program.lbfgs_linesearch == "zoom"
     # Clamping before each evaluation (the tutorial's closure) is a projection a line search

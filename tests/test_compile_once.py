@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nst_jax import StyleConfig, cli, control, stylize, stylize_many, vgg
+from nst_jax import StyleConfig, cli, control, make_loss_fn, stylize, stylize_many, vgg
 from nst_jax.errors import ConfigError
 
 from conftest import CompileCounter, random_image
@@ -187,3 +187,17 @@ def test_cli_refuses_a_sweep_into_an_image_file_and_grid_without_a_sweep(tmp_pat
     assert cli.main(base + ["--style-weight", "1,nope", "-o", str(tmp_path / "d")]) == 2
     assert capsys.readouterr().err.startswith("error:")
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "d").exists()
+
+
+def test_make_loss_fn_compiles_its_objective_once_across_values(vgg19_params):
+    """make_loss_fn's jitted objective takes the values as arguments: other weights, no new trace,
+    and the value follows them (the style term scales with the style weight)."""
+    content, style, image = random_image(32, 40, 1), random_image(32, 40, 2), random_image(32, 40, 3)
+    cfg = StyleConfig(content_layers=("relu1_2",), style_layers=("relu1_1",), size=48, tv_loss="l2")
+    with CompileCounter("objective") as count:
+        parts = [make_loss_fn(vgg19_params, content, style, cfg.replace(style_weight=w, tv_weight=t),
+                              convention=vgg.CAFFE)(image)[1] for w, t in ((1.0, 0.0), (10.0, 0.5), (100.0, 1.0))]
+    assert count.traces == 1
+    np.testing.assert_allclose([float(p["style"]) for p in parts], [float(parts[0]["style"]) * k for k in (1, 10, 100)],
+                               rtol=1e-5)
+    assert float(parts[0]["tv"]) == 0.0 and float(parts[2]["tv"]) == pytest.approx(2 * float(parts[1]["tv"]), rel=1e-5)
