@@ -206,6 +206,7 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
     import jax.numpy as jnp
 
     from . import checkpoint, control, engine, figures, image
+    from .scales import run_shapes, scale_iterations
 
     from tqdm import tqdm
 
@@ -216,8 +217,8 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
         template = engine.init_state(jnp.zeros(content.shape, jnp.float32), cfg.program(), cfg.values())
         resume_state, resume_losses, header = checkpoint.load(resume, template, **ckpt_meta)
         print(f"resuming {resume} at iteration {header['iteration']}", file=sys.stderr)
-    shapes = control.run_shapes(tuple(content.shape[:2]), scales)
-    per_scale = control.scale_iterations(cfg, len(shapes), iterations_per_scale)
+    shapes = run_shapes(tuple(content.shape[:2]), scales)
+    per_scale = scale_iterations(cfg, len(shapes), iterations_per_scale)
     multi = len(shapes) > 1
     bar = tqdm(total=sum(per_scale), disable=not progress, unit="it", dynamic_ncols=True, file=sys.stderr)
     with _Signals() as signals:

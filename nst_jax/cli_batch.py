@@ -153,7 +153,7 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
 
     from tqdm import tqdm
 
-    from . import cli, cli_plan, control, figures, files, image
+    from . import cli, cli_plan, control, figures, files, image, scales
 
     if args.distributed:
         init_distributed(args)
@@ -194,8 +194,8 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
     blend = cfg.style_blend_weights
     blended = style_imgs if blend is None else list(zip(style_imgs, blend))
     specs = [style_imgs[members[i].style] if per_style else blended for i in mine]
-    n_scales = len(control.run_shapes(tuple(content.shape[:2]), cli._scales(args.scales)))
-    bar = tqdm(total=sum(control.scale_iterations(cfg, n_scales, args.iterations_per_scale)),
+    n_scales = len(scales.run_shapes(tuple(content.shape[:2]), cli._scales(args.scales)))
+    bar = tqdm(total=sum(scales.scale_iterations(cfg, n_scales, args.iterations_per_scale)),
                disable=args.no_progress, unit="it", dynamic_ncols=True, file=sys.stderr, desc=f"{len(mine)} results")
     with cli._Signals() as signals:
         def callback(p) -> bool:

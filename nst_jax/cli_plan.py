@@ -34,7 +34,7 @@ def plan_sizes(content_path: str, style_paths: Sequence[str], cfg: StyleConfig, 
       ConfigError: a working size (``--size``, ``--shape``, ``--style-scale``) over ``max_pixels``.
     """
     from . import image
-    from .control import style_working_shape
+    from .scales import style_working_shape
 
     limit = image.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     h0, w0 = image.image_size(content_path, max_pixels=limit)
@@ -87,7 +87,7 @@ def working_images(content_path: str, style_paths: Sequence[str], cfg: StyleConf
     h0, w0 = content_full.shape[:2]
     shape = _working_shape(cfg, h0, w0)
     content = image.resize(content_full, shape, cfg.resample)
-    from .control import style_working_shape
+    from .scales import style_working_shape
 
     styles = []
     for path in style_paths:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nst_jax import StyleConfig, color, control, engine, image, vgg
+from nst_jax import StyleConfig, color, control, engine, image, scales, vgg
 from nst_jax.errors import ConfigError
 from nst_jax.presets import PRESETS
 from nst_jax.engine import Result, stylize
@@ -34,51 +34,51 @@ def yiq(x):
 
 def test_scale_schedule_hand_checked():
     # 512/√2 = 362.04, 512/2 = 256, 512/(2√2) = 181 < 256
-    assert control.scale_schedule(512) == [256, 362, 512]
+    assert scales.scale_schedule(512) == [256, 362, 512]
     # 600/√2 = 424.26, 600/2 = 300, 600/(2√2) = 212 < 256: equal steps, first scale in [256, 362)
-    assert control.scale_schedule(600) == [300, 424, 600]
-    assert control.scale_schedule(1024, start=128) == [128, 181, 256, 362, 512, 724, 1024]
-    assert control.scale_schedule(256) == [256]
-    assert control.scale_schedule(100) == [100]
-    assert control.scale_schedule(48, start=32) == [34, 48]  # 48/√2 = 33.9
-    assert control.scale_schedule(64, start=1) == [16, 23, 32, 45, 64]  # never under 16
-    assert control.scale_schedule(512, start=256, factor=2) == [256, 512]
+    assert scales.scale_schedule(600) == [300, 424, 600]
+    assert scales.scale_schedule(1024, start=128) == [128, 181, 256, 362, 512, 724, 1024]
+    assert scales.scale_schedule(256) == [256]
+    assert scales.scale_schedule(100) == [100]
+    assert scales.scale_schedule(48, start=32) == [34, 48]  # 48/√2 = 33.9
+    assert scales.scale_schedule(64, start=1) == [16, 23, 32, 45, 64]  # never under 16
+    assert scales.scale_schedule(512, start=256, factor=2) == [256, 512]
     with pytest.raises(ConfigError, match="factor"):
-        control.scale_schedule(512, factor=1.0)
+        scales.scale_schedule(512, factor=1.0)
 
 
 def test_plan_shapes_keeps_aspect_and_ends_at_the_final_shape():
-    assert control.plan_shapes(48, 32, [34, 48]) == [(34, 23), (48, 32)]  # 32·34/48 = 22.67
-    assert control.plan_shapes(300, 400, [256, 400]) == [(192, 256), (300, 400)]
-    assert control.plan_shapes(100, 10, [50, 100]) == [(50, 16), (100, 16)]  # min 16 a side
+    assert scales.plan_shapes(48, 32, [34, 48]) == [(34, 23), (48, 32)]  # 32·34/48 = 22.67
+    assert scales.plan_shapes(300, 400, [256, 400]) == [(192, 256), (300, 400)]
+    assert scales.plan_shapes(100, 10, [50, 100]) == [(50, 16), (100, 16)]  # min 16 a side
     h, w = 333, 517
-    assert control.plan_shapes(h, w, control.scale_schedule(w))[-1] == (h, w)
+    assert scales.plan_shapes(h, w, scales.scale_schedule(w))[-1] == (h, w)
 
 
 def test_scale_iterations_rule():
     cfg = SMALL.replace(iterations=1000)
-    assert control.scale_iterations(cfg, 3) == [1000, 500, 500]
-    assert control.scale_iterations(SMALL.replace(iterations=1), 2) == [1, 1]
-    assert control.scale_iterations(cfg, 2, 7) == [7, 7]
-    assert control.scale_iterations(cfg, 2, [3, 0]) == [3, 0]
+    assert scales.scale_iterations(cfg, 3) == [1000, 500, 500]
+    assert scales.scale_iterations(SMALL.replace(iterations=1), 2) == [1, 1]
+    assert scales.scale_iterations(cfg, 2, 7) == [7, 7]
+    assert scales.scale_iterations(cfg, 2, [3, 0]) == [3, 0]
     with pytest.raises(ConfigError, match="2 scales"):
-        control.scale_iterations(cfg, 2, [1, 2, 3])
+        scales.scale_iterations(cfg, 2, [1, 2, 3])
     with pytest.raises(ConfigError, match=">= 0"):
-        control.scale_iterations(cfg, 2, [1, -1])
+        scales.scale_iterations(cfg, 2, [1, -1])
 
 
 def test_style_working_shape():
     content_shape = (40, 60)
     cfg = SMALL.replace(style_size="content")
-    assert control.style_working_shape((100, 50), content_shape, cfg) == (40, 60)
+    assert scales.style_working_shape((100, 50), content_shape, cfg) == (40, 60)
     scale = SMALL.replace(style_size="scale")
-    assert control.style_working_shape((100, 50), content_shape, scale.replace(style_scale=1.0)) == (60, 30)
-    assert control.style_working_shape((100, 50), (64, 96), scale.replace(style_scale=0.5)) == (48, 24)
-    assert control.style_working_shape((50, 100), content_shape, scale.replace(style_scale=0.75)) == (23, 45)  # 22.5 up
+    assert scales.style_working_shape((100, 50), content_shape, scale.replace(style_scale=1.0)) == (60, 30)
+    assert scales.style_working_shape((100, 50), (64, 96), scale.replace(style_scale=0.5)) == (48, 24)
+    assert scales.style_working_shape((50, 100), content_shape, scale.replace(style_scale=0.75)) == (23, 45)  # 22.5 up
     # 0.5 · 61 = 30.5 → 31 (halves up); 50 · 31/100 = 15.5 → 16
-    assert control.style_working_shape((100, 50), (40, 61), scale.replace(style_scale=0.5)) == (31, 16)
+    assert scales.style_working_shape((100, 50), (40, 61), scale.replace(style_scale=0.5)) == (31, 16)
     with pytest.raises(ConfigError, match=r"would be 30x15 .*16 pixels"):
-        control.style_working_shape((100, 50), content_shape, scale.replace(style_scale=0.5))
+        scales.style_working_shape((100, 50), content_shape, scale.replace(style_scale=0.5))
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,9 +235,9 @@ def test_a_stop_at_a_coarse_scale_returns_the_final_shape(vgg19_params):
 
 
 def test_auto_scales():
-    assert control.run_shapes((300, 400), "auto") == [(212, 283), (300, 400)]  # 400/√2 = 282.8; 300·283/400
-    assert control.run_shapes((32, 48), "auto") == [(32, 48)]  # under 256: one scale
-    assert control.run_shapes((32, 48), None) == [(32, 48)]
+    assert scales.run_shapes((300, 400), "auto") == [(212, 283), (300, 400)]  # 400/√2 = 282.8; 300·283/400
+    assert scales.run_shapes((32, 48), "auto") == [(32, 48)]  # under 256: one scale
+    assert scales.run_shapes((32, 48), None) == [(32, 48)]
 
 
 def test_scales_errors():
@@ -266,7 +266,7 @@ def test_every_preset_plans_its_scales(name, colors, monkeypatch):
                                    convention=vgg.CAFFE)
     assert [c[0][:2] for c in calls] == r.scales == [(24, 32), (34, 45), (48, 64)]
     for (_shape, styles, _), scale in zip(calls, r.scales):
-        want = [control.style_working_shape(s, scale, cfg) + (3,) for s in ((40, 40), (30, 60))]
+        want = [scales.style_working_shape(s, scale, cfg) + (3,) for s in ((40, 40), (30, 60))]
         assert styles == want
     assert r.losses.shape == (12,) and r.image.shape == (48, 64, 3)
     assert calls[0][2]["init_image"] is None and calls[1][2]["init_image"].shape == (34, 45, 3)
