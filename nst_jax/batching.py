@@ -56,7 +56,7 @@ class ManyResult:
 
     @property
     def outputs(self) -> np.ndarray:
-        return self.best_images if self.config.select in ("best", "matlab_best") else self.images
+        return self.best_images if self.config.select in ("best", "after_best") else self.images
 
 
 # On a CPU backend, batches larger than this were measured slower per result than running the

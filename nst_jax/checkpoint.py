@@ -26,7 +26,7 @@ from typing import Any, Optional, Sequence
 import jax
 import numpy as np
 
-from .config import StyleConfig
+from .config import ALIASES, StyleConfig
 from .errors import NSTError
 from .files import atomic_write
 
@@ -203,7 +203,9 @@ def load(path: str | pathlib.Path, template: Any, *, config: StyleConfig, seed: 
                 raise CheckpointError(f"{name}: made with other weights (fingerprint {header['weights_fingerprint'][:12]}, "
                                       f"these are {weights_fingerprint[:12]}); resume with the same --weights")
             mine = _config_dict(config)
-            diff = sorted(k for k in set(mine) | set(header["config"]) if mine.get(k) != header["config"].get(k))
+            # an older checkpoint names some formulas by their programs ("matlab"): read them as now
+            theirs = {k: ALIASES.get(k, {}).get(v, v) if isinstance(v, str) else v for k, v in header["config"].items()}
+            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             if diff:
                 shown = ", ".join(f"{k} {header['config'].get(k)!r} -> {mine.get(k)!r}" for k in diff[:4])
                 raise CheckpointError(f"{name}: made with another config ({shown}); resume with the same preset and options")

@@ -35,14 +35,14 @@ OPTIMIZERS = ("sgd", "adam", "lbfgs")
 ARCHS = vgg.ARCHS + ("resnet50",)
 VARIABLE_SPACES = ("network", "rgb")
 INITS = ("content", "style", "noise", "randn", "blend")
-SELECTS = ("last", "best", "matlab_best")
+SELECTS = ("last", "best", "after_best")
 ITERATION_UNITS = ("step", "evaluation")
 SIZE_SIDES = ("long", "height", "width")
 STYLE_SIZES = ("content", "scale")
 RESAMPLES = ("nearest", "bilinear", "bicubic", "lanczos", "area")
 ROUNDINGS = ("round", "floor")
 LINESEARCHES = ("none", "zoom")
-ADAM_EPS_MODES = ("optax", "matlab")
+ADAM_EPS_MODES = ("sqrt_vhat", "sqrt_v")
 STYLE_LOSSES = ("gram", "wasserstein")
 PRESERVE_COLORS = ("none", "lum", "match", "swap")
 PRECISIONS = ("default", "highest", "bf16")
@@ -58,6 +58,16 @@ MAX_LBFGS_MEMORY = 10_000
 
 PROGRAM, VALUES, RUN, PICTURES = "program", "values", "run", "pictures"
 PARTS = (PROGRAM, VALUES, RUN, PICTURES)
+
+# Option values are named after the formula they compute. The names of the programs they came
+# from (0.x releases) are still accepted and mean the same formula: ``StyleConfig`` turns them into
+# the new name, so a config's value is always the formula's name.
+ALIASES: dict[str, dict[str, str]] = {
+    "style_divisor": {"gatys": "4n2m2", "matlab": "n2m2", "keras": "4n2m2_input"},
+    "tv_loss": {"keras": "pow1.25"},
+    "adam_eps_mode": {"optax": "sqrt_vhat", "matlab": "sqrt_v"},
+    "select": {"matlab_best": "after_best"},
+}
 
 
 def _f(default: Any, part: str, help: str, *, choices: Optional[Sequence[Any]] = None, kind: Optional[str] = None,
@@ -158,15 +168,17 @@ class StyleConfig:
     gram_norm: str = _f("chw", PROGRAM, "Gram matrix divided by: none, chw (C·H·W), hw (H·W)", choices=losses.GRAM_NORMS)
     style_reduce: str = _f("mean", PROGRAM, "sum or mean of a layer's squared Gram differences",
                            choices=losses.STYLE_REDUCES)
-    style_divisor: str = _f("none", PROGRAM, "a layer's style term divided by: none; keras 4·3²·(H_in·W_in)²; "
-                            "matlab (H·W·C)²; gatys 4·C²·(H·W)² (losses.style_divisor)", choices=losses.STYLE_DIVISORS)
+    style_divisor: str = _f("none", PROGRAM, "a layer's style term divided by (N channels, M = H·W): none; "
+                            "4n2m2 4·N²·M² (Gatys); n2m2 (N·M)² (MATLAB); 4n2m2_input 4·3²·(input H·W)² "
+                            "(Keras)", choices=losses.STYLE_DIVISORS)
     style_loss: str = _f("gram", PROGRAM, "style statistic: gram, or wasserstein (Gaussian W2, crowsonkb)",
                          choices=STYLE_LOSSES, option="--style-loss")
     normalize_gradients: bool = _f(False, PROGRAM, "L1-normalise each loss term's gradient "
                                    "(neural-style's -normalize_gradients)", option="--normalize-gradients")
     # total variation
     tv_weight: float = _f(0.0, VALUES, "weight of the total-variation term", option="--tv-weight", sweep=True)
-    tv_loss: str = _f("none", PROGRAM, "total-variation formula (losses.tv_loss)", choices=losses.TV_LOSSES)
+    tv_loss: str = _f("none", PROGRAM, "total variation: pow1.25 Σ(dx²+dy²)^1.25 (Keras); l2 ½Σ(dx²+dy²) "
+                      "(neural-style); l1 Σ|dx|+|dy| (neural-style-pt)", choices=losses.TV_LOSSES)
     tv_space: str = _f("network", PROGRAM, "TV measured on the network input or on RGB [0, 1]", choices=VARIABLE_SPACES)
     # optimisation
     optimizer: str = _f("adam", PROGRAM, "the optimiser", choices=OPTIMIZERS, option="--optimizer")
@@ -178,8 +190,9 @@ class StyleConfig:
     adam_b1: float = _f(0.9, VALUES, "Adam's first-moment decay")
     adam_b2: float = _f(0.999, VALUES, "Adam's second-moment decay")
     adam_eps: float = _f(1e-8, VALUES, "Adam's epsilon")
-    adam_eps_mode: str = _f("optax", PROGRAM, "where Adam's eps enters: optax (sqrt(v̂) + eps) or matlab "
-                            "(sqrt(v) + eps)", choices=ADAM_EPS_MODES)
+    adam_eps_mode: str = _f("sqrt_vhat", PROGRAM, "where Adam's eps enters: sqrt_vhat m̂/(sqrt(v̂) + eps) (optax, "
+                            "torch) or sqrt_v (sqrt(v) + eps, bias correction in the step: MATLAB)",
+                            choices=ADAM_EPS_MODES)
     lbfgs_memory: int = _f(100, PROGRAM, "L-BFGS history pairs")
     lbfgs_linesearch: str = _f("none", PROGRAM, "L-BFGS line search", choices=LINESEARCHES, option="--linesearch")
     variable_space: str = _f("rgb", PROGRAM, "the optimised variable: the network input (Keras, MATLAB) or "
@@ -191,8 +204,8 @@ class StyleConfig:
                              "(SciPy's maxfun)", choices=ITERATION_UNITS)
     lbfgs_round: Optional[int] = _f(None, RUN, "restart L-BFGS every this many iterations (SciPy called in rounds)",
                                     kind="int")
-    select: str = _f("last", PROGRAM, "the output: last iterate, best (lowest loss), or matlab_best "
-                     "(MATLAB's off-by-one)", choices=SELECTS)
+    select: str = _f("last", PROGRAM, "the output: last iterate, best (lowest loss), or after_best (the "
+                     "iterate after the lowest-loss one: MATLAB's off-by-one)", choices=SELECTS)
     ema_decay: Optional[float] = _f(None, VALUES, "average the iterates (e.g. 0.99); sgd/adam only", kind="float",
                                     option="--ema")
     chunk_size: int = _f(50, PROGRAM, "steps per compiled chunk (progress updates between chunks)",
@@ -227,6 +240,10 @@ class StyleConfig:
                               choices=PRESERVE_COLORS, option="--preserve-colors")
 
     def __post_init__(self) -> None:
+        for name, old in ALIASES.items():
+            value = getattr(self, name)
+            if isinstance(value, str) and value in old:
+                object.__setattr__(self, name, old[value])
         _choice("arch", self.arch, ARCHS)
         _choice("pooling", self.pooling, vgg.POOLINGS)
         if self.pixel_scale is not None:

@@ -191,8 +191,8 @@ def step(params: Any, targets: Targets, values: Values, state: LoopState, progra
     new_v = v + updates
     ok = jnp.isfinite(value) & jnp.all(jnp.isfinite(new_v)) & ~state.failed
     better = ok & (value < state.best_loss)
-    # best: the iterate whose loss this is; matlab_best: the iterate after its update (MATLAB quirk).
-    candidate = new_v if program.select == "matlab_best" else v
+    # best: the iterate whose loss this is; after_best: the iterate after its update (MATLAB quirk).
+    candidate = new_v if program.select == "after_best" else v
     ema_v = state.ema_v
     if program.ema:
         ema_v = values.ema_decay * state.ema_v + (1.0 - values.ema_decay) * new_v
@@ -282,7 +282,7 @@ class Result:
     """A finished (or stopped) run.
 
     ``image``: the last iterate (EMA of iterates when ``ema_decay`` is set); ``best_image``: the
-    lowest-loss iterate (MATLAB's choice, with its quirk under ``select="matlab_best"``);
+    lowest-loss iterate (MATLAB's choice, with its quirk under ``select="after_best"``);
     ``output``: the one the config selects. ``losses``: total loss per iteration, evaluated at the
     iterate before its update; ``loss_parts``: iterations × 3, its weighted content, style and TV
     terms (NaN where unknown: resumed heads, the zoom line search). ``status``: "done", "stopped"
@@ -302,7 +302,7 @@ class Result:
 
     @property
     def output(self) -> np.ndarray:
-        return self.best_image if self.config.select in ("best", "matlab_best") else self.image
+        return self.best_image if self.config.select in ("best", "after_best") else self.image
 
     @property
     def final_loss(self) -> float:

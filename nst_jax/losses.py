@@ -24,9 +24,9 @@ import jax.numpy as jnp
 
 GRAM_NORMS = ("none", "chw", "hw")
 STYLE_REDUCES = ("sum", "mean")
-STYLE_DIVISORS = ("none", "keras", "matlab", "gatys")
+STYLE_DIVISORS = ("none", "4n2m2", "n2m2", "4n2m2_input")
 CONTENT_LOSSES = ("sum", "mean", "half_mean", "half_sum")
-TV_LOSSES = ("none", "keras", "l2", "l1")
+TV_LOSSES = ("none", "pow1.25", "l2", "l1")
 
 
 def gram(f: jax.Array, norm: str = "none", mask: jax.Array | None = None) -> jax.Array:
@@ -63,19 +63,20 @@ def style_divisor(kind: str, c: int, h: int, w: int, input_hw: tuple[int, int]) 
     """The constant a layer's squared Gram difference is divided by.
 
     Args:
-      kind: "none"; "keras": 4·3²·(H_in·W_in)² with the *input image's* size and the channel count
-        hard-coded to 3, as the Keras example does (a quirk kept on purpose); "matlab": (H·W·C)² of
-        the layer (the MATLAB code; its prose says (2HWC)²); "gatys": 4·N²·M² with N = C, M = H·W.
+      kind: named after the formula, with N = the layer's channels and M = its H·W (the paper's
+        notation): "none" 1; "4n2m2" 4·N²·M² (Gatys et al.); "n2m2" (N·M)² = (H·W·C)² (the MATLAB
+        code; its prose says (2HWC)²); "4n2m2_input" 4·N²·M² with N hard-coded to 3 and M the
+        *input image's* H·W, for every layer (the Keras example's quirk, kept on purpose).
       c, h, w: the layer's channels, height, width.
       input_hw: the input image's (height, width).
     """
     if kind == "none":
         return 1.0
-    if kind == "keras":
+    if kind == "4n2m2_input":
         return 4.0 * (3**2) * float(input_hw[0] * input_hw[1]) ** 2
-    if kind == "matlab":
+    if kind == "n2m2":
         return float(h * w * c) ** 2
-    if kind == "gatys":
+    if kind == "4n2m2":
         return 4.0 * float(c) ** 2 * float(h * w) ** 2
     raise ValueError(f"style divisor must be one of {STYLE_DIVISORS}, got {kind!r}")
 
@@ -115,17 +116,17 @@ def tv_loss(x: jax.Array, kind: str) -> jax.Array:
     """Total variation of an H×W×C image.
 
     Args:
-      kind: "keras": Σ (a + b)^1.25 with a, b the squared vertical / horizontal differences
+      kind: "pow1.25": Σ (a + b)^1.25 with a, b the squared vertical / horizontal differences
         over the [:-1, :-1] crop, all channels (the Keras example); "l2": ½·Σ (dx² + dy²) over
         the same crop (neural-style's TVLoss gradient, whose loss is its half sum of squares);
         "l1": Σ|dx| + Σ|dy| over full differences (neural-style-pt); "none": 0.
     """
     if kind == "none":
         return jnp.zeros((), x.dtype)
-    if kind in ("keras", "l2"):
+    if kind in ("pow1.25", "l2"):
         a = jnp.square(x[:-1, :-1, :] - x[1:, :-1, :])
         b = jnp.square(x[:-1, :-1, :] - x[:-1, 1:, :])
-        if kind == "keras":
+        if kind == "pow1.25":
             return jnp.sum(jnp.power(a + b, 1.25))
         return 0.5 * jnp.sum(a + b)
     if kind == "l1":

@@ -200,7 +200,7 @@ def make_optimizer(program: Any, values: Values) -> optax.GradientTransformation
     if program.optimizer == "sgd":
         return optax.with_extra_args_support(optax.sgd(lr))
     if program.optimizer == "adam":
-        if program.adam_eps_mode == "matlab":
+        if program.adam_eps_mode == "sqrt_v":
             return optax.chain(
                 scale_by_matlab_adam(values.adam_b1, values.adam_b2, values.adam_eps, values.adam_log_b1,
                                      values.adam_log_b2),

@@ -52,7 +52,7 @@ def child(args) -> dict:
     cfg = preset(args.preset).replace(optimizer=args.optimizer, shape=(args.size, args.size), size=None,
                                       precision=args.precision)
     if args.optimizer == "adam":
-        cfg = cfg.replace(learning_rate=0.02 if cfg.variable_space == "rgb" else 2.0, adam_eps_mode="optax")
+        cfg = cfg.replace(learning_rate=0.02 if cfg.variable_space == "rgb" else 2.0, adam_eps_mode="sqrt_vhat")
     params = jax.device_put(synthetic_params("vgg19", 0))
     conv = network.as_spec(vgg.CAFFE)
     program, values = cfg.program(), cfg.values()

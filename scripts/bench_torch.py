@@ -114,11 +114,11 @@ def _gram(f: torch.Tensor, norm: str) -> torch.Tensor:
 
 
 def _divisor(kind: str, c: int, h: int, w: int, input_hw: tuple[int, int]) -> float:
-    if kind == "keras":
+    if kind == "4n2m2_input":
         return 4.0 * 9 * float(input_hw[0] * input_hw[1]) ** 2
-    if kind == "matlab":
+    if kind == "n2m2":
         return float(h * w * c) ** 2
-    if kind == "gatys":
+    if kind == "4n2m2":
         return 4.0 * float(c) ** 2 * float(h * w) ** 2
     return 1.0
 
@@ -135,10 +135,10 @@ def _content(fx: torch.Tensor, fc: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def _tv(x: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind in ("keras", "l2"):
+    if kind in ("pow1.25", "l2"):
         a = (x[:, :, :-1, :-1] - x[:, :, 1:, :-1]) ** 2
         b = (x[:, :, :-1, :-1] - x[:, :, :-1, 1:]) ** 2
-        return torch.pow(a + b, 1.25).sum() if kind == "keras" else 0.5 * (a + b).sum()
+        return torch.pow(a + b, 1.25).sum() if kind == "pow1.25" else 0.5 * (a + b).sum()
     if kind == "l1":
         return (x[:, :, 1:] - x[:, :, :-1]).abs().sum() + (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().sum()
     return x.new_zeros(())
@@ -277,7 +277,7 @@ class KerasWayLoss:
 
 def keras_way_exact(cfg: Any) -> bool:
     """The recipe is the Keras example's loss, so keras_compute_loss itself applies."""
-    return (cfg.style_divisor == "keras" and cfg.tv_loss == "keras" and cfg.content_layers == ("relu5_2",)
+    return (cfg.style_divisor == "4n2m2_input" and cfg.tv_loss == "pow1.25" and cfg.content_layers == ("relu5_2",)
             and cfg.style_layers == ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
             and cfg.variable_space == "network" and cfg.tv_space == "network" and cfg.gram_norm == "none"
             and cfg.style_reduce == "sum" and cfg.content_loss == "sum" and cfg.pooling == "max")
@@ -335,7 +335,7 @@ def run_loop(loss_fn: Callable[[torch.Tensor], torch.Tensor], cfg: Any, space: S
         if clamp:
             space.clamp_(v)
     else:
-        matlab = cfg.optimizer == "adam" and cfg.adam_eps_mode == "matlab"
+        matlab = cfg.optimizer == "adam" and cfg.adam_eps_mode == "sqrt_v"
         if cfg.optimizer == "adam" and not matlab:
             opt = torch.optim.Adam([v], lr=cfg.learning_rate, betas=(cfg.adam_b1, cfg.adam_b2), eps=cfg.adam_eps)
         elif cfg.optimizer == "sgd":

@@ -116,7 +116,7 @@ def build_config(args: argparse.Namespace):
         if args.optimizer == "adam":
             # neural-style's Adam (lr 10 on the 0-255 network image); 0.02 on RGB [0, 1]
             changes["learning_rate"] = 10.0 if cfg.variable_space == "network" else 0.02
-            changes["adam_eps_mode"] = "optax"
+            changes["adam_eps_mode"] = "sqrt_vhat"
         elif args.optimizer == "lbfgs":
             changes["learning_rate"] = 1.0
         changes["lr_decay_rate"] = None
@@ -363,7 +363,7 @@ def child_torch(spec: dict, variant: str) -> dict:
     loss_fn, out["structure"] = make_loss(nchw(data["style"]))
     out["setup_s"] = time.perf_counter() - t0
     optimiser = {"lbfgs": "optim.LBFGS" + (" strong_wolfe" if cfg.lbfgs_linesearch == "zoom" else ""),
-                 "adam": "adamupdate (MATLAB)" if cfg.adam_eps_mode == "matlab" else "optim.Adam",
+                 "adam": "adamupdate (MATLAB)" if cfg.adam_eps_mode == "sqrt_v" else "optim.Adam",
                  "sgd": "optim.SGD"}[cfg.optimizer]
     out["structure"] += f", {optimiser}"
     first = bt.run_loop(loss_fn, cfg, space, v0, n, device)

@@ -79,7 +79,7 @@ def test_presets_hold_the_blogs_values():
     assert r50.style_layers == ("res3a_branch2a", "res4a_branch2a", "res5a_branch2a")
     assert (r50.tv_weight, r50.style_weight, r50.content_weight) == (0.0, 400000.0, 0.0001)
     assert r50.style_layer_weights == pytest.approx((1 / 3,) * 3)
-    assert (r50.iterations, r50.lbfgs_round, r50.lbfgs_memory, r50.style_divisor) == (100, 10, 10, "keras")
+    assert (r50.iterations, r50.lbfgs_round, r50.lbfgs_memory, r50.style_divisor) == (100, 10, 10, "4n2m2_input")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -114,7 +114,7 @@ def test_presets_lists_every_preset(capsys):
     for name in ("keras", "pytorch", "matlab", "gatys", "jcjohnson", "default"):
         assert name in out
     code, out, _ = run(["presets", "matlab", "--json"], capsys)
-    assert json.loads(out)["adam_eps_mode"] == "matlab"
+    assert json.loads(out)["adam_eps_mode"] == "sqrt_v"
 
 
 def test_batch_writes_one_image_per_style_and_a_manifest(workdir, capsys):

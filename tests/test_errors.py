@@ -165,7 +165,7 @@ def test_a_loss_too_large_for_float32_points_at_the_weights(files, capsys, tmp_p
 RESUMABLE = {
     "lbfgs": dict(optimizer="lbfgs"),
     "adam": dict(optimizer="adam", learning_rate=0.05),
-    "matlab-best": dict(optimizer="adam", learning_rate=0.05, adam_eps_mode="matlab", select="matlab_best"),
+    "matlab-best": dict(optimizer="adam", learning_rate=0.05, adam_eps_mode="sqrt_v", select="after_best"),
     "ema": dict(optimizer="adam", learning_rate=0.05, ema_decay=0.7),
     "lbfgs-zoom": dict(optimizer="lbfgs", lbfgs_linesearch="zoom"),
 }

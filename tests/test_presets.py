@@ -180,7 +180,7 @@ SCHEDULES = {
                     lbfgs_memory=100, clamp=True),
     # seed 001: 384x512, 2500 Adam steps, 0.7 noise + 0.3 content, best iterate, back to the original size
     "matlab": dict(iterations=2500, shape=(384, 512), init="blend", init_noise_ratio=0.7, init_noise_range=20,
-                   optimizer="adam", learning_rate=2.0, select="matlab_best", original_size=True, save_rounding="round"),
+                   optimizer="adam", learning_rate=2.0, select="after_best", original_size=True, save_rounding="round"),
     # the paper: L-BFGS with a line search from white noise, 512
     "gatys": dict(init="noise", optimizer="lbfgs", lbfgs_linesearch="zoom", size=512),
     # neural-style: 1000 L-BFGS iterations from randn * 0.001, max side 512
@@ -238,3 +238,34 @@ def test_jcjohnson_starts_from_randn_times_0001(images):
     kurtosis = np.mean((v0 - v0.mean()) ** 4) / v0.var() ** 2
     assert kurtosis == pytest.approx(3.0, abs=0.3)
     assert abs(np.corrcoef(v0.ravel(), content.ravel())[0, 1]) < 0.05
+
+
+def test_option_values_are_named_after_their_formulas_and_old_names_still_mean_them():
+    """``style_divisor``, ``tv_loss``, ``adam_eps_mode`` and ``select`` are named after what they
+    compute; the program names of earlier releases are accepted and become the formula's name."""
+    from nst_jax import StyleConfig, losses
+
+    old = StyleConfig(style_divisor="keras", tv_loss="keras", adam_eps_mode="matlab", select="matlab_best")
+    assert (old.style_divisor, old.tv_loss, old.adam_eps_mode, old.select) == (
+        "4n2m2_input", "pow1.25", "sqrt_v", "after_best")
+    assert old == StyleConfig(style_divisor="4n2m2_input", tv_loss="pow1.25", adam_eps_mode="sqrt_v",
+                              select="after_best")
+    assert StyleConfig(style_divisor="gatys").style_divisor == "4n2m2"
+    assert StyleConfig(style_divisor="matlab").style_divisor == "n2m2"
+    # the presets use the formula names, and each name's number is its formula
+    assert preset("keras").style_divisor == "4n2m2_input" and preset("keras").tv_loss == "pow1.25"
+    assert (preset("matlab").style_divisor, preset("matlab").adam_eps_mode, preset("matlab").select) == (
+        "n2m2", "sqrt_v", "after_best")
+    assert preset("gatys").style_divisor == "4n2m2"
+    c, h, w, input_hw = 64, 8, 6, (32, 24)
+    n, m = c, h * w
+    assert losses.style_divisor("4n2m2", c, h, w, input_hw) == 4 * n**2 * m**2
+    assert losses.style_divisor("n2m2", c, h, w, input_hw) == (n * m) ** 2
+    assert losses.style_divisor("4n2m2_input", c, h, w, input_hw) == 4 * 3**2 * (32 * 24) ** 2
+    x = np.random.default_rng(0).random((5, 7, 3)).astype(np.float32)
+    a = (x[:-1, :-1] - x[1:, :-1]) ** 2
+    b = (x[:-1, :-1] - x[:-1, 1:]) ** 2
+    np.testing.assert_allclose(float(losses.tv_loss(jnp.asarray(x), "pow1.25")),
+                               np.sum((a.astype(np.float64) + b) ** 1.25), rtol=1e-5)
+    with pytest.raises(Exception, match="style_divisor must be one of none, 4n2m2, n2m2, 4n2m2_input"):
+        StyleConfig(style_divisor="tensorflow")
