@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageOps
 
 from nst_jax import color, figures
 from nst_jax import image as nim
@@ -331,10 +331,6 @@ def tiff16_bytes(a: np.ndarray, byte_order: str, compression: int, predictor: in
 @pytest.mark.parametrize("byte_order", ["<", ">"])
 @pytest.mark.parametrize("compression,predictor", [(1, 1), (8, 1), (8, 2)])
 def test_sixteen_bit_rgb_tiff_keeps_precision(tmp_path, byte_order, compression, predictor):
-    from PIL import features
-
-    if compression != 1 and not features.check("libtiff"):
-        pytest.skip("Pillow without libtiff cannot read deflate TIFF")
     a = RNG.integers(0, 65536, (6, 9, 3))
     path = tmp_path / "rgb16.tif"
     path.write_bytes(tiff16_bytes(a, byte_order, compression, predictor))
@@ -342,6 +338,107 @@ def test_sixteen_bit_rgb_tiff_keeps_precision(tmp_path, byte_order, compression,
         warnings.simplefilter("error")
         got = nim.load_image(path)
     np.testing.assert_allclose(got, a / 65535.0, atol=1e-6)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _after_ihdr(png: bytes, *chunks: bytes) -> bytes:
+    return png[:33] + b"".join(chunks) + png[33:]  # 8-byte signature + 25-byte IHDR chunk
+
+
+@pytest.mark.parametrize("decoder", ["pypng", "imagecodecs"])
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_sixteen_bit_png_decoders_equal_the_independent_encoder(tmp_path, decoder, channels):
+    from nst_jax.image import sixteen
+
+    a = RNG.integers(0, 65536, (11, 13, channels))
+    path = tmp_path / "x.png"
+    path.write_bytes(png_bytes(a, 16))  # every filter type, rows 0..4
+    got = sixteen.read_png16(path, "x.png", (13, 11), decoder=decoder)
+    assert got.values.dtype == np.uint16 and got.alpha == (channels in (2, 4)) and got.key is None
+    np.testing.assert_array_equal(got.values, a)
+
+
+def test_sixteen_bit_png_trns_key_and_exif_orientation(tmp_path):
+    a = RNG.integers(0, 65536, (6, 10, 3))
+    key = tuple(int(v) for v in a[2, 7])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    path = tmp_path / "k.png"
+    path.write_bytes(_after_ihdr(png_bytes(a, 16), _png_chunk(b"tRNS", struct.pack(">HHH", *key)),
+                                 _png_chunk(b"eXIf", exif.tobytes()[6:])))  # eXIf holds the TIFF part
+    expected = a / 65535.0
+    expected[2, 7] = 1.0  # the key colour is transparent: white
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = nim.load_image(path)
+    np.testing.assert_allclose(got, np.rot90(expected, k=-1), atol=1e-6)
+
+
+def test_orient_matches_pillows_exif_transpose(tmp_path):
+    from nst_jax.image import sixteen
+
+    a = RNG.integers(0, 256, (5, 7, 3)).astype(np.uint8)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(a).save(tmp_path / "o.png", exif=exif)
+        with Image.open(tmp_path / "o.png") as im:
+            want = np.asarray(ImageOps.exif_transpose(im))
+        np.testing.assert_array_equal(sixteen.orient(a, orientation), want, err_msg=str(orientation))
+
+
+def test_sixteen_bit_png_bomb_is_refused_before_inflating_it(tmp_path):
+    import resource
+
+    # a 4x4 RGB 16-bit image needs 4·(1 + 24) = 100 bytes of scanlines; this stream inflates to 400 MB
+    ihdr = struct.pack(">IIBBBBB", 4, 4, 16, 2, 0, 0, 0)
+    z, zeros = zlib.compressobj(9), bytes(1 << 20)
+    idat = b"".join(z.compress(zeros) for _ in range(400)) + z.flush()  # never 400 MB in this process
+    path = tmp_path / "bomb.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat)
+                     + _png_chunk(b"IEND", b""))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ImageError, match="decompression bomb"):
+        nim.load_image(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: far below 400 MB
+
+
+def test_sixteen_bit_png_over_the_pure_python_limit_falls_back_with_a_note(tmp_path, monkeypatch):
+    from nst_jax.image import sixteen
+
+    a = RNG.integers(0, 65536, (4, 5, 3))
+    (tmp_path / "x.png").write_bytes(png_bytes(a, 16))
+    monkeypatch.setattr(sixteen, "PYPNG_MAX_PIXELS", 19)
+    with pytest.raises(sixteen.Fallback, match="8-bit precision.*nst-jax\\[images\\]"):
+        sixteen.read_png16(tmp_path / "x.png", "x.png", (5, 4), decoder="pypng")
+    monkeypatch.setattr(sixteen, "PYPNG_MAX_PIXELS", 20)
+    np.testing.assert_array_equal(sixteen.read_png16(tmp_path / "x.png", "x.png", (5, 4), decoder="pypng").values, a)
+
+
+@pytest.mark.parametrize("compression", ["lzw", "zlib", None])
+def test_sixteen_bit_rgba_tiff_written_by_tifffile_keeps_precision(tmp_path, compression):
+    import tifffile
+
+    a = RNG.integers(0, 65536, (6, 9, 4)).astype(np.uint16)
+    path = tmp_path / "rgba16.tif"
+    tifffile.imwrite(path, a, photometric="rgb", extrasamples=["unassalpha"], compression=compression)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = nim.load_image(path)
+    np.testing.assert_allclose(got, over_white(a[..., :3] / 65535.0, a[..., 3] / 65535.0), atol=1e-6)
+
+
+def test_sixteen_bit_tiff_page_that_disagrees_with_the_header_is_refused(tmp_path):
+    from nst_jax.image import sixteen
+
+    a = RNG.integers(0, 65536, (6, 9, 3))
+    path = tmp_path / "x.tif"
+    path.write_bytes(tiff16_bytes(a, "<", 1, 1))
+    with pytest.raises(ImageError, match="not the header's 12x6"):
+        sixteen.read_tiff16(path, "x.tif", (12, 6))
 
 
 def test_bad_icc_profile_warns_and_loads(tmp_path):

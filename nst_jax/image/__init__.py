@@ -1,7 +1,8 @@
 """Image files in and out, and resizing (montages and plots: ``figures``; colour: ``color``).
 
-This package is the only code that touches image files (Pillow; pypng and tifffile write 16-bit
-files). A module a job: ``read`` (``load_image``, ``image_size``, ``load_region_mask``), ``write``
+This package is the only code that touches image files (Pillow; pypng and tifffile read and write
+16-bit files). A module a job: ``read`` (``load_image``, ``image_size``, ``load_region_mask``),
+``sixteen`` (16-bit PNG and TIFF decoding), ``write``
 (``save_image``, ``check_output_path``), ``geometry`` (``working_shape``, ``resize``). Conventions:
 
 * An image is a float32 ``H×W×3`` RGB array with values in ``[0, 1]`` (numpy; the colour
@@ -17,11 +18,11 @@ Loading (:func:`load_image`):
 * Transparency (RGBA, LA, PA, palette or ``tRNS`` transparency) is composited over **white**,
   since white is what a transparent region looks like on a page or in a viewer, and the
   style-transfer programs this library reproduces all read images as opaque RGB.
-* 16-bit greyscale (``I;16``) keeps its precision (``/ 65535``). Pillow 13 decodes 16-bit-per-channel
-  RGB/RGBA PNG and TIFF files to 8-bit ``RGB``/``RGBA`` (it keeps only the high byte). This module
-  recovers the full precision by decoding the file a second time with the byte order of the raw
-  mode swapped, which yields the low bytes (16-bit ``LA`` PNGs are decoded as one 32-bit word per
-  pixel instead). If that fails the image is used at 8 bits with an ``NSTWarning``.
+* 16-bit data keep their precision (``/ 65535``). Pillow decodes 16-bit greyscale (``I;16``) itself,
+  but gives 16-bit RGB/RGBA/LA PNG and TIFF files as 8-bit modes, so those are decoded by
+  :mod:`.sixteen`: PNG with imagecodecs (optional, C) or pypng, TIFF with tifffile. Where that
+  cannot keep 16 bits (a large PNG without imagecodecs, a TIFF compression that needs it) the image
+  is used at 8 bits with an ``NSTWarning`` saying why.
 * An ICC profile other than sRGB is converted to sRGB with ``ImageCms`` (for 8-bit data); without
   ``ImageCms``, or for 16-bit/float data, the profile is ignored with a warning.
 * The size limit is checked from the header before decoding (``max_pixels``; the CLI's

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
-import re
-import sys
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -14,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from nst_jax.errors import ConfigError, ImageError, NSTWarning
+from nst_jax.image import sixteen
 from nst_jax.image._common import _PIXEL_LIMIT_LOCK, DEFAULT_MAX_PIXELS, _name, _one_line
 
 # --------------------------------------------------------------------------------------------
@@ -128,24 +127,10 @@ def _load(p: pathlib.Path, name: str, max_pixels: int) -> np.ndarray:
         Image.MAX_IMAGE_PIXELS = max(int(max_pixels), 1)
         fmt = im.format
         n_frames = _frame_count(im, name)
-        rawmodes = _tile_rawmodes(im)
-        kind16 = _sixteen_bit_kind(im, rawmodes)
-        if kind16 == "LA":
-            hi = _decode(lambda: _open_retiled(p, name, "I", lambda r: "I;32B"), name)
-            lo = None
-        else:
+        rgb = _load_sixteen(p, name, im, notes)
+        if rgb is None:
             hi = _decode(lambda: im, name, close=False)
-            lo = None
-            if kind16 == "RGB":
-                try:
-                    lo = _decode(lambda: _open_retiled(p, name, None, _swap_byte_order), name)
-                    if lo.size != hi.size or lo.mode != hi.mode:
-                        raise ValueError("low-byte pass gave a different image")
-                except Exception as e:  # noqa: BLE001 - fall back to 8 bits
-                    lo = None
-                    notes.append(f"{name}: 16-bit data loaded at 8-bit precision ({_one_line(e)})")
-        icc = hi.info.get("icc_profile")
-        rgb = _to_rgb_float(hi, lo, name, icc, notes, sixteen_la=(kind16 == "LA"))
+            rgb = _to_rgb_float(hi, name, hi.info.get("icc_profile"), notes)
     finally:
         im.close()
     if n_frames > 1 and fmt != "MPO":
@@ -153,6 +138,30 @@ def _load(p: pathlib.Path, name: str, max_pixels: int) -> np.ndarray:
     for note in notes:
         warnings.warn(note, NSTWarning, stacklevel=3)
     return rgb
+
+
+def _load_sixteen(p: pathlib.Path, name: str, im: Image.Image, notes: list[str]) -> np.ndarray | None:
+    """A 16-bit RGB(A)/LA PNG or TIFF through :mod:`.sixteen`, EXIF-oriented and over white; None for
+    any other file, or (with a note) one whose 16 bits cannot be decoded here: Pillow then reads it."""
+    kind = sixteen.sixteen_bit_format(p, im.format)
+    if kind is None:
+        return None
+    try:
+        read = sixteen.read_png16 if kind == "PNG" else sixteen.read_tiff16
+        samples = read(p, name, im.size)
+    except sixteen.Fallback as why:
+        notes.append(f"{name}: {why}")
+        return None
+    try:
+        orientation = int(im.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: as Pillow's exif_transpose, ignore it
+        orientation = 1
+    if im.info.get("icc_profile"):
+        notes.append(f"{name}: ICC profile ignored for 16-bit data (colours taken as sRGB)")
+    rgb, alpha = sixteen.to_rgb(samples)
+    if alpha is not None:
+        alpha = sixteen.orient(alpha[..., None], orientation)[..., 0]
+    return _composite(sixteen.orient(rgb, orientation), alpha)
 
 
 def _open(p: pathlib.Path, name: str) -> Image.Image:
@@ -207,84 +216,10 @@ def _frame_count(im: Image.Image, name: str) -> int:
         raise ImageError(f"{name}: cannot read image ({_one_line(e)})") from None
 
 
-def _tile_rawmodes(im: Image.Image) -> list[str]:
-    modes = []
-    for tile in getattr(im, "tile", None) or []:
-        args = tile[3]
-        if isinstance(args, tuple):
-            args = args[0] if args else None
-        modes.append(args if isinstance(args, str) else "")
-    return modes
-
-
-def _sixteen_bit_kind(im: Image.Image, rawmodes: list[str]) -> str | None:
-    """``"RGB"`` for 16-bit RGB(A)/RGBX data Pillow would truncate, ``"LA"`` for a 16-bit LA PNG."""
-    if not rawmodes:
-        return None
-    if im.mode in ("RGB", "RGBA") and all(re.fullmatch(r"RGB[AX]?;16[LBN]", r) for r in rawmodes):
-        return "RGB"
-    if im.mode == "RGBA" and im.format == "PNG" and all(r == "LA;16B" for r in rawmodes):
-        return "LA"
-    return None
-
-
-def _swap_byte_order(rawmode: str) -> str:
-    """``RGB;16B`` ↔ ``RGB;16L``: unpacking with the wrong byte order yields the low bytes."""
-    native = "L" if sys.byteorder == "little" else "B"
-    order = rawmode[-1]
-    if order == "N":
-        order = native
-    return rawmode[:-1] + ("B" if order == "L" else "L")
-
-
-def _open_retiled(p: pathlib.Path, name: str, mode: str | None, fn: Callable[[str], str]) -> Image.Image:
-    """Open ``p`` again with every tile's raw mode replaced by ``fn(rawmode)`` (and the mode by ``mode``)."""
-    im = Image.open(p)
-    tiles = []
-    for tile in im.tile:
-        args = tile[3]
-        if isinstance(args, tuple):
-            args = (fn(args[0]), *args[1:])
-        else:
-            args = fn(str(args))
-        tiles.append(tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args))
-    # Pillow's decoder tiles and mode are not public API: this is the one place that reaches into
-    # them, to recover the 16-bit precision Pillow 13 drops (see the module docstring). Replacing it
-    # with pypng / tifffile readers would add two more decoders for hostile files (and tifffile
-    # needs imagecodecs for LZW), so the writers use those libraries and the reader stays Pillow.
-    im.tile = tiles  # type: ignore[assignment]
-    if mode is not None:
-        if hasattr(im, "_mode"):
-            im._mode = mode
-        else:  # pragma: no cover - Pillow < 10.1
-            im.mode = mode  # type: ignore[misc]
-    return im
-
-
-def _to_rgb_float(
-    im: Image.Image,
-    lo: Image.Image | None,
-    name: str,
-    icc: bytes | None,
-    notes: list[str],
-    *,
-    sixteen_la: bool,
-) -> np.ndarray:
-    """Decoded Pillow image (+ optional low-byte image) → float32 RGB over white."""
+def _to_rgb_float(im: Image.Image, name: str, icc: bytes | None, notes: list[str]) -> np.ndarray:
+    """Decoded Pillow image → float32 RGB over white."""
     try:
         alpha: np.ndarray | None = None
-        if sixteen_la:  # one int32 per pixel: L in the high 16 bits, A in the low 16
-            v = np.asarray(im).astype(np.int64) & 0xFFFFFFFF
-            grey = (v >> 16).astype(np.float32) / 65535.0
-            alpha = (v & 0xFFFF).astype(np.float32) / 65535.0
-            if icc:
-                notes.append(f"{name}: ICC profile ignored for 16-bit data (colours taken as sRGB)")
-            return _composite(np.repeat(grey[..., None], 3, axis=2), alpha)
-
-        trns16 = None
-        if lo is not None and "transparency" in im.info:  # a 16-bit tRNS colour: applied below
-            im.info = dict(im.info)
-            trns16 = im.info.pop("transparency")
         mode = im.mode
         if mode == "1":
             im, mode = im.convert("L"), "L"
@@ -299,14 +234,8 @@ def _to_rgb_float(
             im, mode = im.convert(target), target
 
         if mode in ("LA", "RGBA"):
-            a = np.asarray(im.getchannel("A")).astype(np.float32)
-            if lo is not None:
-                alpha = (a * 256.0 + np.asarray(lo.getchannel("A")).astype(np.float32)) / 65535.0
-            else:
-                alpha = a / 255.0
+            alpha = np.asarray(im.getchannel("A")).astype(np.float32) / 255.0
             im = im.convert(mode[:-1])
-            if lo is not None:
-                lo = lo.convert("RGB")
             mode = im.mode
 
         if mode.startswith("I;16"):
@@ -339,11 +268,8 @@ def _to_rgb_float(
             return _composite(np.repeat(v[..., None], 3, axis=2), alpha)
 
         if icc and mode in ("L", "RGB", "CMYK"):
-            if lo is not None:
-                notes.append(f"{name}: ICC profile ignored for 16-bit data (colours taken as sRGB)")
-            else:
-                im = _apply_icc(im, icc, name, notes)
-                mode = im.mode
+            im = _apply_icc(im, icc, name, notes)
+            mode = im.mode
         if mode == "CMYK":
             im, mode = im.convert("RGB"), "RGB"
         if mode == "L":
@@ -351,14 +277,7 @@ def _to_rgb_float(
             return _composite(np.repeat(grey[..., None], 3, axis=2), alpha)
         if mode != "RGB":
             im = im.convert("RGB")
-        rgb = np.asarray(im).astype(np.float32)
-        if lo is not None:
-            full = rgb * 256.0 + np.asarray(lo.convert("RGB")).astype(np.float32)
-            if isinstance(trns16, tuple) and len(trns16) == 3 and alpha is None:
-                alpha = np.any(full != np.asarray(trns16, np.float32), axis=2).astype(np.float32)
-            rgb = full / 65535.0
-        else:
-            rgb = rgb / 255.0
+        rgb = np.asarray(im).astype(np.float32) / 255.0
         return _composite(rgb, alpha)
     except ImageError:
         raise
