@@ -246,9 +246,7 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
             resample=cfg.resample, color_match_method=color_match, masks=masks)
         bar.update(result.iterations - bar.n)
         bar.close()
-    final = result.best_image if (result.status != "done" or cfg.select != "last") else result.output
-    if cfg.original_size and final.shape[:2] != tuple(original_hw):
-        final = image.resize(final, original_hw, cfg.resample)
+    _, final = _output_image(result, cfg, original_hw)
     image.save_image(out, final, overwrite=may_replace(out), rounding=cfg.save_rounding)
     if montage is not None:
         image.save_image(montage, figures.montage([content, final if final.shape == content.shape else
@@ -271,6 +269,20 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
         print(f"{out}: {result.iterations} iterations, {result.evaluations} evaluations, "
               f"final loss {result.final_loss:.6g}")
     return 0
+
+
+def _output_image(result, cfg: StyleConfig, original_hw):
+    """(the image at the working size, the image the output file gets) of one result.
+
+    The selected iterate (``cfg.select``), or the best one when the run stopped early (interrupted,
+    or a non-finite loss); resized back to ``original_hw`` with ``--original-size``.
+    """
+    from . import image
+
+    working = result.best_image if (result.status != "done" or cfg.select != "last") else result.output
+    if cfg.original_size and working.shape[:2] != tuple(original_hw):
+        return working, image.resize(working, original_hw, cfg.resample)
+    return working, working
 
 
 def _nonfinite_advice(result, cfg: StyleConfig, out: pathlib.Path) -> str:

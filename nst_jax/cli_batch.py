@@ -214,10 +214,8 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
     entries, written = [], []
     for k in range(len(many)):
         r, m = many[k], members[mine[k]]
-        img = r.best_image if (r.status != "done" or cfg.select != "last") else r.output
-        written.append(img)
-        if cfg.original_size and img.shape[:2] != tuple(hw):
-            img = image.resize(img, hw, cfg.resample)
+        working, img = cli._output_image(r, cfg, hw)
+        written.append(working)
         image.save_image(outs[k], img, overwrite=args.overwrite, rounding=cfg.save_rounding)
         entries.append({"output": str(outs[k]), "style": styles[m.style] if m.style is not None else styles,
                         "values": dict(m.values), "seed": m.seed, "final_loss": r.final_loss,
