@@ -44,6 +44,36 @@ def test_each_optimizer_lowers_the_loss(changes, vgg19_params, images):
         assert result.evaluations == result.iterations
 
 
+@pytest.mark.parametrize("linesearch", ["zoom", "none"])
+def test_reported_evaluations_are_the_objectives_counted_calls(linesearch, vgg19_params, images, monkeypatch):
+    """``Result.evaluations`` equals the number of times the objective actually ran, counted from
+    inside the compiled loop by a host callback around the engine's objective (a callback fires
+    only for evaluations that run: not for a ``lax.cond`` branch not taken, nor for a trace)."""
+    import nst_jax.engine as engine_module
+
+    calls = []
+    real = engine_module.network_objective
+
+    def counted(*args, **kwargs):
+        out = real(*args, **kwargs)
+        jax.debug.callback(lambda total: calls.append(1), out[0])
+        return out
+
+    monkeypatch.setattr(engine_module, "network_objective", counted)
+    content, style, _ = images
+    # a program (memory 7, chunk 9) no other test compiles, so the chunk is traced with the counter
+    cfg = StyleConfig(**SMALL, optimizer="lbfgs", lbfgs_linesearch=linesearch, lbfgs_memory=7, chunk_size=9,
+                      iterations=11, learning_rate=1.0)
+    result = stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE)
+    jax.effects_barrier()
+    assert result.iterations == 11
+    assert result.evaluations == len(calls)
+    if linesearch == "zoom":
+        assert result.evaluations > result.iterations
+    else:
+        assert result.evaluations == result.iterations == len(calls)
+
+
 def test_several_chunks_compile_once(vgg19_params, images):
     """The real chunk function (not a copy) is traced once for 5 chunks, the last partial; a second
     run with the same shapes and program compiles nothing at all."""
