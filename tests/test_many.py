@@ -113,3 +113,38 @@ def test_default_batch_size_caps_at_cpu_max_and_memory(monkeypatch):
     assert default_batch_size(256, 256, cfg, 8) == 2  # what fits in 70 % of free memory
     monkeypatch.setattr(memory, "free_device_memory", lambda device=None: 1)
     assert default_batch_size(256, 256, cfg, 8) == 1
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_memory_estimate_against_xlas_compiled_peak(optimizer, vgg19_params):
+    """The per-result estimate against the buffers XLA assigns the real compiled chunk of the
+    default preset (``memory_analysis``: temporaries + arguments + outputs − donated aliases), at
+    two sizes. Per pixel the estimate is an upper bound within 1.5× of the measured slope; what
+    does not grow with the image (the weights, their transposed copies for the backward pass) is
+    within ``RUN_OVERHEAD_BYTES``."""
+    import jax.numpy as jnp
+
+    from nst_jax import engine, network, preset
+    from nst_jax.memory import RUN_OVERHEAD_BYTES
+    from nst_jax.targets import compute_targets
+
+    cfg = preset("default").replace(optimizer=optimizer, conv_algorithm="direct")
+    program, values = cfg.program(), cfg.values()
+    p, spec = network.net_spec(vgg19_params, vgg.CAFFE)
+    peak = {}
+    for side in (64, 128):
+        content = jnp.asarray(random_image(side, side, 1))
+        targets = compute_targets(network.direct_params(p, spec), spec, content, content, program)
+        state = engine.init_state(engine.from_rgb(content, program, spec), program, values)
+        run_p = network.engine_params(p, program, spec, content.shape)
+        m = engine.run_chunk.lower(run_p, targets, values, state, jnp.asarray(1, jnp.int32), program=program,
+                                   spec=spec, length=program.chunk_size).compile().memory_analysis()
+        peak[side] = (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+                      - m.alias_size_in_bytes)
+    pixels = {side: side * side for side in peak}
+    measured_slope = (peak[128] - peak[64]) / (pixels[128] - pixels[64])
+    estimated_slope = (estimate_bytes_per_result(128, 128, cfg) - estimate_bytes_per_result(64, 64, cfg)) / (
+        pixels[128] - pixels[64])
+    assert 1.0 <= estimated_slope / measured_slope <= 1.5, (estimated_slope, measured_slope)
+    constant = peak[64] - measured_slope * pixels[64]
+    assert 0 < constant <= RUN_OVERHEAD_BYTES, constant
