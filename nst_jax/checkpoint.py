@@ -59,16 +59,19 @@ def _paths(tree: Any) -> list[str]:
 
 def save(path: str | pathlib.Path, state: Any, losses: np.ndarray, *, config: StyleConfig, seed: int,
          weights_fingerprint: str, content_shape: tuple[int, ...], outputs: Sequence[str] = (),
-         overwrite: bool = True) -> pathlib.Path:
+         overwrite: bool = True, scales_done: Sequence[tuple[int, int]] = ()) -> pathlib.Path:
     """Write a checkpoint atomically.
 
     Args:
       path: destination (``.npz``).
-      state: a ``engine.LoopState`` (device or host arrays).
-      losses: the losses of every iteration so far.
-      config, seed, weights_fingerprint, content_shape: what a resume must match.
+      state: a ``engine.LoopState`` (device or host arrays) of the scale being optimised.
+      losses: the losses of every iteration so far (every scale's, in order).
+      config, seed, weights_fingerprint, content_shape: what a resume must match (``content_shape``:
+        the final working size, under coarse-to-fine too).
       outputs: the files this run writes (resolved paths); a resumed run may replace these.
       overwrite: replace an existing checkpoint.
+      scales_done: under coarse-to-fine, (losses recorded, evaluations made) of each finished
+        scale; ``state`` belongs to the next one (scale index ``len(scales_done)``).
 
     Returns:
       The path written.
@@ -85,6 +88,8 @@ def save(path: str | pathlib.Path, state: Any, losses: np.ndarray, *, config: St
         "paths": _paths(state),
         "leaves": len(leaves),
         "outputs": [str(o) for o in outputs],
+        "scale": len(scales_done),
+        "scales_done": [[int(n), int(e)] for n, e in scales_done],
     }
     arrays = {f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     buf = io.BytesIO()
@@ -166,6 +171,17 @@ def _header(zf: zipfile.ZipFile, name: str) -> dict:
             raise CheckpointError(f"{name}: its header's {key!r} is not a list of strings; the file is damaged")
     if not (0 <= header["iteration"] and 0 <= header["leaves"] <= 10_000):
         raise CheckpointError(f"{name}: its header's counts are out of range; the file is damaged")
+    # coarse-to-fine (newer: optional, a single scale when absent)
+    header.setdefault("scale", 0)
+    header.setdefault("scales_done", [])
+    scale, done = header["scale"], header["scales_done"]
+
+    def count(n: Any) -> bool:
+        return isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**31
+
+    if (not count(scale) or scale > 64 or not isinstance(done, list) or len(done) != scale
+            or not all(isinstance(d, list) and len(d) == 2 and count(d[0]) and count(d[1]) for d in done)):
+        raise CheckpointError(f"{name}: its header's scale fields are out of range; the file is damaged")
     return header
 
 
@@ -189,7 +205,9 @@ def load(path: str | pathlib.Path, template: Any, *, config: StyleConfig, seed: 
 
     Args:
       path: the checkpoint.
-      template: a fresh ``LoopState`` of this run (gives the pytree structure, shapes and dtypes).
+      template: a fresh ``LoopState`` of this run (gives the pytree structure, shapes and dtypes),
+        or, for a coarse-to-fine run, a function from the header's scale index to that scale's
+        fresh ``LoopState`` (an index it cannot make a state for raises ``CheckpointError``).
       config, seed, weights_fingerprint, content_shape: this run's; any mismatch is refused.
 
     Returns:
@@ -213,12 +231,15 @@ def load(path: str | pathlib.Path, template: Any, *, config: StyleConfig, seed: 
                 raise CheckpointError(f"{name}: made with --seed {header['seed']}, not {seed}")
             if list(header["content_shape"]) != list(content_shape):
                 raise CheckpointError(f"{name}: made at {header['content_shape'][:2]}, this run is {list(content_shape[:2])}")
+            if callable(template):
+                template = template(header["scale"])
             t_leaves, treedef = jax.tree.flatten(template)
             if header["leaves"] != len(t_leaves) or header.get("paths", _paths(template)) != _paths(template):
                 raise CheckpointError(f"{name}: its optimiser state does not fit this run")
             leaves = [_read_member(zf, f"leaf_{i}", name, shape=np.shape(t), dtype=np.asarray(t).dtype)
                       for i, t in enumerate(t_leaves)]
-            losses = _read_member(zf, "losses", name, shape=(header["iteration"],), dtype=np.dtype(np.float32))
+            n_losses = sum(n for n, _ in header["scales_done"]) + header["iteration"]
+            losses = _read_member(zf, "losses", name, shape=(n_losses,), dtype=np.dtype(np.float32))
         except (zipfile.BadZipFile, OSError, EOFError) as err:
             raise CheckpointError(f"{name}: not a readable nst-jax checkpoint ({type(err).__name__})") from None
     state = jax.tree.unflatten(treedef, [jax.numpy.asarray(x) for x in leaves])

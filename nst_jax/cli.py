@@ -204,6 +204,7 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
     (resolved paths) is recorded in every checkpoint, so a resumed run may replace those files.
     """
     import jax.numpy as jnp
+    import numpy as np
 
     from . import checkpoint, control, engine, figures, image
     from .scales import run_shapes, scale_iterations
@@ -211,15 +212,26 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
     from tqdm import tqdm
 
     chunk = _period_chunk([save_every or 0, checkpoint_every or 0], cfg.iterations, cfg.chunk_size)
-    resume_state, resume_losses = None, None
+    resume_state, resume_losses, resume_scales = None, None, []
     ckpt_meta = dict(config=cfg, seed=seed, weights_fingerprint=net.fingerprint, content_shape=tuple(content.shape))
-    if resume is not None:
-        template = engine.init_state(jnp.zeros(content.shape, jnp.float32), cfg.program(), cfg.values())
-        resume_state, resume_losses, header = checkpoint.load(resume, template, **ckpt_meta)
-        print(f"resuming {resume} at iteration {header['iteration']}", file=sys.stderr)
     shapes = run_shapes(tuple(content.shape[:2]), scales)
     per_scale = scale_iterations(cfg, len(shapes), iterations_per_scale)
     multi = len(shapes) > 1
+    if resume is not None:
+        def template(k: int):  # a fresh state of the checkpoint's scale
+            if k >= len(shapes):
+                raise checkpoint.CheckpointError(f"{resume}: made at scale {k + 1}, this run has {len(shapes)} "
+                                                 "(resume with the same --size and --scales)")
+            return engine.init_state(jnp.zeros((*shapes[k], 3), jnp.float32), cfg.program(), cfg.values())
+
+        resume_state, all_losses, header = checkpoint.load(resume, template, **ckpt_meta)
+        start = 0
+        for n, evals in header["scales_done"]:
+            resume_scales.append((all_losses[start:start + n], evals))
+            start += n
+        resume_losses = all_losses[start:]
+        where = f" of scale {header['scale'] + 1}/{len(shapes)}" if multi else ""
+        print(f"resuming {resume} at iteration {header['iteration']}{where}", file=sys.stderr)
     bar = tqdm(total=sum(per_scale), disable=not progress, unit="it", dynamic_ncols=True, file=sys.stderr)
     with _Signals() as signals:
         def callback(p: control.ScaleProgress) -> bool:
@@ -233,7 +245,10 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
                 image.save_image(path, p.restored_image(), overwrite=may_replace(path), rounding=cfg.save_rounding)
             stop = signals.received is not None
             if checkpoint_path is not None and (stop or (checkpoint_every and p.iteration % checkpoint_every == 0)):
-                checkpoint.save(checkpoint_path, p.state, p.losses, outputs=written, **ckpt_meta)
+                # every scale's losses so far; the state is this scale's (``--checkpoint-every`` counts
+                # this scale's iterations)
+                checkpoint.save(checkpoint_path, p.state, np.concatenate([l for l, _ in p.finished] + [p.losses]),
+                                scales_done=[(len(l), e) for l, e in p.finished], outputs=written, **ckpt_meta)
             return stop
 
         blend = cfg.style_blend_weights
@@ -242,7 +257,8 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
             style_arg = styles  # one style per region, not blended
         result = control.stylize_controlled(
             content, style_arg, net, cfg, seed=seed, callback=callback, init_image=init, chunk_size=chunk,
-            resume=resume_state, resume_losses=resume_losses, scales=scales, iterations_per_scale=iterations_per_scale,
+            resume=resume_state, resume_losses=resume_losses, resume_scales=resume_scales, scales=scales,
+            iterations_per_scale=iterations_per_scale,
             resample=cfg.resample, color_match_method=color_match, masks=masks)
         bar.update(result.iterations - bar.n)
         bar.close()
@@ -363,8 +379,6 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     scales = _scales(args.scales)
     if args.content_mask and cfg.style_blend_weights is not None:
         raise ConfigError("--content-mask gives each style its own region; it does not mix with --style-blend-weights")
-    if scales is not None and (args.resume or args.checkpoint_every):
-        raise ConfigError("--checkpoint-every/--resume work on single-scale runs, not with --scales")
     # Every output path is checked before any work: clashes with inputs, an interrupted run's
     # checkpoint, extension, existing files, a directory that cannot take a file.
     first = pathlib.Path(args.output)

@@ -181,6 +181,8 @@ class ScaleProgress(Progress):
     iterations_before: int  # iterations done by the earlier scales
     total_iterations: int  # planned, all scales
     restore: Callable[[np.ndarray], np.ndarray]
+    # (losses, evaluations) of every finished scale: with ``state``, what a checkpoint needs
+    finished: tuple[tuple[np.ndarray, int], ...] = ()
 
     @property
     def overall_iteration(self) -> int:
@@ -191,14 +193,15 @@ class ScaleProgress(Progress):
         return self.restore(self.image())
 
 
-def _wrap_callback(callback, k: int, n: int, shape, before: int, total: int, restore):
+def _wrap_callback(callback, k: int, n: int, shape, before: int, total: int, restore, finished=()):
     if callback is None:
         return None
 
     def cb(p: Progress):
         base = {f.name: getattr(p, f.name) for f in dataclasses.fields(Progress)}
         return callback(ScaleProgress(**base, scale_index=k, num_scales=n, scale_shape=tuple(shape),
-                                      iterations_before=before, total_iterations=total, restore=restore))
+                                      iterations_before=before, total_iterations=total, restore=restore,
+                                      finished=tuple(finished)))
 
     return cb
 
@@ -276,6 +279,7 @@ def stylize_controlled(
     resume: Optional[engine.LoopState] = None,
     resume_losses: Optional[np.ndarray] = None,
     masks: Optional[ImageLike] = None,
+    resume_scales: Sequence[tuple[np.ndarray, int]] = (),
 ) -> ControlledResult:
     """``engine.stylize`` with colour preservation (``config.preserve_colors``) and coarse-to-fine scales.
 
@@ -308,8 +312,11 @@ def stylize_controlled(
         made grey under "lum").
       chunk_size: steps per compiled chunk (default ``config.chunk_size``).
       masks: K×H×W region masks at the content's size (spatial control; resized to each scale).
-      resume, resume_losses: continue a single-scale run from a checkpointed ``LoopState``
-        (``engine.stylize``'s arguments; refused with several scales).
+      resume, resume_losses: continue from a checkpointed ``LoopState`` and the losses its scale
+        recorded so far (``engine.stylize``'s arguments).
+      resume_scales: under coarse-to-fine, (losses, evaluations) of each scale the interrupted run
+        finished (``ScaleProgress.finished``); ``resume`` belongs to the next scale. Those scales
+        are not run again, and the result equals the uninterrupted run's (their loss parts are NaN).
 
     Returns:
       :class:`ControlledResult`.
@@ -317,9 +324,15 @@ def stylize_controlled(
     content = _as_image("content image", content)
     final = content.shape[:2]
     shapes = run_shapes(final, scales)
-    if resume is not None and len(shapes) > 1:
-        raise ConfigError("resuming works for single-scale runs; coarse-to-fine runs cannot be resumed")
     counts = scale_iterations(config, len(shapes), iterations_per_scale)
+    first = len(resume_scales)
+    if first and resume is None:
+        raise ConfigError("resume_scales needs the state of the scale after them (resume=)")
+    if first >= len(shapes):
+        raise ConfigError(f"the checkpoint finished {first} scales; this run has {len(shapes)}")
+    if resume is not None and tuple(np.shape(resume.v))[:2] != tuple(shapes[first]):
+        raise ConfigError(f"the checkpointed image is {tuple(np.shape(resume.v))[:2]}, scale {first + 1} of this run "
+                          f"is {shapes[first]}: resume with the same --size and --scales")
     content_in, style_in, restore = prepare_colors(content, style, config, color_match_method=color_match_method,
                                                    resample=resample)
     if init_image is not None:
@@ -327,12 +340,17 @@ def stylize_controlled(
         if config.preserve_colors == "lum":
             init_image = _grey(color.luminance(init_image))
     total = sum(counts)
-    losses: list[np.ndarray] = []
-    parts: list[np.ndarray] = []
-    evaluations = iterations = 0
+    losses: list[np.ndarray] = [np.asarray(l, np.float32).reshape(-1) for l, _ in resume_scales]
+    parts: list[np.ndarray] = [np.full((len(l), 3), np.nan, np.float32) for l in losses]
+    finished: list[tuple[np.ndarray, int]] = [(l, int(e)) for l, (_, e) in zip(losses, resume_scales)]
+    evaluations = sum(e for _, e in finished)
+    # a finished scale's iterations: its steps (one loss each), or its evaluations when those count
+    iterations = evaluations if config.iteration_unit == "evaluation" else sum(len(l) for l in losses)
     prev: Optional[np.ndarray] = None
     res: Optional[Result] = None
     for k, (shape, n) in enumerate(zip(shapes, counts)):
+        if k < first:
+            continue
         # Gatys et al. 2017 use two scales; crowsonkb (and this) any number, √2 apart. Both start a
         # scale from the previous result upsampled; the content and style are resized from the
         # full-size inputs at every scale (never from the previous scale's copies).
@@ -349,17 +367,18 @@ def stylize_controlled(
             config,
             iterations=n,
             seed=seed,
-            callback=_wrap_callback(callback, k, len(shapes), shape, iterations, total, restore),
+            callback=_wrap_callback(callback, k, len(shapes), shape, iterations, total, restore, finished),
             init_image=init_k,
             convention=convention,
             chunk_size=chunk_size,
-            resume=resume,
-            resume_losses=resume_losses,
+            resume=resume if k == first else None,
+            resume_losses=resume_losses if k == first else None,
             masks=None if masks is None else np.stack([image.resize(np.asarray(m, np.float32), shape, "bilinear")
                                                        for m in masks]),
         )
         losses.append(res.losses)
         parts.append(res.loss_parts if res.loss_parts is not None else np.full((len(res.losses), 3), np.nan))
+        finished.append((res.losses, res.evaluations))
         evaluations += res.evaluations
         iterations += res.iterations
         prev = res.output

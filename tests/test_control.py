@@ -289,3 +289,47 @@ def test_many_controlled_equals_single_controlled_runs(vgg19_params):
         np.testing.assert_allclose(many.losses[i], single.losses, rtol=2e-4)
         np.testing.assert_allclose(many.images[i], single.image, atol=2e-4)
         assert many[i].evaluations == single.evaluations == 6
+
+
+@pytest.mark.parametrize("changes", [dict(), dict(optimizer="lbfgs", lbfgs_linesearch="zoom")],
+                         ids=["adam", "lbfgs-zoom"])
+def test_coarse_to_fine_resume_equals_the_uninterrupted_run(vgg19_params, tmp_path, changes):
+    """A checkpoint taken in the middle of the second scale (state, every scale's losses, each
+    finished scale's evaluations), loaded and resumed, ends where the uninterrupted run ends."""
+    from nst_jax import checkpoint
+    from nst_jax.engine import init_state
+
+    cfg = SMALL.replace(init="noise", iterations=8, **changes)  # 8 iterations, then 4 on the second scale
+    full = control.stylize_controlled(CONTENT, STYLE, vgg19_params, cfg, scales=SCALES, seed=3, convention=vgg.CAFFE)
+    meta = dict(config=cfg, seed=3, weights_fingerprint="abc", content_shape=CONTENT.shape)
+    ckpt = tmp_path / "run.ckpt.npz"
+
+    def stop_in_scale_2(p):
+        if p.scale_index == 1 and p.iteration == 2:
+            checkpoint.save(ckpt, p.state, np.concatenate([l for l, _ in p.finished] + [p.losses]),
+                            scales_done=[(len(l), e) for l, e in p.finished], **meta)
+            return True
+        return False
+
+    first = control.stylize_controlled(CONTENT, STYLE, vgg19_params, cfg, scales=SCALES, seed=3,
+                                       convention=vgg.CAFFE, callback=stop_in_scale_2)
+    assert first.status == "stopped"
+    shapes = scales.run_shapes(CONTENT.shape[:2], SCALES)
+    state, losses, header = checkpoint.load(
+        ckpt, lambda k: init_state(np.zeros((*shapes[k], 3), np.float32), cfg.program(), cfg.values()), **meta)
+    assert header["scale"] == 1
+    (n0, e0), = header["scales_done"]
+    assert n0 == len(full.losses_per_scale[0]) and e0 > 0
+    resumed = control.stylize_controlled(CONTENT, STYLE, vgg19_params, cfg, scales=SCALES, seed=3,
+                                         convention=vgg.CAFFE, resume=state, resume_losses=losses[n0:],
+                                         resume_scales=[(losses[:n0], e0)])
+    np.testing.assert_array_equal(resumed.losses, full.losses)
+    for a, b in zip(resumed.losses_per_scale, full.losses_per_scale, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(resumed.image, full.image)
+    np.testing.assert_array_equal(resumed.output, full.output)
+    assert (resumed.iterations, resumed.evaluations) == (full.iterations, full.evaluations)
+    # a state of the wrong scale is refused by name
+    with pytest.raises(ConfigError, match="scale 1 of this run"):
+        control.stylize_controlled(CONTENT, STYLE, vgg19_params, cfg, scales=SCALES, seed=3, convention=vgg.CAFFE,
+                                   resume=state, resume_losses=losses[n0:])

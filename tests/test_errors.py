@@ -281,3 +281,37 @@ def test_random_config_values_only_raise_config_error(changes):
     assert cfg.iterations >= 0 and cfg.chunk_size > 0
     for name in ("content_weight", "style_weight", "tv_weight"):
         assert math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0
+
+
+def test_cli_resume_under_scales_equals_the_uninterrupted_run(files, tmp_path, capsys, monkeypatch):
+    """``--checkpoint-every`` under ``--scales`` (per-scale iterations): a checkpoint taken in the
+    second scale, resumed with ``--resume``, writes the uninterrupted run's image pixel for pixel."""
+    import shutil
+
+    out = tmp_path / "o.png"
+    args = ["stylize", files / "content.png", files / "style.png", "-o", out, "--weights", files / "syn.h5",
+            "--size", "48", "--scales", "34,48", "--iterations", "6", "--optimizer", "adam", "--lr", "0.05",
+            "--checkpoint-every", "2", "--no-progress", "--set", "content_layers=relu2_2",
+            "--set", "style_layers=relu1_1,relu2_1"]
+    kept = tmp_path / "scale2.ckpt.npz"
+    real_save = checkpoint.save
+
+    def save_and_keep_the_second_scales(path, state, losses, **kw):
+        written = real_save(path, state, losses, **kw)
+        if len(kw.get("scales_done", ())) == 1 and not kept.exists():
+            shutil.copy(written, kept)  # the run goes on; this copy is an "interrupted" run's file
+        return written
+
+    monkeypatch.setattr(checkpoint, "save", save_and_keep_the_second_scales)
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    assert kept.exists()
+    header = checkpoint.read_header(kept)
+    assert header["scale"] == 1 and header["iteration"] == 2 and header["scales_done"][0][0] == 6
+    reference = np.asarray(Image.open(out))
+    out.unlink()
+    (tmp_path / "o.png.ckpt.npz").unlink(missing_ok=True)
+    code, stdout, err = run(args + ["--resume", kept], capsys)
+    assert code == 0, err
+    assert "of scale 2/2" in err and "9 iterations" in stdout  # 6 + 3 on the second scale
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), reference)
