@@ -62,6 +62,11 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                    help="iterations at each scale (default: --iterations on the first, half on the others)")
     g.add_argument("--color-match", choices=list(COLOR_METHODS), default="chol",
                    help="linear colour transfer for --preserve-colors match (default chol)")
+    p.add_argument_group("devices").add_argument(
+        "--devices", type=int, metavar="N",
+        help="use the first N local devices: one image's rows are split over them (each holds about 1/N of "
+             "the image, its activations and the optimiser state); a batch or sweep is spread over them "
+             "(default: one device for an image, all for a batch)")
     g = p.add_argument_group("spatial control")
     g.add_argument("--content-mask", metavar="FILE",
                    help="paint region k of the content with style k (guided Gram matrices): an indexed-colour "
@@ -197,7 +202,8 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
              save_every: Optional[int], may_replace, progress: bool, montage: Optional[pathlib.Path],
              loss_plot: Optional[pathlib.Path], checkpoint_every: Optional[int] = None,
              checkpoint_path: Optional[pathlib.Path] = None, resume: Optional[str] = None, scales=None,
-             iterations_per_scale=None, color_match: str = "chol", masks=None, written: Sequence[str] = ()) -> int:
+             iterations_per_scale=None, color_match: str = "chol", masks=None, written: Sequence[str] = (),
+             devices=None) -> int:
     """One result, written to ``out`` (and the montage, loss plot, intermediates, checkpoints).
 
     ``may_replace(path)`` says whether an existing file at ``path`` may be replaced; ``written``
@@ -259,7 +265,7 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
             content, style_arg, net, cfg, seed=seed, callback=callback, init_image=init, chunk_size=chunk,
             resume=resume_state, resume_losses=resume_losses, resume_scales=resume_scales, scales=scales,
             iterations_per_scale=iterations_per_scale,
-            resample=cfg.resample, color_match_method=color_match, masks=masks)
+            resample=cfg.resample, color_match_method=color_match, masks=masks, devices=devices)
         bar.update(result.iterations - bar.n)
         bar.close()
     _, final = _output_image(result, cfg, original_hw)
@@ -285,6 +291,20 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
         print(f"{out}: {result.iterations} iterations, {result.evaluations} evaluations, "
               f"final loss {result.final_loss:.6g}")
     return 0
+
+
+def _devices(n: Optional[int]):
+    """The first ``n`` local devices (``--devices``), or None when not given."""
+    if n is None:
+        return None
+    import jax
+
+    have = jax.local_devices()
+    if not 1 <= n <= len(have):
+        raise ConfigError(f"--devices {n}: this machine has {len(have)} {have[0].platform.upper()} device"
+                          f"{'s' if len(have) > 1 else ''} (for tests on a CPU: "
+                          "XLA_FLAGS=--xla_force_host_platform_device_count=N)")
+    return have[:n]
 
 
 def _output_image(result, cfg: StyleConfig, original_hw):
@@ -428,7 +448,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                     may_replace=may_replace, progress=not args.no_progress, montage=montage, loss_plot=loss_plot,
                     checkpoint_every=args.checkpoint_every, checkpoint_path=ckpt,
                     resume=args.resume, scales=scales, iterations_per_scale=args.iterations_per_scale,
-                    color_match=args.color_match, masks=masks, written=written)
+                    color_match=args.color_match, masks=masks, written=written, devices=_devices(args.devices))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

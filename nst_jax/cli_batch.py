@@ -208,7 +208,8 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
                                                seeds=[members[i].seed for i in mine], callback=callback,
                                                batch_size=args.batch_size, scales=cli._scales(args.scales),
                                                iterations_per_scale=args.iterations_per_scale,
-                                               resample=cfg.resample, color_match_method=args.color_match)
+                                               resample=cfg.resample, color_match_method=args.color_match,
+                                               devices=cli._devices(args.devices))
         elapsed = time.time() - t0
         bar.close()
     entries, written = [], []

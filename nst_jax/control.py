@@ -280,6 +280,7 @@ def stylize_controlled(
     resume_losses: Optional[np.ndarray] = None,
     masks: Optional[ImageLike] = None,
     resume_scales: Sequence[tuple[np.ndarray, int]] = (),
+    devices: Optional[Sequence[jax.Device]] = None,
 ) -> ControlledResult:
     """``engine.stylize`` with colour preservation (``config.preserve_colors``) and coarse-to-fine scales.
 
@@ -317,6 +318,7 @@ def stylize_controlled(
       resume_scales: under coarse-to-fine, (losses, evaluations) of each scale the interrupted run
         finished (``ScaleProgress.finished``); ``resume`` belongs to the next scale. Those scales
         are not run again, and the result equals the uninterrupted run's (their loss parts are NaN).
+      devices: split the image's rows over these devices at every scale (``engine.stylize``).
 
     Returns:
       :class:`ControlledResult`.
@@ -375,6 +377,7 @@ def stylize_controlled(
             resume_losses=resume_losses if k == first else None,
             masks=None if masks is None else np.stack([image.resize(np.asarray(m, np.float32), shape, "bilinear")
                                                        for m in masks]),
+            devices=devices,
         )
         losses.append(res.losses)
         parts.append(res.loss_parts if res.loss_parts is not None else np.full((len(res.losses), 3), np.nan))

@@ -22,7 +22,7 @@ import optax
 
 from .config import StyleConfig, Values
 from .errors import ConfigError
-from . import vgg
+from . import sharding, vgg
 from .network import NetSpec, as_spec, direct_params, engine_params, net_spec, with_pixel_scale
 from .objective import network_objective
 from .optimizers import make_optimizer
@@ -341,6 +341,7 @@ def stylize(
     chunk_size: Optional[int] = None,
     masks: Optional[ImageLike] = None,
     style_masks: Optional[Sequence[Optional[ImageLike]]] = None,
+    devices: Optional[Sequence[jax.Device]] = None,
 ) -> Result:
     """Optimise an image so its VGG features match the content's and its style statistics the style's.
 
@@ -362,6 +363,9 @@ def stylize(
       chunk_size: steps per compiled chunk (default ``config.chunk_size``).
       masks, style_masks: spatial control: K×H×W region weights over the content, style k
         painting region k (guided Gram matrices, Gatys et al. 2017; see ``compute_targets``).
+      devices: split this one image's rows over these devices (``nst_jax.sharding``): the image,
+        its activations and the optimiser state are sharded, so N devices hold about 1/N of them
+        each. Default (or one device): the first device holds everything.
 
     Returns:
       ``Result``.
@@ -385,6 +389,12 @@ def stylize(
         state = init_state(initial_variable(content, images[0], config, spec, key, init_image, values), program, values)
     else:
         state = resume
+    if devices is not None and len(devices) > 1:
+        # One image over several devices: the state split by rows, everything else replicated; the
+        # compiled chunk follows its inputs' shardings (XLA places the convolution halos).
+        mesh = sharding.spatial_mesh(devices, int(content.shape[0]))
+        state = sharding.shard_rows(state, mesh, content.shape[:2])
+        run_p, targets, values = sharding.replicate((run_p, targets, values), mesh)
     # The chunk length is the program's, whatever the iteration count: a shorter run stops early
     # inside the same compiled loop (n_active), so 10 and 100 iterations share one compilation.
     length = int(chunk_size or program.chunk_size)

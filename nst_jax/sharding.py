@@ -1,0 +1,93 @@
+"""One image across many devices: the image's height split over a device mesh.
+
+The peers split VGG's *layers* across GPUs (jcjohnson's ``-multigpu_strategy``), which their own
+maintainers measured slower than one card. Here every device holds a band of rows of the image,
+of every activation and of the optimiser state (Adam's moments, the L-BFGS history, the best
+iterate), and XLA's SPMD partitioner places the rest: each 3×3 convolution exchanges one halo row
+with its neighbours (``collective-permute``), a Gram matrix is a per-band sum plus an all-reduce,
+L-BFGS's dot products are all-reduces. No device ever holds the whole image inside the step (a
+test counts the all-gathers of the compiled program: none). Small arrays (the weights, the style
+targets, the loss weights) are replicated.
+
+A mesh axis is named ``"spatial"``; :func:`stylize_many`'s batch axis is ``"batch"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from .errors import ConfigError
+
+__all__ = ["SPATIAL", "replicate", "shard_rows", "spatial_mesh"]
+
+SPATIAL = "spatial"
+
+
+def spatial_mesh(devices: Sequence[jax.Device], height: int) -> Mesh:
+    """A one-axis mesh over ``devices`` for an image ``height`` rows tall.
+
+    Args:
+      devices: the devices (at least one; each gets about ``height / len(devices)`` rows).
+      height: the image's height in pixels.
+
+    Returns:
+      the mesh, its one axis named ``"spatial"``.
+
+    Raises:
+      ConfigError: no devices, a device listed twice, or fewer than 8 rows a device (a band must
+        be taller than the pooling stride of VGG's deepest layer for the halos to stay halos).
+    """
+    devices = list(devices)
+    if not devices:
+        raise ConfigError("at least one device is needed")
+    if len({d.id for d in devices}) != len(devices):
+        raise ConfigError("a device is listed twice")
+    if height < 8 * len(devices):
+        raise ConfigError(f"an image {height} rows tall cannot be split over {len(devices)} devices "
+                          f"(at least 8 rows each); use fewer devices or a larger size")
+    return Mesh(np.asarray(devices), (SPATIAL,))
+
+
+def shard_rows(tree: Any, mesh: Mesh, image_hw: tuple[int, int]) -> Any:
+    """Put every image-sized leaf of ``tree`` on ``mesh`` split by rows; replicate the rest.
+
+    A leaf is image-sized when its last three axes are (H, W, 3): the iterate, the best iterate,
+    the EMA, Adam's moments, each L-BFGS history slot (shape ``(memory, H, W, 3)``).
+
+    Args:
+      tree: a pytree of arrays (e.g. an ``engine.LoopState``).
+      mesh: from :func:`spatial_mesh`.
+      image_hw: the image's (H, W).
+
+    Returns:
+      the same tree, placed on the mesh.
+    """
+    shape = (int(image_hw[0]), int(image_hw[1]), 3)
+
+    def place(x: Any) -> jax.Array:
+        x = jnp.asarray(x)
+        if x.ndim >= 3 and tuple(x.shape[-3:]) == shape:
+            spec = PartitionSpec(*([None] * (x.ndim - 3)), SPATIAL, None, None)
+        else:
+            spec = PartitionSpec()
+        return jax.device_put(x, NamedSharding(mesh, spec))
+
+    return jax.tree.map(place, tree)
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Every leaf of ``tree`` replicated on every device of ``mesh``.
+
+    Args:
+      tree: a pytree of arrays (weights, targets, values).
+      mesh: the mesh.
+
+    Returns:
+      the tree on the mesh.
+    """
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))

@@ -1,0 +1,114 @@
+"""One image over 4 CPU host devices (``stylize(devices=...)``, ``--devices``): the same result as
+one device, no all-gather inside the compiled step, and per-device memory falling with the split.
+
+Everything runs in one child process started with ``--xla_force_host_platform_device_count=4``
+(the device count is fixed when JAX starts)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent(
+    """
+    import re, sys
+    sys.path.insert(0, {tests!r})
+    import jax, jax.numpy as jnp, numpy as np
+    from PIL import Image
+    from nst_jax import StyleConfig, cli, engine, network, sharding, stylize, vgg, weights
+    from nst_jax.targets import compute_targets
+    from conftest import random_image
+
+    assert len(jax.devices()) == 4
+    net = weights.synthetic_params("vgg19", seed=0)
+    content, style = random_image(40, 48, 1), random_image(40, 48, 2)
+    base = dict(content_layers=("relu3_2",), style_layers=("relu1_1", "relu2_1", "relu3_1"), size=48,
+                chunk_size=5, init="noise")
+    cases = {{"adam": dict(optimizer="adam", learning_rate=0.02, iterations=12),
+              "lbfgs": dict(optimizer="lbfgs", iterations=12),
+              "lbfgs-zoom": dict(optimizer="lbfgs", lbfgs_linesearch="zoom", iterations=4)}}
+    for name, changes in cases.items():
+        cfg = StyleConfig(**base, **changes)
+        one = stylize(content, style, net, cfg, convention=vgg.CAFFE)
+        four = stylize(content, style, net, cfg, convention=vgg.CAFFE, devices=jax.devices())
+        v = four.state.v
+        assert len(v.sharding.device_set) == 4 and v.sharding.spec[0] == "spatial", v.sharding
+        assert {{s.data.shape for s in v.addressable_shards}} == {{(10, 48, 3)}}
+        if name == "lbfgs":  # the history is split too: (memory, H/4, W, 3) a device
+            hist = [x for x in jax.tree.leaves(four.state.opt_state) if x.ndim == 4]
+            assert hist and all(x.sharding.spec[1] == "spatial" for x in hist)
+        diff = float(np.abs(four.image - one.image).max())
+        np.testing.assert_allclose(four.losses[0], one.losses[0], rtol=1e-6)  # the same objective
+        assert four.evaluations == one.evaluations
+        if name == "adam":
+            np.testing.assert_allclose(four.image, one.image, atol=1e-5, rtol=0)
+            np.testing.assert_allclose(four.losses, one.losses, rtol=1e-5)
+            print("EQUAL", name, diff)
+        else:
+            # L-BFGS from noise on this image amplifies float32 rounding: one device fed the content
+            # plus 1e-7 drifts as far from itself (to ~5e-3 after 12 steps) as the split run does.
+            # The split run must stay within that float32 floor.
+            nudged = stylize(content + np.float32(1e-7), style, net, cfg, convention=vgg.CAFFE)
+            floor = float(np.abs(nudged.image - one.image).max())
+            assert diff <= 2 * floor + 1e-5, (diff, floor)
+            print("EQUAL", name, diff, "float32 floor", floor)
+
+    # the compiled step: halos (collective-permute) and sums (all-reduce), never an all-gather;
+    # per-device buffers of the split program against the one-device program
+    cfg = StyleConfig(**base, optimizer="adam", learning_rate=0.02, iterations=5)
+    program, values = cfg.program(), cfg.values()
+    p, spec = network.net_spec(net, vgg.CAFFE)
+    used = {{}}
+    for side, devs in ((128, 1), (128, 4)):
+        c = jnp.asarray(random_image(side, side, 3))
+        targets = compute_targets(network.direct_params(p, spec), spec, c, c, program)
+        state = engine.init_state(engine.from_rgb(c, program, spec), program, values)
+        run_p = network.engine_params(p, program, spec, c.shape)
+        args = (run_p, targets, values, state)
+        if devs > 1:
+            mesh = sharding.spatial_mesh(jax.devices()[:devs], side)
+            args = (*sharding.replicate((run_p, targets, values), mesh), sharding.shard_rows(state, mesh, (side, side)))
+        compiled = engine.run_chunk.lower(*args, jnp.asarray(5, jnp.int32), program=program, spec=spec,
+                                          length=program.chunk_size).compile()
+        hlo = compiled.as_text()
+        ops = {{op: len(re.findall(r"\\s" + op + r"(?:-start)?\\(", hlo)) for op in ("all-gather", "collective-permute", "all-reduce")}}
+        m = compiled.memory_analysis()  # per device: an SPMD program is one device's program
+        # the optimiser state's bytes on one device (the weights and targets are replicated: equal)
+        state_bytes = sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(args[3]))
+        used[devs] = m.temp_size_in_bytes + state_bytes
+        print("HLO", devs, ops, "temp", m.temp_size_in_bytes, "state", state_bytes)
+        if devs > 1:
+            assert ops["all-gather"] == 0, ops
+            assert ops["collective-permute"] > 0 and ops["all-reduce"] > 0, ops
+    ratio = used[4] / used[1]
+    print("MEMORY per device, 4 vs 1:", round(ratio, 3))
+    assert ratio < 0.4, ratio  # 1/4 of the image-sized buffers, plus halos and the replicated targets
+
+    # the CLI
+    import tempfile, pathlib
+    d = pathlib.Path(tempfile.mkdtemp())
+    weights.write_synthetic(d / "syn.h5", arch="vgg19", seed=0)
+    Image.fromarray((content * 255).astype(np.uint8)).save(d / "c.png")
+    Image.fromarray((style * 255).astype(np.uint8)).save(d / "s.png")
+    common = ["stylize", str(d / "c.png"), str(d / "s.png"), "--weights", str(d / "syn.h5"), "--size", "48",
+              "--iterations", "6", "--optimizer", "adam", "--set", "content_layers=relu3_2",
+              "--set", "style_layers=relu1_1,relu2_1,relu3_1", "--no-progress"]
+    assert cli.main(common + ["-o", str(d / "one.png")]) == 0
+    assert cli.main(common + ["-o", str(d / "four.png"), "--devices", "4"]) == 0
+    a, b = (np.asarray(Image.open(d / f), np.int16) for f in ("one.png", "four.png"))
+    assert np.abs(a - b).max() <= 1, np.abs(a - b).max()
+    assert cli.main(common + ["-o", str(d / "x.png"), "--devices", "5"]) == 2
+    print("OK")
+    """
+)
+
+
+def test_one_image_over_four_cpu_devices():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    code = SCRIPT.format(tests=os.path.dirname(__file__))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stdout.rstrip().endswith("OK"), proc.stdout
+    print(proc.stdout)
