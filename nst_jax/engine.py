@@ -393,7 +393,7 @@ def stylize(
         # One image over several devices: the state split by rows, everything else replicated; the
         # compiled chunk follows its inputs' shardings (XLA places the convolution halos).
         mesh = sharding.spatial_mesh(devices, int(content.shape[0]))
-        state = sharding.shard_rows(state, mesh, content.shape[:2])
+        state = sharding.shard_rows(state, mesh, (int(content.shape[0]), int(content.shape[1])))
         run_p, targets, values = sharding.replicate((run_p, targets, values), mesh)
     # The chunk length is the program's, whatever the iteration count: a shorter run stops early
     # inside the same compiled loop (n_active), so 10 and 100 iterations share one compilation.
