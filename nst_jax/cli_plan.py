@@ -118,8 +118,13 @@ def check_memory(args: argparse.Namespace, plan: Plan, cfg: StyleConfig, *, batc
     if getattr(args, "skip_memory_check", False):
         return
     height, width = plan.content_shape
+    devices = getattr(args, "devices", None) or 1
+    import jax
+
+    if jax.default_backend() == "cpu":
+        devices = 1  # host "devices" share this machine's memory: splitting the image saves none of it
     short = memory.memory_shortfall(height, width, cfg, style_shapes=plan.style_shapes, batch=batch,
-                                      regions=regions, decoded_pixels=plan.decoded_pixels)
+                                      regions=regions, decoded_pixels=plan.decoded_pixels, devices=devices)
     if short is not None:
         need, free, fits = short
 
@@ -129,6 +134,8 @@ def check_memory(args: argparse.Namespace, plan: Plan, cfg: StyleConfig, *, batc
         advice = (f"use --size {fits} or smaller" if fits >= 16 else "use a smaller --size or free some memory")
         if batch > 1:
             advice += " or a smaller --batch-size"
+        elif jax.default_backend() != "cpu" and len(jax.local_devices()) > devices:
+            advice += f" or --devices {len(jax.local_devices())} (the image split over them)"
         what = f"a {height}x{width} run" + (f" of {batch} results at once" if batch > 1 else "")
         raise ConfigError(f"{what} needs about {size(need)}, but only {size(free)} is free; "
                           f"{advice} (or --skip-memory-check to try anyway)")

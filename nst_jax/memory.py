@@ -52,7 +52,7 @@ RUN_OVERHEAD_BYTES = 3 * 2**28  # 0.75 GiB
 
 def estimate_run_bytes(height: int, width: int, config: StyleConfig, *,
                        style_shapes: Sequence[tuple[int, int]] = (), batch: int = 1, regions: int = 0,
-                       decoded_pixels: int = 0) -> int:
+                       decoded_pixels: int = 0, devices: int = 1) -> int:
     """Every image-sized thing a run holds, not only the optimisation: what the memory check counts.
 
     Args:
@@ -62,6 +62,8 @@ def estimate_run_bytes(height: int, width: int, config: StyleConfig, *,
       batch: results optimised at once.
       regions: region masks (``--content-mask``): regions × H × W, resized to every layer.
       decoded_pixels: the largest input image in pixels (decoded at full size before resizing).
+      devices: the image's rows split over this many devices (``sharding``): the optimisation's
+        part is per device, the rest (host-side images, the one-off style pass) is not.
 
     Returns:
       Bytes, a rough upper estimate (``estimate_bytes_per_result`` per result, plus the losses
@@ -73,7 +75,7 @@ def estimate_run_bytes(height: int, width: int, config: StyleConfig, *,
     working = 12 * (pixels + sum(h * w for h, w in style_shapes))
     decoded = 24 * decoded_pixels  # Pillow's decode and the float32 copy
     masks = 2 * 4 * regions * pixels
-    return int(batch * per_result + style_pass + working + decoded + masks)
+    return int(batch * per_result / max(int(devices), 1) + style_pass + working + decoded + masks)
 
 
 def memory_shortfall(height: int, width: int, config: StyleConfig,
@@ -94,6 +96,7 @@ def memory_shortfall(height: int, width: int, config: StyleConfig,
         return None
     batch = int(extent.get("batch", 1))
     per_pixel = batch * estimate_bytes_per_result(height, width, config) / (height * width)
+    per_pixel /= max(int(extent.get("devices", 1)), 1)
     pixels = max(free - RUN_OVERHEAD_BYTES, 0) / per_pixel
     long_side = max(height, width)
     fits = int(math.sqrt(pixels * long_side / min(height, width))) // 16 * 16

@@ -180,6 +180,16 @@ def test_size_that_will_not_fit_is_a_clear_error_before_any_work(workdir, capsys
     assert need > free and 16 <= fits < 512 and f"--size {fits} " in errors[0]
     assert memory_shortfall(fits * 3 // 4, fits, cli.preset("default"), free=free) is None
     assert memory_shortfall(384, 512, cli.preset("default"), free=64 * 2**30) is None
+    # split over 4 devices, each needs a quarter of the optimisation (the one-off style pass and the
+    # host-side images are not split) and a size twice as long fits
+    from nst_jax.memory import estimate_bytes_per_result, estimate_run_bytes
+
+    cfg = cli.preset("default")
+    one, four = (estimate_run_bytes(384, 512, cfg, style_shapes=[(384, 512)], devices=n) for n in (1, 4))
+    per = estimate_bytes_per_result(384, 512, cfg) + 4 * cfg.iterations
+    assert one - four == per - per / 4
+    _, _, fits4 = memory_shortfall(384, 512, cfg, free=2**30, devices=4)
+    assert abs(fits4 - 2 * fits) <= 32
 
 
 def _free_port() -> int:
