@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import memory
+from . import memory, sharding
 from .config import PROGRAM, RUN, StyleConfig, fields_of, stack_values
 from .engine import Progress, Result, final_iterates, init_state, initial_variable, run_chunk_batch, to_rgb
 from .errors import ConfigError
@@ -79,15 +79,14 @@ def _stack(trees: Sequence[Any]) -> Any:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def _shard_batch(tree: Any, n: int, devices: Sequence[jax.Device]) -> tuple[Any, int]:
-    """Pad the leading (batch) axis to a multiple of the device count and shard it over a mesh."""
-    k = len(devices)
+def _shard_batch(tree: Any, n: int, mesh: jax.sharding.Mesh, image_hw: tuple[int, int]) -> tuple[Any, int]:
+    """Pad the leading (batch) axis to a multiple of the mesh's batch size and shard it (members
+    over ``"batch"``, image rows over ``"spatial"``: ``sharding.shard_batch``)."""
+    k = mesh.shape[sharding.BATCH]
     pad = (-n) % k
     if pad:  # repeat the last member; its results are dropped
         tree = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]), tree)
-    mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
-    return jax.device_put(tree, sharding), pad
+    return sharding.shard_batch(tree, mesh, image_hw), pad
 
 
 def check_same_program(config: StyleConfig, configs: Sequence[StyleConfig]) -> None:
@@ -120,6 +119,7 @@ def stylize_many(
     batch_size: Optional[int] = None,
     devices: Optional[Sequence[jax.Device]] = None,
     init_images: Optional[ImageLike] = None,
+    spatial: int = 1,
 ) -> ManyResult:
     """N style transfers in one compiled program: the engine's chunk vmapped over targets, values and state.
 
@@ -141,6 +141,8 @@ def stylize_many(
       batch_size: results optimised at once (default: what fits in memory, see
         ``default_batch_size``); groups run one after another.
       devices: the devices to shard over (default ``jax.local_devices()``).
+      spatial: devices per image: a ``batch × spatial`` mesh, each group of ``spatial`` devices
+        splitting its members' rows (``nst_jax.sharding``); 1 splits the batch alone.
       init_images: optional N×H×W×3 start images (RGB [0, 1]) instead of ``config.init``.
 
     Returns:
@@ -189,9 +191,9 @@ def stylize_many(
         state = _stack([init_state(v, program, vals) for v, vals in zip(v0, member_values)])
         values = jax.tree.map(jnp.asarray, stack_values(member_values))
         if len(devices) > 1:
-            (targets, values, state), _ = _shard_batch((targets, values, state), len(idx), devices)
-            p_dev = jax.device_put(run_p, jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(devices), ("batch",)),
-                                                                 jax.sharding.PartitionSpec()))
+            mesh = sharding.batch_mesh(devices, spatial, h)
+            (targets, values, state), _ = _shard_batch((targets, values, state), len(idx), mesh, (h, w))
+            p_dev = sharding.replicate(run_p, mesh)
         else:
             p_dev = run_p
         history: list[np.ndarray] = []

@@ -23,9 +23,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .errors import ConfigError
 
-__all__ = ["SPATIAL", "replicate", "shard_rows", "spatial_mesh"]
+__all__ = ["BATCH", "SPATIAL", "batch_mesh", "replicate", "shard_batch", "shard_rows", "spatial_mesh"]
 
 SPATIAL = "spatial"
+BATCH = "batch"
 
 
 def spatial_mesh(devices: Sequence[jax.Device], height: int) -> Mesh:
@@ -73,6 +74,55 @@ def shard_rows(tree: Any, mesh: Mesh, image_hw: tuple[int, int]) -> Any:
         x = jnp.asarray(x)
         if x.ndim >= 3 and tuple(x.shape[-3:]) == shape:
             spec = PartitionSpec(*([None] * (x.ndim - 3)), SPATIAL, None, None)
+        else:
+            spec = PartitionSpec()
+        return jax.device_put(x, NamedSharding(mesh, spec))
+
+    return jax.tree.map(place, tree)
+
+
+def batch_mesh(devices: Sequence[jax.Device], spatial: int, height: int) -> Mesh:
+    """A ``batch × spatial`` mesh: ``len(devices) / spatial`` groups of ``spatial`` devices, each
+    group optimising its members with their rows split over the group.
+
+    Args:
+      devices: the devices (a multiple of ``spatial``).
+      spatial: devices per image (1: the batch alone is split).
+      height: the image's height in pixels.
+
+    Returns:
+      the mesh, axes ``("batch", "spatial")``.
+
+    Raises:
+      ConfigError: ``spatial`` does not divide the device count, or the rows are too few.
+    """
+    devices = list(devices)
+    if spatial < 1 or len(devices) % spatial:
+        raise ConfigError(f"{len(devices)} devices cannot be grouped {spatial} to an image")
+    spatial_mesh(devices[:spatial], height)  # the same checks on one group
+    return Mesh(np.asarray(devices).reshape(len(devices) // spatial, spatial), (BATCH, SPATIAL))
+
+
+def shard_batch(tree: Any, mesh: Mesh, image_hw: tuple[int, int]) -> Any:
+    """Place a batched tree (leading axis: members) on a ``batch × spatial`` mesh: members over
+    ``"batch"``, and the rows of every image-sized leaf (…, H, W, 3) over ``"spatial"``.
+
+    Args:
+      tree: a pytree whose leaves have the batch axis first (a multiple of the mesh's batch size).
+      mesh: from :func:`batch_mesh`.
+      image_hw: the image's (H, W).
+
+    Returns:
+      the tree on the mesh.
+    """
+    shape = (int(image_hw[0]), int(image_hw[1]), 3)
+
+    def place(x: Any) -> jax.Array:
+        x = jnp.asarray(x)
+        if x.ndim >= 4 and tuple(x.shape[-3:]) == shape:
+            spec = PartitionSpec(BATCH, *([None] * (x.ndim - 4)), SPATIAL, None, None)
+        elif x.ndim >= 1:
+            spec = PartitionSpec(BATCH)
         else:
             spec = PartitionSpec()
         return jax.device_put(x, NamedSharding(mesh, spec))
