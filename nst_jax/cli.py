@@ -8,8 +8,6 @@ This and ``cli_weights.py`` are the only modules that parse arguments or print. 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import math
 import os
 import pathlib
@@ -18,12 +16,12 @@ import sys
 import warnings
 from typing import Any, Optional, Sequence
 
-from . import cli_options, cli_plan, cli_weights
+from . import cli_info, cli_options, cli_plan, cli_weights
 from .color import COLOR_METHODS
 from .cli_options import config_from_args
 from .config import PICTURES, StyleConfig
 from .errors import ConfigError, ImageError, NSTError, NSTWarning
-from .presets import DESCRIPTIONS, PRESETS, preset
+from .presets import PRESETS, preset
 
 ASSETS = pathlib.Path(__file__).resolve().parent / "assets"
 
@@ -482,49 +480,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     loss_plot=loss_plot)
 
 
-def _short_value(v: Any) -> str:
-    if isinstance(v, tuple):
-        return ",".join(_short_value(x) for x in v)
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
-
-
-def cmd_presets(args: argparse.Namespace) -> int:
-    if args.name:
-        cfg = preset(args.name)
-        if args.json:
-            print(json.dumps(cfg.to_dict(), indent=2))
-            return 0
-        print(f"{args.name}: {DESCRIPTIONS.get(args.name, '')}")
-        for f in dataclasses.fields(cfg):
-            print(f"  {f.name:22s} {_short_value(getattr(cfg, f.name))}")
-        return 0
-    if args.json:
-        print(json.dumps({k: v.to_dict() for k, v in PRESETS.items()}, indent=2))
-        return 0
-    keys = ["optimizer", "iterations", "content_layers", "style_layers", "content_weight", "style_weight", "tv_weight", "pooling"]
-    for name, cfg in PRESETS.items():
-        print(f"{name:14s} {DESCRIPTIONS.get(name, '')}")
-        print(" " * 15 + "  ".join(f"{k}={_short_value(getattr(cfg, k))}" for k in keys))
-    print("\n'nst-jax presets NAME' shows every field; override any with --set FIELD=VALUE.")
-    return 0
-
-
-def cmd_bench(bench_args: Sequence[str]) -> int:
-    script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
-    if not script.exists():
-        raise NSTError("nst-jax bench runs scripts/benchmark.py from a source checkout: clone the repository and "
-                       "pip install -e '.[bench]'")
-    sys.path.insert(0, str(script.parent))
-    try:
-        import benchmark  # noqa: PLC0415 - lives in scripts/, with torch as its dependency
-    except ImportError as err:
-        raise NSTError(f"the benchmark needs the bench extra ({err}): pip install -e '.[bench]'") from None
-    return int(benchmark.main(list(bench_args)) or 0)
-
-
-COMMANDS = {"stylize": cmd_stylize, "demo": cmd_demo, "presets": cmd_presets}
+COMMANDS = {"stylize": cmd_stylize, "demo": cmd_demo, "presets": cli_info.cmd_presets}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -583,7 +539,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         old_term = None
     try:
         if argv[:1] == ["bench"]:  # everything after it belongs to scripts/benchmark.py
-            return cmd_bench(argv[1:])
+            return cli_info.cmd_bench(argv[1:])
         args = build_parser().parse_args(argv)
         if args.command == "weights":
             return cli_weights.run(args)
