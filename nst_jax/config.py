@@ -180,6 +180,10 @@ class StyleConfig:
     tv_loss: str = _f("none", PROGRAM, "total variation: pow1.25 Σ(dx²+dy²)^1.25 (Keras); l2 ½Σ(dx²+dy²) "
                       "(neural-style); l1 Σ|dx|+|dy| (neural-style-pt)", choices=losses.TV_LOSSES)
     tv_space: str = _f("network", PROGRAM, "TV measured on the network input or on RGB [0, 1]", choices=VARIABLE_SPACES)
+    # video (Ruder et al. 2016): the weight of the temporal term, used when a run is given a
+    # temporal target (``stylize(temporal=...)``: the previous stylised frame warped, and its mask)
+    temporal_weight: float = _f(200.0, VALUES, "video: weight of the temporal term (masked mean squared "
+                                "difference to the previous stylised frame, warped by the flow)")
     # optimisation
     optimizer: str = _f("adam", PROGRAM, "the optimiser", choices=OPTIMIZERS, option="--optimizer")
     learning_rate: float = _f(0.02, VALUES, "step size (L-BFGS without line search: torch's lr)",
@@ -282,7 +286,7 @@ class StyleConfig:
                 _nonneg("style_blend_weights", w)
             if sum(self.style_blend_weights) <= 0:
                 raise ConfigError("style_blend_weights must not all be 0")
-        for name in ("content_weight", "style_weight", "tv_weight", "learning_rate", "adam_eps",
+        for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight", "learning_rate", "adam_eps",
                      "init_noise_ratio", "init_scale"):
             _nonneg(name, getattr(self, name))
         _positive("learning_rate", self.learning_rate)
@@ -456,6 +460,7 @@ class Values(NamedTuple):
     ema_decay: ArrayLike  # 0 without an EMA
     init_noise_ratio: ArrayLike
     init_scale: ArrayLike
+    temporal_weight: ArrayLike
 
 
 def _values(config: "StyleConfig") -> Values:
@@ -481,6 +486,7 @@ def _values(config: "StyleConfig") -> Values:
         ema_decay=f32(0.0 if config.ema_decay is None else config.ema_decay),
         init_noise_ratio=f32(config.init_noise_ratio),
         init_scale=f32(config.init_scale),
+        temporal_weight=f32(config.temporal_weight),
     )
 
 

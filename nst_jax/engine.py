@@ -342,6 +342,7 @@ def stylize(
     masks: Optional[ImageLike] = None,
     style_masks: Optional[Sequence[Optional[ImageLike]]] = None,
     devices: Optional[Sequence[jax.Device]] = None,
+    temporal: Optional[tuple[ImageLike, ImageLike]] = None,
 ) -> Result:
     """Optimise an image so its VGG features match the content's and its style statistics the style's.
 
@@ -366,6 +367,9 @@ def stylize(
       devices: split this one image's rows over these devices (``nst_jax.sharding``): the image,
         its activations and the optimiser state are sharded, so N devices hold about 1/N of them
         each. Default (or one device): the first device holds everything.
+      temporal: video (``nst_jax.video``): (the previous stylised frame warped to this one, RGB
+        [0, 1] H×W×3; H×W weights, e.g. ``temporal.consistency_mask``): adds
+        ``temporal_weight · temporal.temporal_loss`` to the objective.
 
     Returns:
       ``Result``.
@@ -382,6 +386,12 @@ def stylize(
     # would buy nothing; they agree with Winograd's to ~1e-6. The loop runs run_p.
     targets = compute_targets(direct_params(p, spec), spec, content, style, program, config.style_blend_weights,
                               masks, style_masks)
+    if temporal is not None:
+        warped, weights = (jnp.asarray(a, jnp.float32) for a in temporal)
+        if warped.shape != content.shape or weights.shape != content.shape[:2]:
+            raise ConfigError(f"the temporal target is {warped.shape} with weights {weights.shape}; "
+                              f"the content is {content.shape}")
+        targets = targets._replace(temporal=(warped, weights))
     run_p = engine_params(p, program, spec, content.shape)
     if resume is None:
         images, _ = style_images(style, config.style_blend_weights)

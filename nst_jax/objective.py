@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from . import losses
+from . import losses, temporal
 from .config import StyleConfig, Values
 from .network import NetSpec, all_layers, direct_params, features, net_spec, with_pixel_scale
 from .targets import ImageLike, Targets, compute_targets
@@ -65,7 +65,13 @@ def network_objective(params: Any, targets: Targets, xn: Array, values: Values, 
     else:
         tv = jnp.zeros((), jnp.float32)
     parts.update(content=content_total, style=style_total, tv=tv)
-    return content_total + style_total + tv, parts
+    total = content_total + style_total + tv
+    if targets.temporal is not None:  # video: Ruder et al.'s short-term temporal loss, in RGB [0, 1]
+        warped, weights = targets.temporal
+        term = values.temporal_weight * temporal.temporal_loss(spec.convention.from_network(xn), warped, weights)
+        parts["temporal"] = term
+        total = total + term
+    return total, parts
 
 
 def objective(params: Any, targets: Targets, image: Array, values: Values, *, program: Any,

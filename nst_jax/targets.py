@@ -34,6 +34,9 @@ class Targets(NamedTuple):
     # Spatial control (guided Grams): per style layer, K region masks at that layer's resolution;
     # then ``style`` holds K Grams per layer (one per region's style), not one blend.
     masks: Optional[tuple[Array, ...]] = None
+    # Video (Ruder et al. 2016): (the previous stylised frame warped to this one, RGB [0, 1]
+    # H×W×3; its H×W consistency weights). Present or absent is program structure, like masks.
+    temporal: Optional[tuple[Array, Array]] = None
 
 
 def style_images(style: Any, blend_weights: Optional[Sequence[float]] = None) -> tuple[list[Array], np.ndarray]:
