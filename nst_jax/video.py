@@ -102,8 +102,10 @@ def stylize_sequential(frames: Sequence[ImageLike], style: Any, params: Any, con
         else:
             prev = jnp.asarray(results[-1].output, jnp.float32)
             warped = np.asarray(temporal.warp(prev, jnp.asarray(flows_back[t], jnp.float32)))
+            mask = masks[t]
+            assert mask is not None  # (every frame after the first has one)
             r = stylize(frame, style, params, config, seed=seed, convention=convention, init_image=warped,
-                        temporal=(warped, masks[t]))
+                        temporal=(warped, mask))
         results.append(r)
         if callback is not None:
             callback(t, r)
