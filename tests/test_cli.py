@@ -188,8 +188,9 @@ def test_size_that_will_not_fit_is_a_clear_error_before_any_work(workdir, capsys
     one, four = (estimate_run_bytes(384, 512, cfg, style_shapes=[(384, 512)], devices=n) for n in (1, 4))
     per = estimate_bytes_per_result(384, 512, cfg) + 4 * cfg.iterations
     assert one - four == per - per / 4
-    _, _, fits4 = memory_shortfall(384, 512, cfg, free=2**30, devices=4)
-    assert abs(fits4 - 2 * fits) <= 32
+    _, _, fits1 = memory_shortfall(768, 1024, cfg, free=2**30)
+    _, _, fits4 = memory_shortfall(768, 1024, cfg, free=2**30, devices=4)
+    assert abs(fits4 - 2 * fits1) <= 32, (fits1, fits4)
 
 
 def _free_port() -> int:
