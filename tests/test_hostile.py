@@ -509,6 +509,13 @@ def test_bad_checkpoints_name_the_problem(runner, run_files):
         (lambda m: m.__setitem__("leaf_0", np.zeros((7, 7, 3), np.float32)), "has shape (7, 7, 3)"),
         (lambda m: m.__setitem__("losses", np.zeros(3, np.int64)), "losses.npy has"),
         (lambda m: m.__setitem__("leaf_1", np.array([{"a": 1}], dtype=object)), "Python objects"),
+        # coarse-to-fine fields: a scale count that disagrees with its list, a negative or huge count
+        (header_edit(lambda h: {**h, "scale": 1, "scales_done": []}), "scale fields are out of range"),
+        (header_edit(lambda h: {**h, "scale": 1, "scales_done": [[-5, 2]]}), "scale fields are out of range"),
+        (header_edit(lambda h: {**h, "scale": 1, "scales_done": [[2**40, 0]]}), "scale fields are out of range"),
+        (header_edit(lambda h: {**h, "scale": 1, "scales_done": [["3", 0]]}), "scale fields are out of range"),
+        # a valid-looking scale this single-scale run does not have: refused by name, nothing read
+        (header_edit(lambda h: {**h, "scale": 1, "scales_done": [[3, 3]]}), "this run has 1"),
     ]
     for change, expect in cases:
         _real_checkpoint(d, ck)

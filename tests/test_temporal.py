@@ -142,3 +142,25 @@ def test_sequential_frames_flicker_less_than_independent_ones(vgg19_params):
     assert e_seq.mean() < e_ind.mean() / 2, (e_seq, e_ind)
     # each later frame carries the temporal term in its loss, frame 0 does not
     assert seq[0].losses[0] == ind[0].losses[0]
+
+
+def test_temporal_frames_share_one_compiled_chunk_and_its_weight_is_a_value(vgg19_params):
+    """Frames after the first add the temporal target (one more program: its structure), and every
+    later frame, and another ``temporal_weight``, reuse that program."""
+    from make_clip import make_clip
+
+    from conftest import CompileCounter
+    from nst_jax import StyleConfig, video, vgg
+
+    frames, back, fwd = make_clip(4, 32, 40, seed=1)
+    style = RNG.random((32, 40, 3)).astype(np.float32)
+    # a chunk length no other test uses: both programs are traced here
+    cfg = StyleConfig(content_layers=("relu2_2",), style_layers=("relu1_1",), optimizer="adam",
+                      learning_rate=0.02, iterations=3, chunk_size=13, size=40)
+    with CompileCounter() as count:
+        video.stylize_sequential(frames, style, vgg19_params, cfg, list(back), flows_fwd=list(fwd),
+                                 convention=vgg.CAFFE)
+        assert count.traces == 2  # frame 0, then frames 1..3 with the temporal target
+        video.stylize_sequential(frames[:2], style, vgg19_params, cfg.replace(temporal_weight=5.0), list(back[:2]),
+                                 flows_fwd=list(fwd[:2]), convention=vgg.CAFFE)
+        assert count.traces == 2
