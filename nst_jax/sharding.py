@@ -68,17 +68,7 @@ def shard_rows(tree: Any, mesh: Mesh, image_hw: tuple[int, int]) -> Any:
     Returns:
       the same tree, placed on the mesh.
     """
-    shape = (int(image_hw[0]), int(image_hw[1]), 3)
-
-    def place(x: Any) -> jax.Array:
-        x = jnp.asarray(x)
-        if x.ndim >= 3 and tuple(x.shape[-3:]) == shape:
-            spec = PartitionSpec(*([None] * (x.ndim - 3)), SPATIAL, None, None)
-        else:
-            spec = PartitionSpec()
-        return jax.device_put(x, NamedSharding(mesh, spec))
-
-    return jax.tree.map(place, tree)
+    return _place(tree, mesh, image_hw, batch=False)
 
 
 def batch_mesh(devices: Sequence[jax.Device], spatial: int, height: int) -> Mesh:
@@ -115,16 +105,21 @@ def shard_batch(tree: Any, mesh: Mesh, image_hw: tuple[int, int]) -> Any:
     Returns:
       the tree on the mesh.
     """
+    return _place(tree, mesh, image_hw, batch=True)
+
+
+def _place(tree: Any, mesh: Mesh, image_hw: tuple[int, int], *, batch: bool) -> Any:
+    """Rows of every image-sized leaf (last axes H, W, 3) over ``"spatial"``; with ``batch``, the
+    leading axis of every leaf over ``"batch"``; everything else replicated."""
     shape = (int(image_hw[0]), int(image_hw[1]), 3)
+    lead = [BATCH] if batch else []
 
     def place(x: Any) -> jax.Array:
         x = jnp.asarray(x)
-        if x.ndim >= 4 and tuple(x.shape[-3:]) == shape:
-            spec = PartitionSpec(BATCH, *([None] * (x.ndim - 4)), SPATIAL, None, None)
-        elif x.ndim >= 1:
-            spec = PartitionSpec(BATCH)
+        if x.ndim >= 3 + len(lead) and tuple(x.shape[-3:]) == shape:
+            spec = PartitionSpec(*lead, *([None] * (x.ndim - 3 - len(lead))), SPATIAL, None, None)
         else:
-            spec = PartitionSpec()
+            spec = PartitionSpec(*lead[: x.ndim])
         return jax.device_put(x, NamedSharding(mesh, spec))
 
     return jax.tree.map(place, tree)
