@@ -120,6 +120,7 @@ def stylize_many(
     devices: Optional[Sequence[jax.Device]] = None,
     init_images: Optional[ImageLike] = None,
     spatial: int = 1,
+    temporal: Optional[Sequence[tuple[ImageLike, ImageLike]]] = None,
 ) -> ManyResult:
     """N style transfers in one compiled program: the engine's chunk vmapped over targets, values and state.
 
@@ -144,6 +145,8 @@ def stylize_many(
       spatial: devices per image: a ``batch × spatial`` mesh, each group of ``spatial`` devices
         splitting its members' rows (``nst_jax.sharding``); 1 splits the batch alone.
       init_images: optional N×H×W×3 start images (RGB [0, 1]) instead of ``config.init``.
+      temporal: video: per member (warped neighbour frame H×W×3, H×W weights), as ``stylize``'s
+        ``temporal`` (weights of 0 switch the term off for a member and keep one program).
 
     Returns:
       ``ManyResult``.
@@ -164,6 +167,15 @@ def stylize_many(
     contents = [content[i] for i in range(content.shape[0])] if content.ndim == 4 else [content] * n
     if len(contents) != n:
         raise ConfigError(f"{len(contents)} content images for {n} styles")
+    member_temporal: Optional[list[tuple[jax.Array, jax.Array]]] = None
+    if temporal is not None:
+        member_temporal = [(jnp.asarray(w, jnp.float32), jnp.asarray(c, jnp.float32)) for w, c in temporal]
+        if len(member_temporal) != n:
+            raise ConfigError(f"{len(member_temporal)} temporal targets for {n} members")
+        for i, (warped, weights) in enumerate(member_temporal):
+            if warped.shape != contents[i].shape or weights.shape != contents[i].shape[:2]:
+                raise ConfigError(f"member {i}: the temporal target is {warped.shape} with weights {weights.shape}; "
+                                  f"the content is {contents[i].shape}")
     seeds = [0] * n if seeds is None else [int(s) for s in seeds]
     if len(seeds) != n:
         raise ConfigError(f"{len(seeds)} seeds for {n} styles")
@@ -180,7 +192,8 @@ def stylize_many(
     for first in range(0, n, batch):
         idx = list(range(first, min(n, first + batch)))
         targets = _stack([compute_targets(direct_p, spec, contents[i], styles[i], program,
-                                          configs[i].style_blend_weights) for i in idx])
+                                          configs[i].style_blend_weights)._replace(
+                                              temporal=None if member_temporal is None else member_temporal[i]) for i in idx])
         member_values = [configs[i].values() for i in idx]
         v0 = []
         for i, vals in zip(idx, member_values):

@@ -1,6 +1,7 @@
 """The ``nst-jax`` command line: arguments -> config -> library -> files.
 
-This and ``cli_weights.py`` are the only modules that parse arguments or print. Exit codes:
+This and the other ``cli_*`` modules (``cli_video``: the ``video`` command; ``cli_weights``: ``weights``)
+are the only modules that parse arguments or print. Exit codes:
 0 success; 2 usage and input errors (one line on stderr, no traceback unless ``--debug``);
 1 internal errors; 130 / 143 after SIGINT / SIGTERM (the best image so far is saved first).
 """
@@ -16,7 +17,7 @@ import sys
 import warnings
 from typing import Any, Optional, Sequence
 
-from . import cli_info, cli_options, cli_plan, cli_weights
+from . import cli_info, cli_options, cli_plan, cli_video, cli_weights
 from .color import COLOR_METHODS
 from .cli_options import config_from_args
 from .config import PICTURES, StyleConfig
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                         add_help=False)
     bn.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for scripts/benchmark.py (--help lists them)")
 
+    cli_video.add_parser(sub, _add_config_options)
     cli_weights.add_parser(sub)
     return p
 
@@ -480,7 +482,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     loss_plot=loss_plot)
 
 
-COMMANDS = {"stylize": cmd_stylize, "demo": cmd_demo, "presets": cli_info.cmd_presets}
+COMMANDS = {"stylize": cmd_stylize, "demo": cmd_demo, "presets": cli_info.cmd_presets, "video": cli_video.cmd_video}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -543,7 +545,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "weights":
             return cli_weights.run(args)
-        if args.command in ("stylize", "demo"):
+        if args.command in ("stylize", "demo", "video"):
             enable_compilation_cache()
         return COMMANDS[args.command](args)
     except NSTError as err:

@@ -38,7 +38,7 @@ def plan_sizes(content_path: str, style_paths: Sequence[str], cfg: StyleConfig, 
 
     limit = image.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     h0, w0 = image.image_size(content_path, max_pixels=limit)
-    shape = _working_shape(cfg, h0, w0)
+    shape = content_working_shape(cfg, h0, w0)
     _check_working(shape, "the working image", "--size/--shape", limit)
     styles, biggest = [], h0 * w0
     for path in style_paths:
@@ -56,7 +56,7 @@ def plan_sizes(content_path: str, style_paths: Sequence[str], cfg: StyleConfig, 
     return Plan((shape[0], shape[1]), tuple(styles), (h0, w0), biggest)
 
 
-def _working_shape(cfg: StyleConfig, h0: int, w0: int) -> tuple[int, int]:
+def content_working_shape(cfg: StyleConfig, h0: int, w0: int) -> tuple[int, int]:
     """The content's working (H, W): the fixed shape, or ``size`` on ``size_side`` (aspect kept)."""
     from . import image
 
@@ -85,7 +85,7 @@ def working_images(content_path: str, style_paths: Sequence[str], cfg: StyleConf
     kw = {} if max_pixels is None else {"max_pixels": max_pixels}
     content_full = image.load_image(content_path, **kw)
     h0, w0 = content_full.shape[:2]
-    shape = _working_shape(cfg, h0, w0)
+    shape = content_working_shape(cfg, h0, w0)
     content = image.resize(content_full, shape, cfg.resample)
     from .scales import style_working_shape
 

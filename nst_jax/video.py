@@ -5,9 +5,13 @@ frame t−1 warped by the flow, and its objective adds the short-term temporal l
 frame under the consistency mask (``temporal.py``). :func:`stylize_independent` is the baseline
 (every frame on its own), and :func:`temporal_errors` the paper's measure of flicker.
 
+:func:`stylize_multipass` is the paper's multi-pass algorithm, batched: every frame of a pass is
+optimised at once in one compiled program (``stylize_many``, sharded over devices when there are
+several), passes alternating the direction of the flow.
+
 Frames are H×W×3 RGB in [0, 1] at the working size; flows come from the caller (a clip with known
-flow, ``scripts/make_clip.py``; OpenCV for real footage). Decoding and encoding video files, flow
-estimation, the multi-pass algorithm and the ``nst-jax video`` command are not built yet.
+flow, ``scripts/make_clip.py``; ``flow.estimate`` for real footage). Files: ``video_io``; the
+``nst-jax video`` command: ``cli_video``.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ import numpy as np
 
 from . import temporal
 from .config import StyleConfig
+from .batching import stylize_many
 from .engine import Result, stylize
 from .targets import ImageLike
 
-__all__ = ["frame_masks", "stylize_independent", "stylize_sequential", "temporal_errors"]
+__all__ = ["frame_masks", "multipass_inputs", "no_temporal", "stylize_independent", "stylize_multipass", "stylize_sequential",
+           "temporal_errors"]
 
 
 def frame_masks(flows_back: Sequence[Optional[ImageLike]], flows_fwd: Optional[Sequence[Optional[ImageLike]]] = None
@@ -46,6 +52,13 @@ def frame_masks(flows_back: Sequence[Optional[ImageLike]], flows_fwd: Optional[S
             mask = temporal.warp_valid(back)
         out.append(np.asarray(mask))
     return out
+
+
+def no_temporal(frame: ImageLike) -> tuple[np.ndarray, np.ndarray]:
+    """A temporal target that adds exactly 0 (weights of 0): frames with and without a predecessor
+    then share one program (the target's presence is structure; its weights are values)."""
+    a = np.asarray(frame, np.float32)
+    return a, np.zeros(a.shape[:2], np.float32)
 
 
 def stylize_independent(frames: Sequence[ImageLike], style: Any, params: Any, config: StyleConfig, *,
@@ -76,7 +89,7 @@ def stylize_sequential(frames: Sequence[ImageLike], style: Any, params: Any, con
                        ) -> list[Result]:
     """Ruder et al.'s sequential algorithm with the short-term temporal loss.
 
-    Frame 0 is ``stylize(frames[0], ...)``. Frame t > 0 starts from the stylised frame t−1 warped by
+    Frame 0 is ``stylize(frames[0], ...)`` (with a temporal term of weight 0, :func:`no_temporal`). Frame t > 0 starts from the stylised frame t−1 warped by
     ``flows_back[t]`` (the paper's initialisation) and minimises the usual objective plus
     ``config.temporal_weight`` × the mean squared difference to that warped frame under the
     consistency weights (:func:`frame_masks`). Every frame of a shape shares one compiled program.
@@ -97,8 +110,9 @@ def stylize_sequential(frames: Sequence[ImageLike], style: Any, params: Any, con
     masks = frame_masks(flows_back, flows_fwd)
     results: list[Result] = []
     for t, frame in enumerate(frames):
-        if t == 0:
-            r = stylize(frame, style, params, config, seed=seed, convention=convention)
+        if t == 0:  # a temporal term of weight 0: one compiled program for every frame
+            r = stylize(frame, style, params, config, seed=seed, convention=convention,
+                        temporal=no_temporal(frame))
         else:
             prev = jnp.asarray(results[-1].output, jnp.float32)
             warped = np.asarray(temporal.warp(prev, jnp.asarray(flows_back[t], jnp.float32)))
@@ -131,3 +145,97 @@ def temporal_errors(outputs: Sequence[ImageLike], flows_back: Sequence[Optional[
         errs.append(float(temporal.temporal_loss(jnp.asarray(outputs[t], jnp.float32), warped,
                                                  jnp.asarray(masks[t], jnp.float32))))
     return np.asarray(errs, np.float64)
+
+
+def multipass_inputs(images: np.ndarray, flows_back: Sequence[Optional[ImageLike]],
+                     flows_fwd: Sequence[Optional[ImageLike]], forward: bool, blend: float
+                     ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """One pass's start images and temporal targets, from the previous pass's frames.
+
+    Ruder et al. §3.3: in a forward pass frame i's neighbour is i−1, in a backward pass i+1. With
+    ω the neighbour warped to frame i and c the consistency weights of that pair, frame i starts
+    from ``δ c ω + (1 − δ c) x_i`` (δ = ``blend``) and its temporal term pulls towards ω under c.
+    The frame without a neighbour in this direction keeps its image and gets weights of 0.
+
+    Departure from the paper: the paper's passes are sequential within a pass (frame i blends in
+    frame i−1 *of this pass*); here every frame blends in its neighbour *of the previous pass*, so
+    a whole pass is one batch (the Jacobi form of the same iteration). Information travels one
+    frame a pass instead of the whole clip, which the alternating directions and several passes
+    make up for (measured in BENCHMARKS.md, "Video").
+
+    Args:
+      images: N×H×W×3, the previous pass's frames.
+      flows_back, flows_fwd: per frame t, the flows t→t−1 and t−1→t (entry 0 unused).
+      forward: the pass's direction.
+      blend: δ.
+
+    Returns:
+      (N×H×W×3 start images, per frame (ω, c)).
+    """
+    n = len(images)
+    starts = np.array(images, np.float32, copy=True)
+    targets: list[tuple[np.ndarray, np.ndarray]] = []
+    for i in range(n):
+        j = i - 1 if forward else i + 1
+        if not 0 <= j < n:
+            targets.append(no_temporal(starts[i]))
+            continue
+        # the flow from frame i to its neighbour j, and the one back (for the consistency check)
+        to_j, from_j = (flows_back[i], flows_fwd[i]) if forward else (flows_fwd[j], flows_back[j])
+        to_j = jnp.asarray(to_j, jnp.float32)
+        warped = np.asarray(temporal.warp(jnp.asarray(images[j], jnp.float32), to_j))
+        c = np.asarray(temporal.consistency_mask(to_j, jnp.asarray(from_j, jnp.float32)))
+        starts[i] = blend * c[..., None] * warped + (1.0 - blend * c[..., None]) * images[i]
+        targets.append((warped, c))
+    return starts, targets
+
+
+def stylize_multipass(frames: Sequence[ImageLike], style: Any, params: Any, config: StyleConfig,
+                      flows_back: Sequence[Optional[ImageLike]], flows_fwd: Sequence[Optional[ImageLike]], *,
+                      passes: int = 4, blend: float = 0.5, first_iterations: Optional[int] = None, seed: int = 0,
+                      convention: Any = None, batch_size: Optional[int] = None, devices: Any = None,
+                      start: Optional[tuple[int, np.ndarray]] = None,
+                      callback: Optional[Callable[[int, np.ndarray], Optional[bool]]] = None) -> list[Result]:
+    """Ruder et al.'s multi-pass algorithm, every frame of a pass in one batch.
+
+    Pass 0 stylises every frame on its own (``first_iterations``, default ``config.iterations``).
+    Each later pass p = 1, 2, ... runs ``config.iterations`` from :func:`multipass_inputs` (forward
+    for odd p, backward for even p), with the temporal term. A pass is one ``stylize_many`` call:
+    frames are the batch, so on an accelerator a pass costs about one frame's time.
+
+    Args:
+      frames: N H×W×3 frames.
+      style, params, config, seed, convention: as ``stylize`` (one seed for every frame).
+      flows_back, flows_fwd: per frame t, the flows t→t−1 and t−1→t (entry 0 unused).
+      passes: passes after the first (0: independent frames).
+      blend: δ, how much of the warped neighbour a frame starts from (the paper's 0.5).
+      first_iterations: iterations of pass 0.
+      batch_size, devices: as ``stylize_many`` (frames at once; devices to shard them over).
+      start: (passes done, their N×H×W×3 frames) to resume after pass ``passes done − 1``.
+      callback: called with (pass index, N×H×W×3 frames) after each pass; True stops.
+
+    Returns:
+      the last pass's results, one ``Result`` a frame.
+    """
+    n = len(frames)
+    if len(flows_back) != n or len(flows_fwd) != n:
+        raise ValueError(f"{len(flows_back)}/{len(flows_fwd)} flows for {n} frames (entry 0 is unused)")
+    contents = np.stack([np.asarray(f, np.float32) for f in frames])
+    common = dict(seeds=[seed] * n, convention=convention, batch_size=batch_size, devices=devices)
+    done, images, last = 0, None, None
+    if start is not None:
+        done, images = int(start[0]), np.asarray(start[1], np.float32)
+    for p in range(done, passes + 1):
+        if p == 0:
+            last = stylize_many(contents, [style] * n, params, config, iterations=first_iterations,
+                                temporal=[no_temporal(f) for f in contents], **common)  # (one program for all passes)
+        else:
+            assert images is not None
+            starts, targets = multipass_inputs(images, flows_back, flows_fwd, forward=p % 2 == 1, blend=blend)
+            last = stylize_many(contents, [style] * n, params, config, init_images=starts, temporal=targets, **common)
+        images = np.asarray(last.outputs, np.float32)
+        if callback is not None and callback(p, images):
+            break
+    if last is None:  # resumed after the last pass: nothing left to run
+        raise ValueError(f"start says {done} passes are done; this run has {passes + 1}")
+    return [last[i] for i in range(n)]

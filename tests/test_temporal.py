@@ -140,13 +140,13 @@ def test_sequential_frames_flicker_less_than_independent_ones(vgg19_params):
     e_ind = video.temporal_errors([r.output for r in ind], list(back), masks)
     e_seq = video.temporal_errors([r.output for r in seq], list(back), masks)
     assert e_seq.mean() < e_ind.mean() / 2, (e_seq, e_ind)
-    # each later frame carries the temporal term in its loss, frame 0 does not
-    assert seq[0].losses[0] == ind[0].losses[0]
+    # frame 0's temporal term has weights 0: its losses are the independent frame's
+    np.testing.assert_allclose(seq[0].losses, ind[0].losses, rtol=1e-5)
 
 
 def test_temporal_frames_share_one_compiled_chunk_and_its_weight_is_a_value(vgg19_params):
-    """Frames after the first add the temporal target (one more program: its structure), and every
-    later frame, and another ``temporal_weight``, reuse that program."""
+    """Every frame of a sequential run (frame 0 with a temporal term of weight 0), and another
+    ``temporal_weight``, share one compiled program."""
     from make_clip import make_clip
 
     from conftest import CompileCounter
@@ -160,7 +160,7 @@ def test_temporal_frames_share_one_compiled_chunk_and_its_weight_is_a_value(vgg1
     with CompileCounter() as count:
         video.stylize_sequential(frames, style, vgg19_params, cfg, list(back), flows_fwd=list(fwd),
                                  convention=vgg.CAFFE)
-        assert count.traces == 2  # frame 0, then frames 1..3 with the temporal target
+        assert count.traces == 1  # frame 0 and frames 1..3 alike
         video.stylize_sequential(frames[:2], style, vgg19_params, cfg.replace(temporal_weight=5.0), list(back[:2]),
                                  flows_fwd=list(fwd[:2]), convention=vgg.CAFFE)
-        assert count.traces == 2
+        assert count.traces == 1

@@ -1,0 +1,358 @@
+"""``nst-jax video IN STYLE... -o OUT``: a clip painted frame by frame with temporal consistency.
+
+IN and OUT are video files (PyAV) or folders of frames. The job streams: frames are decoded one at a
+time and resized to the working size; flows (OpenCV) are cached in ``<OUT's folder>/.nst-flow/``;
+each finished frame is written atomically to the job's frame folder (OUT itself for a folder,
+``OUT.frames/`` beside a video file), which ``job.json`` marks as this job's. A re-run of the same
+command resumes at the first missing frame, with the same result (a frame's successor starts from
+the frame *as written*, 8-bit, in both runs); the multi-pass method resumes after its last finished
+pass. The video file is encoded from the frame folder at the end, with the input's audio copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import pathlib
+import sys
+import time
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .errors import ConfigError, ImageError, NSTError
+
+METHODS = ("sequential", "multipass", "independent")
+JOB_FILE = "job.json"
+
+
+def add_parser(sub: Any, add_config_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    """The ``video`` subcommand (its config options are the ``stylize`` ones)."""
+    from .flow import FLOW_METHODS
+    from .presets import PRESETS
+
+    v = sub.add_parser("video", help="paint a video (file or folder of frames) with temporal consistency",
+                       description="Paint every frame of IN in the style of STYLE (Ruder et al. 2016: optical-flow "
+                                   "warped frames and a temporal loss, so the result does not flicker).")
+    v.add_argument("input", metavar="IN", help="a video file (.mp4, .mkv, .mov, ...) or a folder of frames")
+    v.add_argument("styles", nargs="+", metavar="STYLE")
+    v.add_argument("-o", "--output", required=True, help="a video file (.mp4, .mkv, .mov, .avi, .webm) or a folder "
+                   "for the frames (PNG)")
+    v.add_argument("--preset", default="default", help=f"one of {', '.join(PRESETS)} (default: default)")
+    v.add_argument("--weights", help="converted weights file (default: the weights directory)")
+    v.add_argument("--method", choices=METHODS, default="sequential",
+                   help="sequential: each frame starts from the previous one warped, with the temporal loss "
+                        "(default); multipass: all frames at once, passes alternating direction (the batch on the "
+                        "accelerator); independent: every frame on its own (flickers; for comparison)")
+    v.add_argument("--passes", type=int, default=4, help="multipass: passes after the first (default 4)")
+    v.add_argument("--blend", type=float, default=0.5, help="multipass: share of the warped neighbour a frame "
+                   "starts from (the paper's delta, default 0.5)")
+    v.add_argument("--flow", choices=FLOW_METHODS, default="dis", help="OpenCV optical flow (default dis)")
+    v.add_argument("--fps", type=float, help="output frame rate (default: the input's, divided by --every; "
+                   "a folder of frames: 25)")
+    v.add_argument("--frames", metavar="A:B", help="only source frames A to B-1 (either may be left out)")
+    v.add_argument("--every", type=int, default=1, metavar="K", help="only every K-th frame")
+    v.add_argument("--max-frames", type=int, default=None, help="refuse clips with more frames (default 100000)")
+    v.add_argument("--batch-size", type=int, help="multipass: frames optimised at once (default: what fits)")
+    v.add_argument("--overwrite", action="store_true", help="replace OUT, and restart a frame folder made by "
+                   "another job")
+    v.add_argument("--no-progress", action="store_true")
+    v.add_argument("--no-download", action="store_true", help="never fetch weights (offline use)")
+    add_config_options(v)
+
+
+def _selection(text: Optional[str]) -> tuple[int, Optional[int]]:
+    if not text:
+        return 0, None
+    a, sep, b = text.partition(":")
+    try:
+        start = int(a) if a.strip() else 0
+        stop = int(b) if b.strip() else None
+    except ValueError:
+        raise ConfigError(f"--frames takes A:B (source frame numbers, from 0); got {text!r}") from None
+    if not sep or start < 0 or (stop is not None and stop <= start):
+        raise ConfigError(f"--frames takes A:B with 0 <= A < B; got {text!r}")
+    return start, stop
+
+
+def _file_key(path: str) -> list:
+    p = pathlib.Path(path).expanduser().resolve()
+    st = p.stat()
+    return [str(p), st.st_size, st.st_mtime_ns]
+
+
+def _frame_name(t: int) -> str:
+    return f"frame_{t:06d}.png"
+
+
+def _prepare_work_dir(work: pathlib.Path, job: dict, overwrite: bool, label: str) -> int:
+    """Make sure ``work`` is this job's frame folder; return how many frames are already done."""
+    from . import files
+
+    marker = work / JOB_FILE
+    if work.exists() and not work.is_dir():
+        raise ImageError(f"{work}: exists and is not a folder; {label}")
+    if work.is_dir() and not marker.exists() and any(work.iterdir()):
+        raise ImageError(f"{work}: the folder holds files nst-jax did not write; give another -o")
+    held = None
+    if marker.exists():
+        try:
+            with open(marker, "rb") as f:
+                held = json.loads(f.read(1 << 20))
+        except (OSError, ValueError):
+            held = None
+        if held != job:
+            if not overwrite:
+                raise ImageError(f"{work}: holds the frames of another job (other inputs or settings); pass "
+                                 "--overwrite to start afresh, or give another -o")
+            for stale in [*work.glob("frame_*.png"), *work.glob("pass.*")]:
+                stale.unlink()
+            held = None
+    files.atomic_write(marker, lambda f: f.write(json.dumps(job, indent=1).encode()), overwrite=True)
+    done = 0
+    while (work / _frame_name(done)).exists():
+        done += 1
+    return done
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    """Run ``nst-jax video`` (see the module docstring)."""
+
+    from . import cli, cli_plan, files, flow, image, video_io
+    from .cli_options import config_from_args
+    from .scales import style_working_shape
+
+    cfg, init_path, sweep = config_from_args(args)
+    if sweep or len(args.seed) > 1:
+        raise ConfigError("a video runs one set of values and one seed (no comma lists)")
+    if init_path is not None:
+        raise ConfigError("--init takes content, noise, ... for a video, not an image file")
+    for name in ("every", "passes", "batch_size", "max_frames"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "passes" else 1):
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive; got {value}")
+    if args.fps is not None and not 0 < args.fps <= 1000:
+        raise ConfigError(f"--fps must be in (0, 1000]; got {args.fps}")
+    if not 0.0 <= args.blend <= 1.0:
+        raise ConfigError(f"--blend must be in [0, 1]; got {args.blend}")
+    start, stop = _selection(args.frames)
+    limit = args.max_pixels or image.DEFAULT_MAX_PIXELS
+    out = pathlib.Path(args.output).expanduser()
+    to_file = video_io.is_video_path(out)
+    if not to_file and out.suffix.lower() in image.IMAGE_EXTENSIONS:
+        raise ConfigError(f"{out}: -o is a video file ({', '.join(sorted(video_io.VIDEO_EXTENSIONS))}) or a folder")
+    files.refuse_clashes({"IN": args.input, **{f"style {i + 1}": s for i, s in enumerate(args.styles)},
+                          "--weights": args.weights}, {"-o": out})
+    if to_file and (out.exists() or out.is_symlink()) and not args.overwrite:
+        raise ImageError(f"{out}: already exists; pass --overwrite to replace it")
+    if to_file and not video_io.have_pyav():
+        raise ImageError(f"writing a video file needs PyAV: {video_io.VIDEO_EXTRA} (or give -o a folder)")
+    clip = video_io.probe(args.input, fps=args.fps, max_pixels=limit,
+                          max_frames=args.max_frames or video_io.DEFAULT_MAX_FRAMES)
+    shape = cli_plan.content_working_shape(cfg, clip.height, clip.width)
+    if to_file:  # yuv420p needs even sizes
+        shape = (max(2, shape[0] // 2 * 2), max(2, shape[1] // 2 * 2))
+    cfg = cfg.replace(shape=shape)
+    style_paths = list(args.styles)
+    style_shapes = []
+    for path in style_paths:
+        sh, sw = image.image_size(path, max_pixels=limit)
+        try:
+            style_shapes.append(style_working_shape((sh, sw), shape, cfg))
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+    n_sel = None if clip.frames == 0 else len(range(start, min(stop or clip.frames, clip.frames), args.every))
+    if n_sel == 0:
+        raise ImageError(f"{clip.path}: --frames {args.frames} selects no frames of its {clip.frames}")
+    batch = 1
+    if args.method == "multipass":
+        from .batching import default_batch_size
+
+        batch = args.batch_size or default_batch_size(shape[0], shape[1], cfg, n_sel or 1)
+    plan = cli_plan.Plan(shape, tuple(style_shapes), (clip.height, clip.width), clip.height * clip.width)
+    cli_plan.check_memory(args, plan, cfg, batch=batch)
+    net = cli._load_network(cfg, args.weights, download=not args.no_download)
+    cli._warn_not_pretrained(net)
+    job = {"input": _file_key(args.input) if clip.kind == "file" else flow.FlowCache.key_for(args.input),
+           "styles": [_file_key(s) for s in style_paths], "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
+           "frames": [start, stop, args.every], "method": args.method, "flow": args.flow, "seed": args.seed[0],
+           "weights": net.fingerprint, **({"passes": args.passes, "blend": args.blend} if args.method == "multipass"
+                                          else {})}
+    work = out.with_name(out.name + ".frames") if to_file else out
+    done = _prepare_work_dir(work, job, args.overwrite, "remove it or give another -o")
+    flow_key = flow.FlowCache.key_for(args.input, frames=[start, stop, args.every], shape=list(shape),
+                                      method=args.flow, resample=cfg.resample)
+    cache = flow.FlowCache(out.parent / ".nst-flow" /
+                           f"{clip.path.stem[:40]}-{hashlib.sha256(json.dumps(flow_key).encode()).hexdigest()[:12]}",
+                           flow_key, shape)
+    styles = []
+    for path, st_shape in zip(style_paths, style_shapes):
+        styles.append(image.resize(image.load_image(path, max_pixels=limit), st_shape, cfg.resample))
+    blend = cfg.style_blend_weights
+    style_arg: Any = styles if blend is None else list(zip(styles, blend))
+    devices = cli._devices(getattr(args, "devices", None))
+    frames = video_io.read_frames(clip, start=start, stop=stop, every=args.every, shape=shape, resample=cfg.resample,
+                                  max_pixels=limit, max_frames=args.max_frames or video_io.DEFAULT_MAX_FRAMES)
+    t0 = time.time()
+    ran = 0
+    with cli._Signals() as signals:
+        if args.method == "multipass":
+            status, count, ran = _multipass(args, cfg, net, frames, style_arg, cache, work, done, batch, devices,
+                                            signals)
+        else:
+            status, count, ran = _frame_by_frame(args, cfg, net, frames, style_arg, cache, work, done, devices,
+                                                 signals, n_sel)
+    if status == "stopped":
+        print(f"stopped: {count} frames are done in {work}; run the same command again to resume", file=sys.stderr)
+        return signals.exit_code
+    if count == 0:
+        raise ImageError(f"{clip.path}: --frames {args.frames} selects no frames")
+    if ran:
+        print(f"{ran} frames painted in {time.time() - t0:.1f} s ({(time.time() - t0) / ran:.2f} s a frame)",
+              file=sys.stderr)
+    if to_file:
+        rate = args.fps if args.fps is not None else clip.fps / args.every
+        audio = None
+        if clip.kind == "file" and clip.has_audio:
+            if args.fps is not None and abs(args.fps - float(clip.fps / args.every)) > 1e-3:
+                print("note: audio dropped: --fps changes the clip's timing", file=sys.stderr)
+            else:
+                audio = clip.path
+        begin = start / float(clip.fps)
+        end = None if stop is None else stop / float(clip.fps)
+        notes = video_io.write_video(out, [work / _frame_name(t) for t in range(count)], rate, audio_from=audio,
+                                     audio_start=begin, audio_stop=end, overwrite=True)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        print(f"{out}: {count} frames at {float(rate):.3g} fps{' with audio' if audio and not notes else ''} "
+              f"(the frames stay in {work})")
+    else:
+        if clip.kind == "file" and clip.has_audio:
+            print("note: audio dropped: the output is a folder of frames", file=sys.stderr)
+        print(f"{out}: {count} frames")
+    return 0
+
+
+def _frame_by_frame(args, cfg, net, frames, style_arg, cache, work, done, devices, signals, total):
+    """The sequential (or independent) method, streaming; returns (status, frames done, frames run)."""
+    from tqdm import tqdm
+
+    import jax.numpy as jnp
+
+    from . import image
+    from .engine import stylize
+    from .temporal import consistency_mask, warp
+    from .video import no_temporal
+
+    bar = tqdm(total=total, disable=args.no_progress, unit="frame", dynamic_ncols=True, file=sys.stderr)
+    prev_frame = prev_out = None
+    count = ran = 0
+    for t, (_, frame) in enumerate(frames):
+        path = work / _frame_name(t)
+        if t < done:  # finished by an earlier run: its successor starts from it as written
+            prev_out = image.load_image(path) if args.method == "sequential" else None
+        else:
+            temporal = init = None
+            if args.method == "sequential" and t == 0:
+                temporal = no_temporal(frame)
+            elif args.method == "sequential":
+                back = cache.flow("back", t, frame, prev_frame, args.flow)
+                fwd = cache.flow("fwd", t, prev_frame, frame, args.flow)
+                init = np.asarray(warp(jnp.asarray(prev_out), jnp.asarray(back)))
+                temporal = (init, np.asarray(consistency_mask(jnp.asarray(back), jnp.asarray(fwd))))
+            stop = [False]
+
+            def callback(p, stop=stop) -> bool:
+                stop[0] = signals.received is not None
+                return stop[0]
+
+            r = stylize(frame, style_arg, net, cfg, seed=args.seed[0], init_image=init, temporal=temporal,
+                        callback=callback, devices=devices)
+            if r.status == "nonfinite":
+                raise NSTError(f"frame {t}: the loss became NaN or infinite; lower --lr or the weights")
+            if stop[0] or signals.received is not None:
+                return "stopped", t, ran
+            image.save_image(path, r.output, overwrite=True, rounding=cfg.save_rounding)
+            prev_out = image.load_image(path)  # as written (8-bit): what a resumed run starts from too
+            ran += 1
+            bar.set_postfix(loss=f"{r.final_loss:.4g}")
+        prev_frame = frame
+        count = t + 1
+        bar.update(1)
+    bar.close()
+    return "done", count, ran
+
+
+def _multipass(args, cfg, net, frames, style_arg, cache, work, done, batch, devices, signals):
+    """The multi-pass method: every working-size frame in memory, a pass a batch; resumable by pass."""
+    from . import files, image
+    from .video import stylize_multipass
+
+    contents = [f for _, f in frames]
+    n = len(contents)
+    if n == 0:
+        return "done", 0, 0
+    back: list = [None] + [cache.flow("back", t, contents[t], contents[t - 1], args.flow) for t in range(1, n)]
+    fwd: list = [None] + [cache.flow("fwd", t, contents[t - 1], contents[t], args.flow) for t in range(1, n)]
+    if done >= n:
+        return "done", n, 0
+    start = None
+    saved = work / "pass.npy"
+    if saved.is_file():
+        got = _read_pass(saved, (n, *contents[0].shape))
+        if got is not None:
+            start = got
+            print(f"resuming after pass {start[0]} of {args.passes + 1}", file=sys.stderr)
+    stopped = [False]
+
+    def callback(p: int, images: np.ndarray) -> bool:
+        header = np.asarray([p + 1], np.int64)
+        def write(f) -> None:  # two .npy records: passes done, then the frames
+            np.lib.format.write_array(f, header, allow_pickle=False)
+            np.lib.format.write_array(f, images.astype("<f4"), allow_pickle=False)
+
+        files.atomic_write(saved, write, overwrite=True)
+        print(f"pass {p + 1}/{args.passes + 1} done", file=sys.stderr)
+        stopped[0] = signals.received is not None
+        return stopped[0]
+
+    if start is not None and start[0] > args.passes:
+        images = start[1]
+    else:
+        results = stylize_multipass(contents, style_arg, net, cfg, back, fwd, passes=args.passes, blend=args.blend,
+                                    seed=args.seed[0], batch_size=batch, devices=devices, start=start,
+                                    callback=callback)
+        if stopped[0]:
+            return "stopped", 0, 0
+        images = np.stack([r.output for r in results])
+    for t in range(n):
+        image.save_image(work / _frame_name(t), images[t], overwrite=True, rounding=cfg.save_rounding)
+    saved.unlink(missing_ok=True)
+    return "done", n, n
+
+
+def _read_pass(path: pathlib.Path, shape: tuple) -> Optional[tuple[int, np.ndarray]]:
+    """(passes done, frames) from a pass file this job wrote, checked before reading; None if unusable."""
+    import os
+
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            arrays = []
+            for want in ((1,), tuple(shape)):
+                if np.lib.format.read_magic(f) != (1, 0):
+                    return None
+                got, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                if tuple(got) != want or fortran or dtype not in (np.dtype("<i8"), np.dtype("<f4")):
+                    return None
+                count = int(np.prod(got))
+                if f.tell() + count * dtype.itemsize > size:
+                    return None
+                arrays.append(np.fromfile(f, dtype=dtype, count=count).reshape(got))
+    except (OSError, ValueError):
+        return None
+    done, images = int(arrays[0][0]), arrays[1]
+    if done < 1 or not np.isfinite(images).all():
+        return None
+    return done, images

@@ -1,0 +1,315 @@
+"""Video: OpenCV flow against the synthetic clip's true flow, the flow cache on hostile files, the
+multi-pass algorithm against a per-frame transcription, video files in and out (PyAV), and the
+``nst-jax video`` command on a tiny clip (a file with audio, a folder of frames, resume, bad input)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import av
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from make_clip import make_clip
+
+from nst_jax import StyleConfig, cli, flow, image, temporal, video, video_io, vgg, weights
+
+RNG = np.random.default_rng(0)
+# shallow layers and a few iterations: the command's plumbing, not the art
+SHALLOW = ["--content-layers", "relu2_1", "--style-layers", "relu1_1,relu2_1", "--iterations", "4",
+           "--optimizer", "adam", "--lr", "0.02", "--size", "32", "--no-progress"]
+
+
+def _write_clip(path: pathlib.Path, frames: np.ndarray, fps: int = 10, audio_seconds: float = 0.0,
+                codec: str = "libx264") -> None:
+    """A video file written with PyAV itself (and an AAC tone when ``audio_seconds``)."""
+    out = av.open(str(path), "w")
+    v = out.add_stream(codec, rate=fps)
+    v.height, v.width = frames.shape[1:3]
+    v.pix_fmt = "yuv420p"
+    a = out.add_stream("aac", rate=16000) if audio_seconds else None
+    for f in frames:
+        for p in v.encode(av.VideoFrame.from_ndarray((f * 255).round().astype(np.uint8), format="rgb24")):
+            out.mux(p)
+    for p in v.encode(None):
+        out.mux(p)
+    if a is not None:
+        n = int(16000 * audio_seconds) // 1024
+        for k in range(n):
+            tone = (0.3 * np.sin(np.arange(k * 1024, (k + 1) * 1024) * 0.05)).astype(np.float32)
+            af = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
+            af.sample_rate, af.pts = 16000, k * 1024
+            for p in a.encode(af):
+                out.mux(p)
+        for p in a.encode(None):
+            out.mux(p)
+    out.close()
+
+
+def test_opencv_flow_follows_temporal_warps_convention_and_the_true_flow():
+    # a smooth texture shifted by (dx, dy) = (3, 2): a[y, x] = b[y - 2, x - 3], so the flow a -> b is (-3, -2)
+    from scipy.ndimage import gaussian_filter
+
+    big = gaussian_filter(RNG.random((100, 120, 3)), (2, 2, 0))
+    big = (big - big.min()) / (big.max() - big.min())
+    a, b = big[10:74, 10:90], big[12:76, 13:93]
+    for method in flow.FLOW_METHODS:
+        f = flow.estimate(a, b, method)
+        assert f.shape == (64, 80, 2) and f.dtype == np.float32
+        inner = f[8:-8, 8:-8]
+        np.testing.assert_allclose(np.median(inner.reshape(-1, 2), axis=0), [-3.0, -2.0], atol=0.05)
+    # the synthetic clip: the estimated backward flow is close to the true one where it is visible,
+    # and warping by it lines the frames up better than no motion at all
+    frames, back, _ = make_clip(3, 64, 80, seed=0)
+    est = flow.estimate(frames[1], frames[0], "dis")
+    epe = np.linalg.norm(est - back[1], axis=-1)
+    assert np.median(epe) < 0.3, np.median(epe)
+    warped = np.asarray(temporal.warp(jnp.asarray(frames[0]), jnp.asarray(est)))
+    assert np.abs(warped - frames[1]).mean() < 0.6 * np.abs(frames[0] - frames[1]).mean()
+
+
+def test_flow_cache_round_trips_and_ignores_hostile_files(tmp_path):
+    key = {"input": "x", "frames": [0, None, 1]}
+    cache = flow.FlowCache(tmp_path / "c", key, (6, 8))
+    f = RNG.standard_normal((6, 8, 2)).astype(np.float32)
+    cache.put("back", 1, f)
+    np.testing.assert_array_equal(flow.FlowCache(tmp_path / "c", key, (6, 8)).get("back", 1), f)
+    # another clip's key: not read, not written
+    other = flow.FlowCache(tmp_path / "c", {**key, "input": "y"}, (6, 8))
+    assert other.get("back", 1) is None
+    other.put("fwd", 1, f)
+    assert not (tmp_path / "c" / "fwd_000001.npy").exists()
+    target = tmp_path / "c" / "back_000002.npy"
+    hostile = {
+        "shape": lambda fh: np.lib.format.write_array(fh, np.zeros((7, 8, 2), "<f4")),
+        "dtype": lambda fh: np.lib.format.write_array(fh, np.zeros((6, 8, 2), "<f8")),
+        "pickle": lambda fh: np.lib.format.write_array(fh, np.array([{"a": 1}] * 96, object).reshape(6, 8, 2),
+                                                       allow_pickle=True),
+        "nan": lambda fh: np.lib.format.write_array(fh, np.full((6, 8, 2), np.nan, "<f4")),
+    }
+    for name, write in hostile.items():
+        with open(target, "wb") as fh:
+            write(fh)
+        assert cache.get("back", 2) is None, name
+    with open(target, "wb") as fh:  # a header that promises more bytes than the file has
+        np.lib.format.write_array(fh, np.zeros((6, 8, 2), "<f4"))
+    target.write_bytes(target.read_bytes()[:-40])
+    assert cache.get("back", 2) is None
+    # a hostile entry is recomputed, never used
+    a, b = RNG.random((6, 8, 3)), RNG.random((6, 8, 3))
+    np.testing.assert_array_equal(cache.flow("back", 2, a, b, "farneback"), flow.estimate(a, b, "farneback"))
+
+
+def test_multipass_batches_equal_the_frames_run_one_by_one(vgg19_params):
+    """Every pass of ``stylize_multipass`` (all frames in one batch) against the paper's pass
+    written out here frame by frame with ``stylize``: blend δ·c·ω + (1 − δ·c)·x, temporal term to ω."""
+    from nst_jax import stylize
+
+    frames, back, fwd = make_clip(3, 24, 32, seed=2)
+    style = RNG.random((24, 32, 3)).astype(np.float32)
+    cfg = StyleConfig(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"), optimizer="adam",
+                      learning_rate=0.02, iterations=4, chunk_size=4, size=32)
+    got = video.stylize_multipass(frames, style, vgg19_params, cfg, list(back), list(fwd), passes=2, blend=0.5,
+                                  batch_size=3, convention=vgg.CAFFE)
+    x = [stylize(f, style, vgg19_params, cfg, convention=vgg.CAFFE).output for f in frames]
+    for p in (1, 2):
+        forward = p % 2 == 1
+        new = []
+        for i, f in enumerate(frames):
+            j = i - 1 if forward else i + 1
+            if not 0 <= j < len(frames):
+                new.append(stylize(f, style, vgg19_params, cfg, convention=vgg.CAFFE, init_image=x[i]).output)
+                continue
+            to_j, back_j = (back[i], fwd[i]) if forward else (fwd[j], back[j])
+            w = np.asarray(temporal.warp(jnp.asarray(x[j]), jnp.asarray(to_j)))
+            c = np.asarray(temporal.consistency_mask(jnp.asarray(to_j), jnp.asarray(back_j)))[..., None]
+            start = 0.5 * c * w + (1 - 0.5 * c) * x[i]
+            new.append(stylize(f, style, vgg19_params, cfg, convention=vgg.CAFFE, init_image=start,
+                               temporal=(w, c[..., 0])).output)
+        x = new
+    for i in range(3):
+        np.testing.assert_allclose(got[i].output, x[i], atol=2e-4)
+    assert np.abs(got[1].output - frames[1]).max() > 0.01  # it did optimise
+
+
+def test_video_files_and_frame_folders_read_back_what_was_written(tmp_path):
+    frames, _, _ = make_clip(4, 32, 48, seed=0)
+    _write_clip(tmp_path / "a.mp4", frames, audio_seconds=0.5)
+    clip = video_io.probe(tmp_path / "a.mp4")
+    assert (clip.kind, clip.width, clip.height, clip.frames, float(clip.fps), clip.has_audio) == \
+        ("file", 48, 32, 4, 10.0, True)
+    got = list(video_io.read_frames(clip, start=1, every=2))
+    assert [i for i, _ in got] == [1, 3]
+    assert np.abs(got[0][1] - frames[1]).mean() < 0.03  # H.264 at the default quality
+    resized = list(video_io.read_frames(clip, stop=2, shape=(16, 24)))
+    assert [a.shape for _, a in resized] == [(16, 24, 3)] * 2
+    # a folder of frames
+    d = tmp_path / "frames"
+    for t, f in enumerate(frames):
+        image.save_image(d / f"f{t:03d}.png", f)
+    fclip = video_io.probe(d, fps=12)
+    assert (fclip.kind, fclip.frames, float(fclip.fps), fclip.has_audio) == ("folder", 4, 12.0, False)
+    np.testing.assert_allclose(next(video_io.read_frames(fclip))[1], image.load_image(d / "f000.png"))
+    # written back with the audio copied (not re-encoded)
+    notes = video_io.write_video(tmp_path / "b.mkv", (f for f in frames), 10, audio_from=tmp_path / "a.mp4")
+    assert notes == []
+    with av.open(str(tmp_path / "b.mkv")) as c:
+        assert [s.type for s in c.streams] == ["video", "audio"] and c.streams.audio[0].codec_context.name == "aac"
+    with pytest.raises(Exception, match="already exists"):
+        video_io.write_video(tmp_path / "b.mkv", list(frames), 10)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    d = tmp_path_factory.mktemp("video")
+    weights.write_synthetic(d / "syn.h5", arch="vgg19", seed=0)
+    frames, _, _ = make_clip(4, 24, 32, seed=3)
+    _write_clip(d / "clip.mp4", frames, audio_seconds=0.4)
+    for t, f in enumerate(frames):
+        image.save_image(d / "in" / f"frame{t:02d}.png", f)
+    image.save_image(d / "style.png", RNG.random((24, 24, 3)))
+    return d
+
+
+def _run(args, capsys):
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _interrupt_on_call(monkeypatch, module, name: str, call: int) -> None:
+    """Send this process SIGINT (Ctrl-C) just before the ``call``-th call of ``module.name``."""
+    import os
+    import signal
+
+    original, calls = getattr(module, name), [0]
+
+    def wrapped(*a, **k):
+        calls[0] += 1
+        if calls[0] == call:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*a, **k)
+
+    monkeypatch.setattr(module, name, wrapped)
+
+
+def _frames(d: pathlib.Path) -> list[np.ndarray]:
+    return [image.load_image(f) for f in sorted(d.glob("frame_*.png"))]
+
+
+def test_cli_video_file_with_audio_ctrl_c_and_resume_give_the_uninterrupted_frames(work, capsys, monkeypatch):
+    from nst_jax import engine
+
+    common = [work / "clip.mp4", work / "style.png", "--weights", work / "syn.h5", *SHALLOW]
+    code, stdout, err = _run(["video", common[0], common[1], "-o", work / "ref.mp4", *common[2:]], capsys)
+    assert code == 0, err
+    assert "4 frames" in stdout and "with audio" in stdout
+    with av.open(str(work / "ref.mp4")) as c:
+        assert c.streams.video[0].codec_context.width == 32 and c.streams.video[0].frames == 4
+        assert c.streams.audio
+    reference = _frames(work / "ref.mp4.frames")
+    assert len(reference) == 4
+    assert len(list((work / ".nst-flow").glob("*/back_*.npy"))) == 3  # flows cached for the next run
+    # Ctrl-C while frame 2 is painted: frames 0 and 1 are kept, no video is written, exit 130
+    args = ["video", common[0], common[1], "-o", work / "out.mp4", *common[2:]]
+    with monkeypatch.context() as m:
+        _interrupt_on_call(m, engine, "stylize", 3)
+        code, _, err = _run(args, capsys)
+    assert code == 130 and "run the same command again to resume" in err, err
+    assert len(_frames(work / "out.mp4.frames")) == 2 and not (work / "out.mp4").exists()
+    # the same command resumes at frame 2 and gives the uninterrupted run's frames
+    code, _, err = _run(args, capsys)
+    assert code == 0, err
+    assert "2 frames painted" in err
+    for got, want in zip(_frames(work / "out.mp4.frames"), reference, strict=True):
+        np.testing.assert_array_equal(got, want)
+    # a finished video is not replaced without --overwrite; --overwrite restarts the folder for another job
+    code, _, err = _run(args, capsys)
+    assert code == 2 and "already exists" in err
+    image.save_image(work / "style2.png", RNG.random((20, 20, 3)))
+    code, _, err = _run(["video", common[0], work / "style2.png", "-o", work / "out.mp4", "--weights",
+                         work / "syn.h5", *SHALLOW], capsys)
+    assert code == 2 and "already exists" in err
+    (work / "out.mp4").unlink()
+    code, _, err = _run(["video", common[0], work / "style2.png", "-o", work / "out.mp4", "--weights",
+                         work / "syn.h5", *SHALLOW], capsys)
+    assert code == 2 and "frames of another job" in err
+    code, _, err = _run(["video", common[0], work / "style2.png", "-o", work / "out.mp4", "--overwrite",
+                         "--weights", work / "syn.h5", *SHALLOW], capsys)
+    assert code == 0 and "4 frames painted" in err, err
+
+
+def test_cli_video_folder_to_folder_multipass_resumes_after_its_last_pass(work, capsys, monkeypatch):
+    from nst_jax import video as video_module
+
+    def args(out):
+        return ["video", work / "in", work / "style.png", "-o", out, "--weights", work / "syn.h5", "--method",
+                "multipass", "--passes", "2", "--every", "2", *SHALLOW]
+
+    code, _, err = _run(args(work / "mp_ref"), capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (work / "mp_ref").iterdir()) == ["frame_000000.png", "frame_000001.png", "job.json"]
+    assert "pass 3/3 done" in err
+    job = json.loads((work / "mp_ref" / "job.json").read_text())
+    assert job["method"] == "multipass" and job["frames"] == [0, None, 2]
+    # Ctrl-C during pass 2: pass 1's frames are kept; the same command resumes from them
+    with monkeypatch.context() as m:
+        _interrupt_on_call(m, video_module, "stylize_many", 2)
+        code, _, err = _run(args(work / "mp"), capsys)
+    assert code == 130, err
+    assert (work / "mp" / "pass.npy").exists() and not list((work / "mp").glob("frame_*"))
+    code, _, err = _run(args(work / "mp"), capsys)
+    assert code == 0 and "resuming after pass 2 of 3" in err, err
+    for got, want in zip(_frames(work / "mp"), _frames(work / "mp_ref"), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert not (work / "mp" / "pass.npy").exists()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("text", "not a video FFmpeg can read"),
+    ("audio_only", "has no video stream"),
+    ("empty_dir", "no frames"),
+    ("sizes_change", "frame sizes must not change mid-clip"),
+    ("foreign_out", "holds files nst-jax did not write"),
+    ("frames", "--frames takes A:B"),
+    ("too_large", "over the limit"),
+])
+def test_cli_video_bad_input_is_one_error_line(work, tmp_path, capsys, case, message):
+    src, out, extra = work / "clip.mp4", tmp_path / "o.mp4", []
+    if case == "text":
+        src = tmp_path / "x.mp4"
+        src.write_text("not a video at all\n" * 50)
+    elif case == "audio_only":
+        src = tmp_path / "a.m4a"
+        c = av.open(str(src), "w", format="mp4")
+        a = c.add_stream("aac", rate=16000)
+        af = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
+        af.sample_rate = 16000
+        for p in [*a.encode(af), *a.encode(None)]:
+            c.mux(p)
+        c.close()
+    elif case == "empty_dir":
+        src = tmp_path / "empty"
+        src.mkdir()
+    elif case == "sizes_change":
+        src = tmp_path / "mixed"
+        image.save_image(src / "a.png", RNG.random((24, 32, 3)))
+        image.save_image(src / "b.png", RNG.random((26, 32, 3)))
+        out = tmp_path / "o"
+    elif case == "foreign_out":
+        out = tmp_path / "mine"
+        (out).mkdir()
+        (out / "holiday.png").write_bytes(b"x")
+    elif case == "frames":
+        extra = ["--frames", "5:2"]
+    elif case == "too_large":
+        extra = ["--max-pixels", "100"]
+    code, _, err = _run(["video", src, work / "style.png", "-o", out, "--weights", work / "syn.h5", *SHALLOW, *extra],
+                        capsys)
+    assert code == 2, err
+    lines = [l for l in err.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
+    if case == "foreign_out":
+        assert (out / "holiday.png").read_bytes() == b"x"
