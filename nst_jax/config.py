@@ -183,7 +183,8 @@ class StyleConfig:
     # video (Ruder et al. 2016): the weight of the temporal term, used when a run is given a
     # temporal target (``stylize(temporal=...)``: the previous stylised frame warped, and its mask)
     temporal_weight: float = _f(200.0, VALUES, "video: weight of the temporal term (masked mean squared "
-                                "difference to the previous stylised frame, warped by the flow)")
+                                "difference to the previous stylised frame, warped by the flow)",
+                                option="--temporal-weight")
     # optimisation
     optimizer: str = _f("adam", PROGRAM, "the optimiser", choices=OPTIMIZERS, option="--optimizer")
     learning_rate: float = _f(0.02, VALUES, "step size (L-BFGS without line search: torch's lr)",

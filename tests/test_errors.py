@@ -227,7 +227,8 @@ def test_signal_saves_best_so_far_and_resume_finishes(sig, code, files, tmp_path
     the resume and the uninterrupted reference run in-process."""
     out = tmp_path / "o.png"
     args = ["stylize", str(files / "content.png"), str(files / "style.png"), "-o", str(out), "--weights",
-            str(files / "syn.h5"), "--size", "32", "--preset", "matlab", "--no-progress"]
+            str(files / "syn.h5"), "--size", "32", "--preset", "matlab", "--no-progress",
+            "--content-layers", "relu2_1", "--style-layers", "relu1_1,relu2_1"]  # shallow: compile time
     proc = subprocess.Popen([sys.executable, "-m", "nst_jax.cli", *args, "--iterations", "100000", "--save-every", "3"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, JAX_PLATFORMS="cpu"))
