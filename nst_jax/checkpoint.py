@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import pathlib
 import zipfile
 from typing import Any, Optional, Sequence
@@ -28,7 +27,7 @@ import numpy as np
 
 from .config import ALIASES, StyleConfig
 from .errors import NSTError
-from .files import atomic_write
+from .files import atomic_write, read_npy
 
 FORMAT = "nst-jax-checkpoint"
 VERSION = 1
@@ -109,32 +108,9 @@ def _read_member(zf: zipfile.ZipFile, key: str, name: str, *, shape: Optional[tu
         raise CheckpointError(f"{name}: not an nst-jax checkpoint ({member} is missing)") from None
     with zf.open(info) as fh:
         try:
-            version = np.lib.format.read_magic(fh)
-            reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-            if reader is None:
-                raise ValueError(f"unsupported .npy version {version}")
-            got_shape, fortran, got_dtype = reader(fh)
+            return read_npy(fh, info.file_size, shape=shape, dtype=dtype, max_elements=max_elements, trailing=4096)
         except ValueError as err:
-            raise CheckpointError(f"{name}: {member} is not a numpy array ({' '.join(str(err).split())[:80]})") from None
-        if got_dtype.hasobject:
-            raise CheckpointError(f"{name}: {member} holds Python objects; checkpoints hold numbers only (refused)")
-        if dtype is not None and got_dtype != dtype:
-            raise CheckpointError(f"{name}: {member} has dtype {got_dtype}, this run's state needs {dtype}")
-        if shape is not None and tuple(got_shape) != tuple(shape):
-            raise CheckpointError(f"{name}: {member} has shape {tuple(got_shape)}, this run's state needs {tuple(shape)}")
-        count = math.prod(got_shape)
-        if max_elements is not None and count > max_elements:
-            raise CheckpointError(f"{name}: {member} declares {count:,} elements, more than it can hold; refused")
-        nbytes = count * got_dtype.itemsize
-        if info.file_size < nbytes:
-            raise CheckpointError(f"{name}: {member} is truncated ({info.file_size:,} bytes for {nbytes:,})")
-        if info.file_size > nbytes + 4096:
-            raise CheckpointError(f"{name}: {member} declares {info.file_size:,} bytes for an array of {nbytes:,}; refused")
-        raw = fh.read(nbytes)
-    if len(raw) != nbytes:
-        raise CheckpointError(f"{name}: {member} is truncated")
-    arr = np.frombuffer(raw, dtype=got_dtype).reshape(got_shape, order="F" if fortran else "C")
-    return np.array(arr)
+            raise CheckpointError(f"{name}: {member} {err}") from None
 
 
 def _open(path: str | pathlib.Path) -> tuple[pathlib.Path, str, zipfile.ZipFile]:

@@ -61,11 +61,16 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                    help="iterations at each scale (default: --iterations on the first, half on the others)")
     g.add_argument("--color-match", choices=list(COLOR_METHODS), default="chol",
                    help="linear colour transfer for --preserve-colors match (default chol)")
-    p.add_argument_group("devices").add_argument(
+    g = p.add_argument_group("devices")
+    g.add_argument(
         "--devices", type=int, metavar="N",
         help="use the first N local devices: one image's rows are split over them (each holds about 1/N of "
              "the image, its activations and the optimiser state); a batch or sweep is spread over them "
              "(default: one device for an image, all for a batch)")
+    g.add_argument(
+        "--mesh", type=cli_options.mesh, metavar="BxS",
+        help="a batch x spatial mesh of the first B*S devices: B results at once, each split by rows over S "
+             "devices (with --batch, a sweep, several seeds or video --method multipass; 1xN is --devices N)")
     g = p.add_argument_group("spatial control")
     g.add_argument("--content-mask", metavar="FILE",
                    help="paint region k of the content with style k (guided Gram matrices): an indexed-colour "
@@ -293,6 +298,30 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
     return 0
 
 
+def apply_mesh(args: argparse.Namespace, *, batched: bool) -> None:
+    """Resolve ``--mesh BxS`` into ``args.devices`` (B·S) and ``args.spatial`` (S; 1 without it).
+
+    Args:
+      args: the parsed arguments (``devices``, ``mesh``).
+      batched: whether the run optimises several results at once (a batch, sweep, several seeds,
+        multi-pass video); a single image only takes ``1xN``.
+
+    Raises:
+      ConfigError: ``--devices`` and ``--mesh`` disagree, or B > 1 for a single image.
+    """
+    m = getattr(args, "mesh", None)
+    args.spatial = 1
+    if m is None:
+        return
+    b, sp = m
+    if args.devices is not None and args.devices != b * sp:
+        raise ConfigError(f"--mesh {b}x{sp} uses {b * sp} devices but --devices says {args.devices}; give one of them")
+    if b > 1 and not batched:
+        raise ConfigError(f"--mesh {b}x{sp}: one image has no batch to split; use --mesh 1x{b * sp} (or --devices "
+                          f"{b * sp}) to split its rows, or --batch / a sweep / several seeds for {b} results at once")
+    args.devices, args.spatial = b * sp, sp
+
+
 def _devices(n: Optional[int]):
     """The first ``n`` local devices (``--devices``), or None when not given."""
     if n is None:
@@ -381,7 +410,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     styles = cli_plan.style_list(args)
     for name in ("--save-every", "--checkpoint-every", "--batch-size"):
         _positive_option(name, getattr(args, name[2:].replace("-", "_")))
-    if args.batch or args.styles_dir or sweep or len(args.seed) > 1:
+    batched = bool(args.batch or args.styles_dir or sweep or len(args.seed) > 1)
+    apply_mesh(args, batched=batched)
+    if batched:
         if args.resume or args.checkpoint_every or args.content_mask or args.save_every:
             raise ConfigError("--checkpoint-every/--resume/--content-mask/--save-every work on single runs, not "
                               "with --batch, a sweep or several seeds")

@@ -209,7 +209,7 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
                                                batch_size=args.batch_size, scales=cli._scales(args.scales),
                                                iterations_per_scale=args.iterations_per_scale,
                                                resample=cfg.resample, color_match_method=args.color_match,
-                                               devices=cli._devices(args.devices))
+                                               devices=cli._devices(args.devices), spatial=args.spatial)
         elapsed = time.time() - t0
         bar.close()
     entries, written = [], []

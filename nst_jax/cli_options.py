@@ -49,6 +49,17 @@ def shape(text: str) -> tuple[int, int]:
     return h, w
 
 
+def mesh(text: str) -> tuple[int, int]:
+    """``"2x4"`` -> ``(2, 4)``: a batch × spatial device mesh (an argparse type)."""
+    try:
+        b, sp = (int(t) for t in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected BATCHxSPATIAL such as 2x4, got {text!r}") from None
+    if b < 1 or sp < 1:
+        raise argparse.ArgumentTypeError(f"both sides of --mesh must be at least 1, got {text!r}")
+    return b, sp
+
+
 def seeds(text: str) -> tuple[int, ...]:
     """One seed or a comma list (a batch of seeds), each 0 to 2^32 - 1."""
     values = ints(text)

@@ -136,6 +136,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         raise ConfigError(f"--fps must be in (0, 1000]; got {args.fps}")
     if not 0.0 <= args.blend <= 1.0:
         raise ConfigError(f"--blend must be in [0, 1]; got {args.blend}")
+    cli.apply_mesh(args, batched=args.method == "multipass")
     start, stop = _selection(args.frames)
     limit = args.max_pixels or image.DEFAULT_MAX_PIXELS
     out = pathlib.Path(args.output).expanduser()
@@ -321,7 +322,7 @@ def _multipass(args, cfg, net, frames, style_arg, cache, work, done, batch, devi
         images = start[1]
     else:
         results = stylize_multipass(contents, style_arg, net, cfg, back, fwd, passes=args.passes, blend=args.blend,
-                                    seed=args.seed[0], batch_size=batch, devices=devices, start=start,
+                                    seed=args.seed[0], batch_size=batch, devices=devices, start=start, spatial=args.spatial,
                                     callback=callback)
         if stopped[0]:
             return "stopped", 0, 0
@@ -336,20 +337,13 @@ def _read_pass(path: pathlib.Path, shape: tuple) -> Optional[tuple[int, np.ndarr
     """(passes done, frames) from a pass file this job wrote, checked before reading; None if unusable."""
     import os
 
+    from . import files
+
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            arrays = []
-            for want in ((1,), tuple(shape)):
-                if np.lib.format.read_magic(f) != (1, 0):
-                    return None
-                got, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-                if tuple(got) != want or fortran or dtype not in (np.dtype("<i8"), np.dtype("<f4")):
-                    return None
-                count = int(np.prod(got))
-                if f.tell() + count * dtype.itemsize > size:
-                    return None
-                arrays.append(np.fromfile(f, dtype=dtype, count=count).reshape(got))
+            arrays = [files.read_npy(f, size, shape=(1,), dtype=np.dtype("<i8"), trailing=None),
+                      files.read_npy(f, size, shape=tuple(shape), dtype=np.dtype("<f4"))]
     except (OSError, ValueError):
         return None
     done, images = int(arrays[0][0]), arrays[1]

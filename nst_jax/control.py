@@ -423,6 +423,7 @@ def stylize_many_controlled(
     batch_size: Optional[int] = None,
     devices: Optional[Sequence[jax.Device]] = None,
     configs: Optional[Sequence[StyleConfig]] = None,
+    spatial: int = 1,
 ) -> ControlledManyResult:
     """``batching.stylize_many`` with colour preservation and coarse-to-fine (see ``stylize_controlled``).
 
@@ -436,8 +437,9 @@ def stylize_many_controlled(
       params, config, scales, iterations_per_scale, callback, convention, resample,
         color_match_method, chunk_size: as ``stylize_controlled`` (the callback's
         ``restored_image()`` is N×H×W×3).
-      seeds, batch_size, devices, configs: as ``batching.stylize_many`` (``configs``: one per member,
-        differing in values only: a sweep).
+      seeds, batch_size, devices, configs, spatial: as ``batching.stylize_many`` (``configs``: one
+        per member, differing in values only: a sweep; ``spatial``: devices per member, a
+        ``batch × spatial`` mesh).
 
     Returns:
       :class:`ControlledManyResult`.
@@ -486,7 +488,7 @@ def stylize_many_controlled(
             iterations=iters,
             callback=_wrap_callback(callback, k, len(shapes), shape, iterations, total, restore_all),
             convention=convention, chunk_size=chunk_size, batch_size=batch_size, devices=devices,
-            init_images=starts,
+            init_images=starts, spatial=spatial,
         )
         got = len(many)
         losses = [l[:got] for l in losses] + [many.losses]

@@ -7,7 +7,9 @@ writes the same name tell an abandoned temp file (its process is gone: a SIGKILL
 from one another run is still writing: ``clean_stale`` removes the first kind and reports temp
 files it cannot attribute.
 
-This module has no opinion on formats; ``image``, ``checkpoint`` and ``weights`` use it.
+This module has no opinion on formats; ``image``, ``checkpoint`` and ``weights`` use it. The one
+format helper, ``read_npy``, is the single place a ``.npy`` record from disk is read: its header
+is checked before a byte of data is (checkpoint members, cached flows, multi-pass resume files).
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ import secrets
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, Optional, Union
+from typing import IO, Any, Optional, Union
+
+import numpy as np
 
 from .errors import ImageError, NSTError, NSTWarning
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-__all__ = ["atomic_write", "clean_stale", "probe_writable", "refuse_clashes", "temp_path"]
+__all__ = ["atomic_write", "clean_stale", "probe_writable", "read_npy", "refuse_clashes", "temp_path"]
 
 
 def _name(path: PathLike) -> str:
@@ -115,6 +119,62 @@ def _umask() -> int:
             _UMASK = os.umask(0o022)
             os.umask(_UMASK)
     return _UMASK
+
+
+def read_npy(fh: IO[bytes], size: int, *, shape: Optional[tuple[int, ...]] = None,
+             dtype: Optional[np.dtype] = None, max_elements: Optional[int] = None,
+             trailing: Optional[int] = 0) -> np.ndarray:
+    """Read one ``.npy`` record from ``fh``, its header checked before its data are read.
+
+    Never unpickles: an object dtype is refused from the header alone. The declared byte count is
+    checked against the bytes that are there before any are read, so a header declaring terabytes
+    costs nothing.
+
+    Args:
+      fh: a binary file positioned at the record (a file or a zip member; ``tell`` must work).
+      size: the stream's total size in bytes.
+      shape: the shape the record must declare (None: any).
+      dtype: the dtype it must declare (None: any numeric dtype).
+      max_elements: the most elements it may declare.
+      trailing: how many bytes may follow the record (None: any, for a stream of records).
+
+    Returns:
+      The array (C order, owned, writeable).
+
+    Raises:
+      ValueError: with a short reason (``not a numpy array``, ``truncated``, ...); callers turn it
+        into their own user-facing error.
+    """
+    try:
+        version = np.lib.format.read_magic(fh)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if reader is None:
+            raise ValueError(f"unsupported .npy version {version}")
+        got_shape, fortran, got_dtype = reader(fh)
+    except ValueError as err:
+        raise ValueError(f"not a numpy array ({' '.join(str(err).split())[:80]})") from None
+    if got_dtype.hasobject:
+        raise ValueError("holds Python objects; only numbers are read (refused)")
+    if dtype is not None and got_dtype != dtype:
+        raise ValueError(f"has dtype {got_dtype}, needs {dtype}")
+    if shape is not None and tuple(got_shape) != tuple(shape):
+        raise ValueError(f"has shape {tuple(got_shape)}, needs {tuple(shape)}")
+    count = 1
+    for n in got_shape:
+        count *= int(n)
+    if max_elements is not None and count > max_elements:
+        raise ValueError(f"declares {count:,} elements, more than it can hold; refused")
+    nbytes = count * got_dtype.itemsize
+    left = size - fh.tell()
+    if left < nbytes:
+        raise ValueError(f"is truncated ({left:,} bytes for {nbytes:,})")
+    if trailing is not None and left > nbytes + trailing:
+        raise ValueError(f"declares an array of {nbytes:,} bytes in {left:,}; refused")
+    raw = fh.read(nbytes)
+    if len(raw) != nbytes:
+        raise ValueError("is truncated")
+    arr = np.frombuffer(raw, dtype=got_dtype).reshape(got_shape, order="F" if fortran else "C")
+    return np.array(arr, order="C")  # (a copy; ascontiguousarray would make a 0-d array 1-d)
 
 
 def atomic_write(p: pathlib.Path, write: Callable[[Any], None], *, overwrite: bool,

@@ -195,7 +195,8 @@ def stylize_multipass(frames: Sequence[ImageLike], style: Any, params: Any, conf
                       passes: int = 4, blend: float = 0.5, first_iterations: Optional[int] = None, seed: int = 0,
                       convention: Any = None, batch_size: Optional[int] = None, devices: Any = None,
                       start: Optional[tuple[int, np.ndarray]] = None,
-                      callback: Optional[Callable[[int, np.ndarray], Optional[bool]]] = None) -> list[Result]:
+                      callback: Optional[Callable[[int, np.ndarray], Optional[bool]]] = None,
+                      spatial: int = 1) -> list[Result]:
     """Ruder et al.'s multi-pass algorithm, every frame of a pass in one batch.
 
     Pass 0 stylises every frame on its own (``first_iterations``, default ``config.iterations``).
@@ -210,7 +211,8 @@ def stylize_multipass(frames: Sequence[ImageLike], style: Any, params: Any, conf
       passes: passes after the first (0: independent frames).
       blend: δ, how much of the warped neighbour a frame starts from (the paper's 0.5).
       first_iterations: iterations of pass 0.
-      batch_size, devices: as ``stylize_many`` (frames at once; devices to shard them over).
+      batch_size, devices, spatial: as ``stylize_many`` (frames at once; devices to shard them
+        over; devices per frame, a ``batch × spatial`` mesh).
       start: (passes done, their N×H×W×3 frames) to resume after pass ``passes done − 1``.
       callback: called with (pass index, N×H×W×3 frames) after each pass; True stops.
 
@@ -221,7 +223,7 @@ def stylize_multipass(frames: Sequence[ImageLike], style: Any, params: Any, conf
     if len(flows_back) != n or len(flows_fwd) != n:
         raise ValueError(f"{len(flows_back)}/{len(flows_fwd)} flows for {n} frames (entry 0 is unused)")
     contents = np.stack([np.asarray(f, np.float32) for f in frames])
-    common = dict(seeds=[seed] * n, convention=convention, batch_size=batch_size, devices=devices)
+    common = dict(seeds=[seed] * n, convention=convention, batch_size=batch_size, devices=devices, spatial=spatial)
     done, images, last = 0, None, None
     if start is not None:
         done, images = int(start[0]), np.asarray(start[1], np.float32)

@@ -101,6 +101,10 @@ def _open(p: pathlib.Path):
     if not container.streams.video:
         container.close()
         raise ImageError(f"{name}: has no video stream")
+    if container.streams.video[0].codec_context is None:  # PyAV: FFmpeg has no decoder for this codec
+        container.close()
+        raise ImageError(f"{name}: its video codec is unknown to FFmpeg (no decoder); convert it to H.264 "
+                         "or a folder of frames first")
     return container
 
 
@@ -216,7 +220,7 @@ def read_frames(clip: Clip, *, start: int = 0, stop: Optional[int] = None, every
         container.close()
 
 
-def _copy_audio(out: Any, source: pathlib.Path, t0: float, t1: Optional[float]) -> tuple[Any, Any, str]:
+def _copy_audio(out: Any, source: pathlib.Path) -> tuple[Any, Any, str]:
     """Open ``source``'s first audio stream and add a stream copying it to ``out``; ('', reason) if not."""
     av = _av()
     try:
@@ -226,6 +230,9 @@ def _copy_audio(out: Any, source: pathlib.Path, t0: float, t1: Optional[float]) 
     if not src.streams.audio:
         src.close()
         return None, None, ""
+    if src.streams.audio[0].codec_context is None:
+        src.close()
+        return None, None, "the input's audio codec is unknown to FFmpeg"
     try:
         a = out.add_stream_from_template(src.streams.audio[0])
     except (av.FFmpegError, ValueError) as e:
@@ -271,7 +278,7 @@ def write_video(path: os.PathLike[str] | str, frames: Sequence[os.PathLike[str] 
             v.pix_fmt = "yuv420p"
             v.options = {"crf": str(crf)} if ext != ".webm" else {"crf": str(crf + 13), "b": "0"}
             if audio_from is not None:
-                src, a, why = _copy_audio(out, pathlib.Path(audio_from), audio_start, audio_stop)
+                src, a, why = _copy_audio(out, pathlib.Path(audio_from))
                 if why:
                     notes.append(f"audio dropped: {why}")
             size = None

@@ -256,6 +256,9 @@ def child_jax(spec: dict, direct: bool = False) -> dict:
                                     chunk_size=n).losses
     out["first_run_s"] = time.perf_counter() - t0
     out["peak_rss_first_run"] = _peak_rss()
+    if spec.get("memory_only"):  # scripts/bench_largest.py: one run's peak, nothing else
+        return {**out, "rss_base": rss_base, "peak_rss": out["peak_rss_first_run"],
+                "losses": [float(x) for x in np.asarray(first_losses)[:, 0]]}
     t0 = time.perf_counter()
     run_losses = stylize(content, style, params, cfg, iterations=n, seed=spec["seed"], convention=base,
                                   chunk_size=n).losses
@@ -375,6 +378,8 @@ def child_torch(spec: dict, variant: str) -> dict:
     first = bt.run_loop(loss_fn, cfg, space, v0, n, device)
     out["first_run_s"] = first["wall_s"]
     out["peak_rss_first_run"] = _peak_rss()
+    if spec.get("memory_only"):  # scripts/bench_largest.py: one run's peak, nothing else
+        return {**out, "rss_base": rss_base, "peak_rss": out["peak_rss_first_run"], "losses": first["losses"]}
     times = []
     faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(reps):

@@ -124,6 +124,36 @@ SCRIPT = textwrap.dedent(
     a, b = (np.asarray(Image.open(d / f), np.int16) for f in ("one.png", "four.png"))
     assert np.abs(a - b).max() <= 1, np.abs(a - b).max()
     assert cli.main(common + ["-o", str(d / "x.png"), "--devices", "5"]) == 2
+    # --mesh 1x4 is --devices 4 for one image (the same program: the same pixels)
+    assert cli.main(common + ["-o", str(d / "mesh14.png"), "--mesh", "1x4"]) == 0
+    assert np.array_equal(np.asarray(Image.open(d / "mesh14.png")), np.asarray(Image.open(d / "four.png")))
+    # --mesh 2x2: two seeds at once, each split over two devices, equal to each seed's own run
+    assert cli.main(common + ["-o", str(d / "m22"), "--mesh", "2x2", "--seed", "0,1"]) == 0
+    assert cli.main(common + ["-o", str(d / "m11"), "--devices", "1", "--seed", "0,1"]) == 0
+    got = sorted((d / "m22").glob("*.png"))
+    assert len(got) == 2, got
+    for f in got:
+        a, b = (np.asarray(Image.open(x), np.int16) for x in (f, d / "m11" / f.name))
+        assert np.abs(a - b).max() <= 2 and np.abs(a - b).mean() < 0.05, (f.name, np.abs(a - b).max())
+    for bad in (["--mesh", "2x2", "--devices", "3", "--seed", "0,1"], ["--mesh", "2x2"], ["--mesh", "3x2"],
+                ["--mesh", "0x4"]):
+        assert cli.main(common + ["-o", str(d / "bad"), *bad]) == 2, bad
+    assert not (d / "bad").exists()
+    print("MESH ok")
+
+    # compile once on the sharded path: another learning rate, style weight and iteration count
+    # reuse the split program (values are arguments, and so are the shardings' shapes)
+    from conftest import CompileCounter
+    cfg = StyleConfig(**{{**base, "chunk_size": 7}}, optimizer="adam", learning_rate=0.02, iterations=7)
+    with CompileCounter() as count:
+        stylize(content, style, net, cfg, convention=vgg.CAFFE, devices=jax.devices())
+    assert count.traces == 1 and "chunk" in count.compiles, (count.traces, count.compiles)
+    with CompileCounter() as count:
+        r = stylize(content, style, net, cfg.replace(learning_rate=0.05, style_weight=3e3, iterations=11),
+                    convention=vgg.CAFFE, devices=jax.devices())
+    assert count.traces == 0 and "chunk" not in count.compiles, (count.traces, count.compiles)
+    assert r.iterations == 11 and len(r.state.v.sharding.device_set) == 4
+    print("COMPILE once sharded")
     print("OK")
     """
 )

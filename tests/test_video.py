@@ -133,6 +133,25 @@ def test_multipass_batches_equal_the_frames_run_one_by_one(vgg19_params):
     assert np.abs(got[1].output - frames[1]).max() > 0.01  # it did optimise
 
 
+def test_multipass_passes_and_blends_share_one_compiled_program(vgg19_params):
+    """Pass 0 (temporal weights 0), the forward and backward passes, and another blend or
+    temporal weight are one batched program: only values change between them."""
+    from conftest import CompileCounter
+
+    frames, back, fwd = make_clip(3, 24, 32, seed=4)
+    style = RNG.random((24, 32, 3)).astype(np.float32)
+    # a chunk length no other test uses: the batched chunk is traced here for the first time
+    cfg = StyleConfig(content_layers=("relu2_1",), style_layers=("relu1_1",), optimizer="adam",
+                      learning_rate=0.02, iterations=2, chunk_size=23, size=32)
+    with CompileCounter("_chunk_batch") as count:
+        video.stylize_multipass(frames, style, vgg19_params, cfg, list(back), list(fwd), passes=2, blend=0.5,
+                                batch_size=3, convention=vgg.CAFFE)
+        assert count.traces == 1, "the passes of one run compiled more than one program"
+        video.stylize_multipass(frames, style, vgg19_params, cfg.replace(temporal_weight=7.0), list(back),
+                                list(fwd), passes=1, blend=0.2, batch_size=3, convention=vgg.CAFFE)
+        assert count.traces == 1, "another blend or temporal weight recompiled"
+
+
 def test_video_files_and_frame_folders_read_back_what_was_written(tmp_path):
     frames, _, _ = make_clip(4, 32, 48, seed=0)
     _write_clip(tmp_path / "a.mp4", frames, audio_seconds=0.5)
@@ -266,8 +285,51 @@ def test_cli_video_folder_to_folder_multipass_resumes_after_its_last_pass(work, 
     assert not (work / "mp" / "pass.npy").exists()
 
 
+@pytest.mark.parametrize("case", ["truncated", "pickle", "wrong_shape", "wrong_dtype", "nan", "huge", "no_header"])
+def test_cli_multipass_ignores_a_hostile_pass_file_and_starts_over(work, capsys, case):
+    """A ``pass.npy`` in the job folder that is not what this job wrote is never unpickled or
+    trusted: the run starts again from pass 0 and gives the uninterrupted run's frames."""
+    import pickle
+
+    out = work / f"mp_hostile_{case}"
+    argv = ["video", work / "in", work / "style.png", "-o", out, "--weights", work / "syn.h5", "--method",
+            "multipass", "--passes", "1", "--every", "2", *SHALLOW]
+    ref = work / "mp_hostile_ref"
+    if not ref.exists():
+        code, _, err = _run([*argv[:4], ref, *argv[5:]], capsys)
+        assert code == 0, err
+    # the job folder as an interrupted run of this job leaves it (job.json), with a bad pass file
+    out.mkdir()
+    (out / "job.json").write_bytes((ref / "job.json").read_bytes())
+    good = np.zeros((2, 24, 32, 3), "<f4")  # 2 frames at the working size
+    pf = out / "pass.npy"
+    with open(pf, "wb") as f:
+        if case == "pickle":
+            pickle.dump({"passes": 1, "frames": good}, f)
+        elif case == "no_header":
+            np.lib.format.write_array(f, good, allow_pickle=False)
+        else:
+            np.lib.format.write_array(f, np.asarray([1], np.int64), allow_pickle=False)
+            body = {"wrong_shape": np.zeros((2, 24, 31, 3), "<f4"), "wrong_dtype": good.astype("<f8"),
+                    "nan": np.full_like(good, np.nan), "truncated": good, "huge": good}[case]
+            if case == "huge":  # a header declaring 10^12 frames over a few bytes
+                header = {"descr": "<f4", "fortran_order": False, "shape": (10**12, 24, 32, 3)}
+                np.lib.format.write_array_header_1_0(f, header)
+                f.write(b"\0" * 64)
+            else:
+                np.lib.format.write_array(f, body, allow_pickle=False)
+    if case == "truncated":
+        pf.write_bytes(pf.read_bytes()[:-100])
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    assert "resuming after pass" not in err and "pass 1/2 done" in err
+    for got, want in zip(_frames(out), _frames(ref), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("case, message", [
     ("text", "not a video FFmpeg can read"),
+    ("unknown_codec", "video codec is unknown to FFmpeg (no decoder)"),
     ("audio_only", "has no video stream"),
     ("empty_dir", "no frames"),
     ("sizes_change", "frame sizes must not change mid-clip"),
@@ -280,6 +342,12 @@ def test_cli_video_bad_input_is_one_error_line(work, tmp_path, capsys, case, mes
     if case == "text":
         src = tmp_path / "x.mp4"
         src.write_text("not a video at all\n" * 50)
+    elif case == "unknown_codec":
+        # a real MP4 whose sample entry names a codec FFmpeg has never heard of ('avc1' -> 'zzzz')
+        src = tmp_path / "odd.mp4"
+        data = (work / "clip.mp4").read_bytes()
+        assert data.count(b"avc1") >= 1
+        src.write_bytes(data.replace(b"avc1", b"zzzz"))
     elif case == "audio_only":
         src = tmp_path / "a.m4a"
         c = av.open(str(src), "w", format="mp4")
