@@ -15,15 +15,38 @@ import jax
 from .config import StyleConfig
 
 
+# Per pixel of the content, what XLA's compiled chunk holds (CPU, default preset, direct
+# convolutions; tests/test_many.py checks the model against it): Adam 2.44 kB in float32, 2.09 kB
+# with --precision bf16, 2.81 kB with --remat. XLA's CPU backend keeps float32 copies around its
+# bf16 convolutions (so bf16 saves 15 %, not half) and rematerialisation there keeps more, not less.
+# Accelerators are expected to save more with both (bf16 activations, remat's fewer stored
+# ones), but that is unmeasured (no GPU lent), so the model keeps the CPU's factors everywhere:
+# it may refuse a run on a GPU that would fit (--skip-memory-check), never the other way round.
+ACTIVATION_BYTES_PER_PIXEL = 320 * 4 * 2  # VGG19 up to conv5_1: ~320 floats a pixel, and their gradients
+PRECISION_FACTOR = {"bf16": 0.85}
+REMAT_FACTOR = 1.15
+
+
 def estimate_bytes_per_result(height: int, width: int, config: StyleConfig) -> int:
     """A rough upper estimate of the memory one result needs while it is optimised.
 
     VGG19 activations up to conv5_1 are about 320 floats per input pixel; the backward pass keeps
-    them and adds as much again for the gradients; L-BFGS keeps ``2 · memory`` image-sized vectors.
+    them and adds as much again for the gradients (scaled by ``PRECISION_FACTOR`` for bf16 and
+    ``REMAT_FACTOR`` for remat, as measured); the image-sized state (the variable, Adam's moments,
+    the best iterate, ...) is 8 images; L-BFGS keeps ``2 · memory`` image-sized float32 vectors.
+
+    Args:
+      height, width: the content's working size.
+      config: supplies the optimiser, its history, ``precision`` and ``remat``.
+
+    Returns:
+      Bytes.
     """
     pixels = height * width
-    # (remat is not counted as a saving: on XLA's CPU backend it measured no lower peak, BENCHMARKS.md)
-    bytes_ = pixels * 320 * 4 * 2 + pixels * 3 * 4 * 8
+    activations = ACTIVATION_BYTES_PER_PIXEL * PRECISION_FACTOR.get(config.precision, 1.0)
+    if config.remat:
+        activations *= REMAT_FACTOR
+    bytes_ = pixels * activations + pixels * 3 * 4 * 8
     if config.optimizer == "lbfgs":
         bytes_ += 2 * config.lbfgs_memory * pixels * 3 * 4
     return int(bytes_)

@@ -119,28 +119,45 @@ def search(recipe: str, budget: int, step: int, anchors: tuple[int, int], iterat
     rows = [trial(recipe, s, budget, iterations, timeout) for s in anchors]
     for r in rows:
         log(r)
-    (s0, r0), (s1, r1) = ((r["size"], _need(r)) for r in rows)
-    slope = (r1 - r0) / (s1 * s1 - s0 * s0)
-    guess = math.sqrt(max(budget - (r0 - slope * s0 * s0), 0) / slope) if slope > 0 else 2 * s1
-    size = max(int(guess) // step * step, s1 + step)
-    fit: Optional[int] = s1 if rows[1]["fits"] else None
-    fail: Optional[int] = None
-    while fail is None or fit is None or fail - fit > step:
+    broken = [r for r in rows if str(r.get("why", "")).startswith("exit")]
+    if broken:  # not a memory limit: nothing to search
+        return {"recipe": recipe, "largest_fit": None, "smallest_fail": None, "trials": rows,
+                "error": broken[0]["why"]}
+
+    def guess() -> int:
+        """Where the line through the two largest completed trials meets the budget (grid size)."""
+        done = sorted((r["size"], _need(r)) for r in rows if "peak_rss_bytes" in r)[-2:]
+        if len(done) < 2:
+            return 0
+        (s0, r0), (s1, r1) = done
+        slope = (r1 - r0) / (s1 * s1 - s0 * s0)
+        if slope <= 0:
+            return 2 * s1
+        return int(math.sqrt(max(budget - (r0 - slope * s0 * s0), 0) / slope)) // step * step
+
+    fit = max((r["size"] for r in rows if r["fits"]), default=None)
+    fail = min((r["size"] for r in rows if not r["fits"]), default=None)
+    while len(rows) < 10:
         if fit is not None and fail is not None:
-            size = (fit + fail) // 2 // step * step
-            if size in (fit, fail):
+            if fail - fit <= step:
                 break
+            size = max((fit + fail) // 2 // step * step, fit + step)
+        elif fit is None:
+            assert fail is not None
+            size = max(fail // 2 // step * step, step)
+            if size == fail:
+                break
+        else:
+            size = max(guess(), fit + step)
         r = trial(recipe, size, budget, iterations, timeout)
         rows.append(r)
         log(r)
+        if str(r.get("why", "")).startswith("exit"):
+            break
         if r["fits"]:
             fit = size if fit is None else max(fit, size)
-            size += step
         else:
             fail = size if fail is None else min(fail, size)
-            size -= step
-        if size <= 0 or len(rows) > 9:
-            break
     return {"recipe": recipe, "largest_fit": fit, "smallest_fail": fail, "trials": rows}
 
 
@@ -177,17 +194,22 @@ def main(argv: Optional[list[str]] = None) -> int:
         peak = f"{_need(fit_row) / gib:.2f} GiB" if fit_row else "-"
         if fit_row and fit_row.get("grown_history_bytes"):
             peak += " (incl. the grown history)"
+        if res.get("error"):
+            print(f"| {res['recipe']} | failed: {res['error']} | - | - |")
+            continue
         print(f"| {res['recipe']} | {res['largest_fit']}² | {peak} | {res['smallest_fail']}² |")
-    print("\n| recipe | size | peak RSS (measured) | nst-jax's model | model / measured | seconds |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("\n| recipe | size | peak RSS (measured) | + grown L-BFGS history (computed) | nst-jax's model | "
+          "model / measured | seconds |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for res in results:
         for r in sorted(res["trials"], key=lambda r: r["size"]):
             if "peak_rss_bytes" not in r:
-                print(f"| {r['recipe']} | {r['size']}² | > {args.budget_gib} GiB ({r['why']}) | "
+                print(f"| {r['recipe']} | {r['size']}² | > {args.budget_gib} GiB ({r['why']}) | - | "
                       f"{r['model_bytes'] / gib:.2f} GiB | - | {r['seconds']} |")
                 continue
             ratio = f"{r['model_bytes'] / r['peak_rss_bytes']:.2f}" if r["recipe"].startswith("nst-jax") else "-"
-            print(f"| {r['recipe']} | {r['size']}² | {r['peak_rss_bytes'] / gib:.2f} GiB | "
+            hist = f"{r['grown_history_bytes'] / gib:.2f} GiB" if r.get("grown_history_bytes") else "-"
+            print(f"| {r['recipe']} | {r['size']}² | {r['peak_rss_bytes'] / gib:.2f} GiB | {hist} | "
                   f"{r['model_bytes'] / gib:.2f} GiB | {ratio} | {r['seconds']} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -258,7 +258,7 @@ def child_jax(spec: dict, direct: bool = False) -> dict:
     out["peak_rss_first_run"] = _peak_rss()
     if spec.get("memory_only"):  # scripts/bench_largest.py: one run's peak, nothing else
         return {**out, "rss_base": rss_base, "peak_rss": out["peak_rss_first_run"],
-                "losses": [float(x) for x in np.asarray(first_losses)[:, 0]]}
+                "losses": [float(x) for x in np.asarray(first_losses).ravel()]}
     t0 = time.perf_counter()
     run_losses = stylize(content, style, params, cfg, iterations=n, seed=spec["seed"], convention=base,
                                   chunk_size=n).losses

@@ -115,8 +115,12 @@ def test_default_batch_size_caps_at_cpu_max_and_memory(monkeypatch):
     assert default_batch_size(256, 256, cfg, 8) == 1
 
 
-@pytest.mark.parametrize("optimizer", ["lbfgs"])  # (Adam's state is L-BFGS's minus the history: measured once)
-def test_memory_estimate_against_xlas_compiled_peak(optimizer, vgg19_params):
+@pytest.mark.parametrize("optimizer, precision, remat", [
+    ("lbfgs", "default", False),  # (Adam's state is L-BFGS's minus the history: measured once)
+    ("adam", "bf16", False),
+    ("adam", "default", True),
+])
+def test_memory_estimate_against_xlas_compiled_peak(optimizer, precision, remat, vgg19_params):
     """The per-result estimate against the buffers XLA assigns the real compiled chunk of the
     default preset (``memory_analysis``: temporaries + arguments + outputs − donated aliases), at
     two sizes. Per pixel the estimate is an upper bound within 1.5× of the measured slope; what
@@ -128,7 +132,7 @@ def test_memory_estimate_against_xlas_compiled_peak(optimizer, vgg19_params):
     from nst_jax.memory import RUN_OVERHEAD_BYTES
     from nst_jax.targets import compute_targets
 
-    cfg = preset("default").replace(optimizer=optimizer, conv_algorithm="direct")
+    cfg = preset("default").replace(optimizer=optimizer, conv_algorithm="direct", precision=precision, remat=remat)
     program, values = cfg.program(), cfg.values()
     p, spec = network.net_spec(vgg19_params, vgg.CAFFE)
     peak = {}
