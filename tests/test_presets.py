@@ -71,9 +71,11 @@ def test_loss_and_gradient_match_original(name, vgg19_params, images):
     (value, parts), grad = jax.value_and_grad(loss_fn, has_aux=True)(jnp.asarray(image))
     want, want_grad = _torch_loss(name, vgg19_params, content, style, image)
     assert float(value) == pytest.approx(want, rel=RTOL)
-    # pytorch (torchvision convention, max pooling): on the AMD EPYC the gradient differs from
-    # torch's by 2.1e-3 relative (1e-4 on the Xeon; the loss still agrees to 1e-4): not yet
-    # explained, recorded in issue 14's note
+    # pytorch (torchvision convention, max pooling): in session 4's full suite on an AMD EPYC the
+    # gradient differed from torch's by 2.1e-3 relative (the loss agreed to 1e-4). Run alone on
+    # session 5's EPYC it agrees to 4.5e-7, and both float32 gradients are within 4e-7 of torch's
+    # float64 one, so neither side's arithmetic is at fault; what in that suite run moved it is
+    # not found. The bound stays loose for this preset only.
     assert _rel(grad, want_grad) < (3e-3 if name == "pytorch" else RTOL)
     # the parts add up to the total, and the per-layer style terms to the style part
     assert float(parts["content"] + parts["style"] + parts["tv"]) == pytest.approx(float(value), rel=1e-5)
