@@ -68,9 +68,10 @@ def free_device_memory(device: Optional[jax.Device] = None) -> Optional[int]:
 
 
 # What a run holds besides the per-pixel part: weights, Winograd kernels (~0.4 GB), XLA's compiler.
-# Measured: peak RSS = ~1.2 GiB + ~5.1 kB/pixel for the default preset on CPU (BENCHMARKS.md), of
-# which ~0.4 GiB is the Python process with JAX loaded (not in the free memory any more).
-RUN_OVERHEAD_BYTES = 3 * 2**28  # 0.75 GiB
+# Measured with scripts/bench_largest.py (BENCHMARKS.md, "The largest image"): peak RSS = ~1.45 GiB
+# + 4.87 kB/pixel (default preset) or + 2.48 kB/pixel (Adam) on CPU, of which ~0.45 GiB is the
+# Python process with JAX loaded (not in the free memory any more).
+RUN_OVERHEAD_BYTES = 2**30
 
 
 def estimate_run_bytes(height: int, width: int, config: StyleConfig, *,
@@ -89,8 +90,10 @@ def estimate_run_bytes(height: int, width: int, config: StyleConfig, *,
         part is per device, the rest (host-side images, the one-off style pass) is not.
 
     Returns:
-      Bytes, a rough upper estimate (``estimate_bytes_per_result`` per result, plus the losses
-      array, the largest style's forward pass, the decoded and working images and the masks).
+      Bytes, a rough upper estimate: the larger of the optimisation (``estimate_bytes_per_result``
+      per result, plus the losses array) and the largest style's forward pass (the targets are
+      computed, and its activations freed, before the optimisation starts), plus the decoded and
+      working images and the masks.
     """
     pixels = height * width
     per_result = estimate_bytes_per_result(height, width, config) + 4 * config.iterations  # + the losses
@@ -98,7 +101,7 @@ def estimate_run_bytes(height: int, width: int, config: StyleConfig, *,
     working = 12 * (pixels + sum(h * w for h, w in style_shapes))
     decoded = 24 * decoded_pixels  # Pillow's decode and the float32 copy
     masks = 2 * 4 * regions * pixels
-    return int(batch * per_result / max(int(devices), 1) + style_pass + working + decoded + masks)
+    return int(max(batch * per_result / max(int(devices), 1), style_pass) + working + decoded + masks)
 
 
 def memory_shortfall(height: int, width: int, config: StyleConfig,
