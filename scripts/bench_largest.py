@@ -102,6 +102,7 @@ def trial(recipe: str, size: int, budget: int, iterations: int, timeout: float) 
             return row
         result = json.loads(out.read_text())
     row["peak_rss_bytes"] = int(result["peak_rss"])
+    row["rss_base_bytes"] = result.get("rss_base")  # the process with its framework and weights loaded
     row["fits"] = row["peak_rss_bytes"] <= budget
     if variant == "torch" and cfg.optimizer == "lbfgs":
         row["grown_history_bytes"] = 2 * cfg.lbfgs_memory * 3 * 4 * size * size
