@@ -1,5 +1,6 @@
 """Temporal consistency for video (Ruder, Dosovitskiy & Brox 2016, "Artistic style transfer for
-videos"): warping by optical flow, the forward-backward consistency masks, the temporal loss.
+videos"): warping by optical flow, the forward-backward consistency masks, the temporal loss and
+the long-term loss's combined target.
 
 Pure, differentiable JAX functions; the flows themselves come from outside (OpenCV, or a clip whose
 flow is known). Conventions:
@@ -10,17 +11,19 @@ flow is known). Conventions:
 * Samples are bilinear (``jax.scipy.ndimage.map_coordinates``, order 1); a sample outside the
   image takes the nearest border pixel and is marked invalid in :func:`warp_valid`.
 
-This module is the first step of video support (issue 15): the frame loop, flow estimation and
-the CLI are still to come.
+The frame loops are in ``video``, flow estimation in ``flow``, the command in ``cli_video``.
 """
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.ndimage import map_coordinates
 
-__all__ = ["consistency_mask", "temporal_loss", "warp", "warp_valid"]
+__all__ = ["consistency_mask", "long_term_target", "temporal_loss", "warp", "warp_valid"]
 
 
 def _coords(flow: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -95,3 +98,40 @@ def temporal_loss(image: jax.Array, warped_prev: jax.Array, mask: jax.Array) -> 
       a scalar.
     """
     return jnp.sum(mask[..., None] * jnp.square(image - warped_prev)) / image.size
+
+
+def long_term_target(warped: Sequence[Any], masks: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Ruder et al.'s long-term temporal loss over several earlier frames, as one (target, weights).
+
+    The paper's long-term loss for frame i is ``Σ_j (1/D) Σ c_long_j · (x − ω_j)²`` over j ∈ J,
+    with ω_j frame i − j stylised and warped to frame i, and
+    ``c_long_j = max(c_j − Σ_{l ∈ J, l < j} c_l, 0)``: each pixel is held to the nearest earlier
+    frame where it is visible. Its gradient is ``(2/D) W (x − T)`` with ``W = Σ_j c_long_j`` and
+    ``T = Σ_j c_long_j ω_j / W``, so the objective's single temporal term with target T and weights
+    W is the long-term loss: the same gradient, and the same value for 0/1 masks (the c_long are
+    then disjoint); otherwise the value differs by a constant in x. One compiled program serves
+    short- and long-term runs alike.
+
+    Args:
+      warped: ω_j, H×W×C, in the order of J ascending (nearest frame first).
+      masks: c_j, H×W, the consistency weights of each pair (i, i − j) (:func:`consistency_mask`).
+
+    Returns:
+      (T H×W×C float32, W H×W float32).
+    """
+    if len(warped) != len(masks) or not warped:
+        raise ValueError(f"{len(warped)} warped frames for {len(masks)} masks (at least one of each)")
+    if len(warped) == 1:  # J = (j,): c_long = c, the term itself (exactly, not c·ω / c)
+        return np.asarray(warped[0], np.float32), np.maximum(np.asarray(masks[0], np.float32), 0.0)
+    earlier = np.zeros(np.shape(masks[0]), np.float32)
+    weights = np.zeros_like(earlier)
+    total = np.zeros(np.shape(warped[0]), np.float32)
+    for w, c in zip(warped, masks):
+        c = np.asarray(c, np.float32)
+        c_long = np.maximum(c - earlier, 0.0)
+        earlier += c
+        weights += c_long
+        total += c_long[..., None] * np.asarray(w, np.float32)
+    target = np.where(weights[..., None] > 0, total / np.maximum(weights, 1e-30)[..., None], np.asarray(warped[0], np.float32))
+    return target.astype(np.float32), weights
+

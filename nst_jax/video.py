@@ -85,7 +85,9 @@ def stylize_independent(frames: Sequence[ImageLike], style: Any, params: Any, co
 def stylize_sequential(frames: Sequence[ImageLike], style: Any, params: Any, config: StyleConfig,
                        flows_back: Sequence[Optional[ImageLike]], *,
                        flows_fwd: Optional[Sequence[Optional[ImageLike]]] = None, seed: int = 0,
-                       convention: Any = None, callback: Optional[Callable[[int, Result], None]] = None
+                       convention: Any = None, callback: Optional[Callable[[int, Result], None]] = None,
+                       long_term: Sequence[int] = (1,),
+                       pair_flows: Optional[Callable[[int, int], tuple[ImageLike, Optional[ImageLike]]]] = None
                        ) -> list[Result]:
     """Ruder et al.'s sequential algorithm with the short-term temporal loss.
 
@@ -101,10 +103,21 @@ def stylize_sequential(frames: Sequence[ImageLike], style: Any, params: Any, con
       flows_fwd: per frame t, the flow from t−1 to t, for the disocclusion and motion-boundary test
         (without them only pixels warped from outside the frame are excluded).
       callback: called with (frame index, its result) after each frame.
+      long_term: J, the earlier frames (offsets) the temporal term holds frame t to: ``(1,)`` is
+        the short-term loss; e.g. ``(1, 2, 4)`` is the paper's long-term loss
+        (:func:`temporal.long_term_target`: each pixel to the nearest frame where it is visible).
+        Frame t still starts from frame t − 1 warped.
+      pair_flows: ``pair_flows(t, j)`` gives (the flow from frame t to t − j, the one back, or
+        None), for every j > 1 in ``long_term`` (j = 1 uses ``flows_back``/``flows_fwd``).
 
     Returns:
       one ``Result`` per frame (``output`` is the frame's stylised image).
     """
+    offsets = sorted({int(j) for j in long_term})
+    if not offsets or offsets[0] < 1:
+        raise ValueError(f"long_term offsets must be >= 1, got {tuple(long_term)}")
+    if offsets != [1] and pair_flows is None:
+        raise ValueError("long_term offsets above 1 need pair_flows(t, j)")
     if len(flows_back) != len(frames):
         raise ValueError(f"{len(flows_back)} flows for {len(frames)} frames (entry 0 is unused)")
     masks = frame_masks(flows_back, flows_fwd)
@@ -118,8 +131,24 @@ def stylize_sequential(frames: Sequence[ImageLike], style: Any, params: Any, con
             warped = np.asarray(temporal.warp(prev, jnp.asarray(flows_back[t], jnp.float32)))
             mask = masks[t]
             assert mask is not None  # (every frame after the first has one)
+            target: tuple[Any, Any] = (warped, mask)
+            if offsets != [1]:
+                ws, cs = [], []
+                for j in (j for j in offsets if j <= t):
+                    if j == 1:
+                        ws.append(warped)
+                        cs.append(mask)
+                        continue
+                    assert pair_flows is not None
+                    to_j, back_j = pair_flows(t, j)
+                    to_j = jnp.asarray(to_j, jnp.float32)
+                    ws.append(np.asarray(temporal.warp(jnp.asarray(results[t - j].output, jnp.float32), to_j)))
+                    cs.append(np.asarray(temporal.warp_valid(to_j) if back_j is None else
+                                         temporal.consistency_mask(to_j, jnp.asarray(back_j, jnp.float32))))
+                # (no offset reaches back this far yet: a term of weight 0, the same program)
+                target = temporal.long_term_target(ws, cs) if ws else (warped, np.zeros_like(mask))
             r = stylize(frame, style, params, config, seed=seed, convention=convention, init_image=warped,
-                        temporal=(warped, mask))
+                        temporal=target)
         results.append(r)
         if callback is not None:
             callback(t, r)

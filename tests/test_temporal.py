@@ -164,3 +164,88 @@ def test_temporal_frames_share_one_compiled_chunk_and_its_weight_is_a_value(vgg1
         video.stylize_sequential(frames[:2], style, vgg19_params, cfg.replace(temporal_weight=5.0), list(back[:2]),
                                  flows_fwd=list(fwd[:2]), convention=vgg.CAFFE)
         assert count.traces == 1
+
+
+def test_long_term_target_is_the_papers_sum_over_earlier_frames():
+    """``long_term_target`` against Ruder et al.'s long-term loss written out in numpy:
+    Σ_j (1/D) Σ c_long_j (x − ω_j)², c_long_j = max(c_j − Σ_{l<j} c_l, 0)."""
+    h, w, c = 6, 7, 3
+    warped = [RNG.random((h, w, c)).astype(np.float32) for _ in range(3)]
+    x = RNG.random((h, w, c)).astype(np.float32)
+    for binary in (True, False):
+        masks = [((RNG.random((h, w)) > 0.4) if binary else RNG.random((h, w))).astype(np.float32) for _ in range(3)]
+        value, grad = 0.0, np.zeros((h, w, c))
+        for j in range(3):
+            c_long = np.zeros((h, w))
+            for yy in range(h):
+                for xx in range(w):
+                    c_long[yy, xx] = max(masks[j][yy, xx] - sum(masks[l][yy, xx] for l in range(j)), 0.0)
+            diff = x.astype(np.float64) - warped[j]
+            value += np.sum(c_long[..., None] * diff ** 2) / x.size
+            grad += 2 * c_long[..., None] * diff / x.size
+        target, weights = temporal.long_term_target(warped, masks)
+        got, got_grad = jax.value_and_grad(temporal.temporal_loss)(jnp.asarray(x), jnp.asarray(target),
+                                                                  jnp.asarray(weights))
+        np.testing.assert_allclose(np.asarray(got_grad), grad, rtol=1e-5, atol=1e-7)
+        if binary:  # disjoint c_long: the value too (else it differs by a constant in x)
+            np.testing.assert_allclose(float(got), value, rtol=1e-5)
+    target, weights = temporal.long_term_target(warped[:1], masks[:1])  # J = (1,): the short-term term
+    np.testing.assert_array_equal(target, warped[0])
+    np.testing.assert_array_equal(weights, masks[0])
+
+
+def _compose(a, b):
+    """The flow of two steps: ``a`` from frame t to t−1, ``b`` from t−1 to t−2 (as ``warp`` takes them)."""
+    return np.asarray(jnp.asarray(a) + temporal.warp(jnp.asarray(b), jnp.asarray(a)))
+
+
+def test_long_term_sequential_holds_frames_to_two_frames_back(vgg19_params, monkeypatch):
+    from make_clip import make_clip
+
+    from nst_jax import StyleConfig, video, vgg
+
+    frames, back, fwd = make_clip(4, 32, 40, seed=0)
+    style = RNG.random((32, 40, 3)).astype(np.float32)
+    cfg = StyleConfig(content_layers=("relu2_2",), style_layers=("relu1_1", "relu2_1"), optimizer="adam",
+                      learning_rate=0.02, iterations=20, chunk_size=20, size=40, temporal_weight=200.0)
+
+    def pair_flows(t, j):
+        assert j == 2 and t >= 2
+        return _compose(back[t], back[t - 1]), _compose(fwd[t - 1], fwd[t])
+
+    # The clip's shapes never cover a pixel for just one frame, so the paper's c_long_2 would be 0
+    # everywhere; make the pairs (t, t−1) report an occlusion in a block (a forward flow that does
+    # not come back), which the pairs (t, t−2) see through: there the long-term term holds frame t
+    # to frame t−2, and the short-term run leaves it free.
+    fwd_occluded = [None] + [f.copy() for f in fwd[1:]]
+    for f in fwd_occluded[1:]:
+        f[8:20, 10:24] += 5.0
+    common = dict(flows_fwd=fwd_occluded, convention=vgg.CAFFE)
+    short = video.stylize_sequential(frames, style, vgg19_params, cfg, list(back), **common)
+    seen = []
+    original = video.stylize
+
+    def capture(*a, **k):
+        seen.append(k["temporal"])
+        return original(*a, **k)
+
+    monkeypatch.setattr(video, "stylize", capture)
+    long = video.stylize_sequential(frames, style, vgg19_params, cfg, list(back), long_term=(1, 2),
+                                    pair_flows=pair_flows, **common)
+    for t in (0, 1):  # nothing reaches two frames back yet: the short-term run's frames
+        np.testing.assert_array_equal(long[t].output, short[t].output)
+    # frame t's term, built here from the paper's definition: the pair (t, t−1) where it is
+    # consistent, else the pair (t, t−2) where that one is
+    for t in (2, 3):
+        target, weights = seen[t]
+        c1 = np.asarray(temporal.consistency_mask(jnp.asarray(back[t]), jnp.asarray(fwd_occluded[t])))
+        f2, b2 = pair_flows(t, 2)
+        c2 = np.asarray(temporal.consistency_mask(jnp.asarray(f2), jnp.asarray(b2)))
+        w1 = np.asarray(temporal.warp(jnp.asarray(long[t - 1].output), jnp.asarray(back[t])))
+        w2 = np.asarray(temporal.warp(jnp.asarray(long[t - 2].output), jnp.asarray(f2)))
+        assert ((c1 == 0) & (c2 == 1)).sum() > 50  # the block, seen through two frames back
+        np.testing.assert_array_equal(weights, np.maximum(c1, c2))
+        use2 = (c1 == 0) & (c2 == 1)
+        np.testing.assert_allclose(target[use2], w2[use2], atol=1e-6)
+        np.testing.assert_allclose(target[c1 == 1], w1[c1 == 1], atol=1e-6)
+    assert np.abs(long[3].output - short[3].output).max() > 0  # and the frames follow it
