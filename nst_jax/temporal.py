@@ -132,6 +132,7 @@ def long_term_target(warped: Sequence[Any], masks: Sequence[Any]) -> tuple[np.nd
         earlier += c
         weights += c_long
         total += c_long[..., None] * np.asarray(w, np.float32)
-    target = np.where(weights[..., None] > 0, total / np.maximum(weights, 1e-30)[..., None], np.asarray(warped[0], np.float32))
+    # (where no frame sees the pixel, W = 0 and the target is irrelevant: the nearest frame's)
+    target = np.where(weights[..., None] > 0, total / np.maximum(weights, 1e-30)[..., None],
+                      np.asarray(warped[0], np.float32))
     return target.astype(np.float32), weights
-

@@ -45,13 +45,20 @@ def frame_masks(flows_back: Sequence[Optional[ImageLike]], flows_fwd: Optional[S
     """
     out: list[Optional[np.ndarray]] = [None]
     for t in range(1, len(flows_back)):
-        back = jnp.asarray(flows_back[t], jnp.float32)
-        if flows_fwd is not None and flows_fwd[t] is not None:
-            mask = temporal.consistency_mask(back, jnp.asarray(flows_fwd[t], jnp.float32))
-        else:
-            mask = temporal.warp_valid(back)
-        out.append(np.asarray(mask))
+        back = flows_back[t]
+        if back is None:
+            raise ValueError(f"frame {t} has no backward flow")
+        out.append(_pair_mask(back, None if flows_fwd is None else flows_fwd[t]))
     return out
+
+
+def _pair_mask(to_prev: ImageLike, from_prev: Optional[ImageLike]) -> np.ndarray:
+    """The consistency weights of one pair of frames (the flow to the earlier frame and the one
+    back), or, without the flow back, only where the warp samples inside the frame."""
+    to_prev = jnp.asarray(to_prev, jnp.float32)
+    if from_prev is None:
+        return np.asarray(temporal.warp_valid(to_prev))
+    return np.asarray(temporal.consistency_mask(to_prev, jnp.asarray(from_prev, jnp.float32)))
 
 
 def no_temporal(frame: ImageLike) -> tuple[np.ndarray, np.ndarray]:
@@ -141,10 +148,9 @@ def stylize_sequential(frames: Sequence[ImageLike], style: Any, params: Any, con
                         continue
                     assert pair_flows is not None
                     to_j, back_j = pair_flows(t, j)
-                    to_j = jnp.asarray(to_j, jnp.float32)
-                    ws.append(np.asarray(temporal.warp(jnp.asarray(results[t - j].output, jnp.float32), to_j)))
-                    cs.append(np.asarray(temporal.warp_valid(to_j) if back_j is None else
-                                         temporal.consistency_mask(to_j, jnp.asarray(back_j, jnp.float32))))
+                    ws.append(np.asarray(temporal.warp(jnp.asarray(results[t - j].output, jnp.float32),
+                                                       jnp.asarray(to_j, jnp.float32))))
+                    cs.append(_pair_mask(to_j, back_j))
                 # (no offset reaches back this far yet: a term of weight 0, the same program)
                 target = temporal.long_term_target(ws, cs) if ws else (warped, np.zeros_like(mask))
             r = stylize(frame, style, params, config, seed=seed, convention=convention, init_image=warped,

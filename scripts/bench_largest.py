@@ -71,12 +71,9 @@ def trial(recipe: str, size: int, budget: int, iterations: int, timeout: float) 
     row: dict[str, Any] = {"recipe": recipe, "size": size, "model_bytes": model}
     with tempfile.TemporaryDirectory(prefix="nst-largest-") as tmp:
         work = Path(tmp)
-        spec = {"config": cfg.to_dict(), "iterations": iterations, "repeats": 1, "styles": 1, "device": "cpu",
-                "weights": None, "arch": "vgg19", "seed": 0, "compilation_cache": None, "memory_only": True,
-                **benchmark.prepare_inputs(args, cfg, work)}
-        (work / "spec.json").write_text(json.dumps(spec))
+        spec = benchmark.write_spec(args, cfg, work, memory_only=True)
         env = dict(os.environ, JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
-        cmd = [sys.executable, str(HERE / "benchmark.py"), "--child", variant, "--spec", str(work / "spec.json"),
+        cmd = [sys.executable, str(HERE / "benchmark.py"), "--child", variant, "--spec", str(spec),
                "--child-out", str(work / "out.json")]
         t0 = time.time()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -184,6 +184,18 @@ def prepare_inputs(args: argparse.Namespace, cfg, workdir: Path) -> dict[str, An
     return {"inputs": str(path), "convention": base.to_dict(), "effective_convention": eff.to_dict()}
 
 
+def write_spec(args: argparse.Namespace, cfg, workdir: Path, **extra: Any) -> Path:
+    """The children's spec (config, run sizes, inputs) as ``workdir/spec.json``; ``extra`` keys
+    are added (``memory_only``: scripts/bench_largest.py)."""
+    spec = {"config": cfg.to_dict(), "iterations": args.iterations, "repeats": args.repeats,
+            "styles": args.styles, "device": args.device, "weights": args.weights, "arch": args.arch,
+            "seed": args.seed, "compilation_cache": args.compilation_cache,
+            **prepare_inputs(args, cfg, workdir), **extra}
+    path = workdir / "spec.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
 # --------------------------------------------------------------------------------------------
 # children
 
@@ -644,12 +656,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="nst-bench-") as tmp:
         workdir = Path(tmp)
-        spec = {"config": cfg.to_dict(), "iterations": args.iterations, "repeats": args.repeats,
-                "styles": args.styles, "device": args.device, "weights": args.weights, "arch": args.arch,
-                "seed": args.seed, "compilation_cache": args.compilation_cache,
-                **prepare_inputs(args, cfg, workdir)}
-        spec_path = workdir / "spec.json"
-        spec_path.write_text(json.dumps(spec))
+        spec_path = write_spec(args, cfg, workdir)
         for v in variants:
             venv = dict(env)
             if v.startswith("nst-jax") and args.xla_flags is not None:

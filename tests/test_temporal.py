@@ -230,8 +230,12 @@ def test_long_term_sequential_holds_frames_to_two_frames_back(vgg19_params, monk
         return original(*a, **k)
 
     monkeypatch.setattr(video, "stylize", capture)
-    long = video.stylize_sequential(frames, style, vgg19_params, cfg, list(back), long_term=(1, 2),
-                                    pair_flows=pair_flows, **common)
+    from conftest import CompileCounter
+
+    with CompileCounter() as count:  # the combined term is a value: the short-term run's program
+        long = video.stylize_sequential(frames, style, vgg19_params, cfg, list(back), long_term=(1, 2),
+                                        pair_flows=pair_flows, **common)
+    assert count.traces == 0 and "jit(chunk)" not in count.compiles, (count.traces, count.compiles)
     for t in (0, 1):  # nothing reaches two frames back yet: the short-term run's frames
         np.testing.assert_array_equal(long[t].output, short[t].output)
     # frame t's term, built here from the paper's definition: the pair (t, t−1) where it is
