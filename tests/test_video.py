@@ -65,6 +65,8 @@ def test_opencv_flow_follows_temporal_warps_convention_and_the_true_flow():
     est = flow.estimate(frames[1], frames[0], "dis")
     epe = np.linalg.norm(est - back[1], axis=-1)
     assert np.median(epe) < 0.3, np.median(epe)
+    # flow.estimate's finer DIS settings: mean error 0.10 px here (the MEDIUM preset's was 0.33)
+    assert epe.mean() < 0.2, epe.mean()
     warped = np.asarray(temporal.warp(jnp.asarray(frames[0]), jnp.asarray(est)))
     assert np.abs(warped - frames[1]).mean() < 0.6 * np.abs(frames[0] - frames[1]).mean()
 
