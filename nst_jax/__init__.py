@@ -15,14 +15,34 @@ The data path, a module a stage: ``image`` (files, resizing) -> ``network`` / ``
 ``batching`` (many results in one program); ``control`` (colours, scales) and ``cli`` sit on top.
 """
 
-from .config import StyleConfig
-from .errors import ConfigError, ImageError, NSTError, NSTWarning, WeightsError
-from .presets import PRESETS, preset
-from .batching import ManyResult, stylize_many
-from .config import Program, Values
-from .engine import Result, stylize
-from .objective import make_loss_fn
-from .weights import Network, load_weights
+# The names below are imported on first use (PEP 562), so that ``import nst_jax.entry`` (the
+# console script) is instant and can install its signal handlers before JAX loads.
+_LAZY = {
+    "StyleConfig": "config", "Program": "config", "Values": "config",
+    "ConfigError": "errors", "ImageError": "errors", "NSTError": "errors", "NSTWarning": "errors",
+    "WeightsError": "errors", "PRESETS": "presets", "preset": "presets", "ManyResult": "batching",
+    "stylize_many": "batching", "Result": "engine", "stylize": "engine", "make_loss_fn": "objective",
+    "Network": "weights", "load_weights": "weights",
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    module = _LAZY.get(name)
+    if module is None:  # a submodule (``nst_jax.vgg``), as when every module was imported eagerly
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError:
+            raise AttributeError(f"module 'nst_jax' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "StyleConfig", "Program", "Values", "preset", "PRESETS", "make_loss_fn", "stylize", "stylize_many", "Result", "ManyResult",

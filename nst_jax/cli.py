@@ -151,6 +151,8 @@ class _Signals:
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> "_Signals":
+        if _EARLY:  # a signal while loading whose exception a garbage-collection callback swallowed
+            raise KeyboardInterrupt if _EARLY[-1] == signal.SIGINT else _Terminated()
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
         return self
@@ -464,12 +466,13 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     # Recorded in the checkpoint: what a resumed run may replace (intermediates follow from -o).
     written = [str(pathlib.Path(q).expanduser().resolve()) for q in [out, montage, loss_plot, ckpt] if q is not None]
     # Sizes and memory from the headers, before any image is decoded or resized.
-    plan = cli_plan.plan_sizes(args.content, args.styles, cfg, args.max_pixels, init_path)
-    cli_plan.check_memory(args, plan, cfg, regions=len(styles) if args.content_mask else 0)
+    plan = cli_plan.plan_sizes(args.content, args.styles, cfg, args.max_pixels, init_path, scales=scales)
     if args.content_mask:
         image.image_size(args.content_mask, max_pixels=args.max_pixels or image.DEFAULT_MAX_PIXELS)
+    # The weights before the memory check: a user without weights hears about that first.
     net = _load_network(cfg, args.weights, download=not args.no_download)
     _warn_not_pretrained(net)
+    cli_plan.check_memory(args, plan, cfg, regions=len(styles) if args.content_mask else 0)
     content, styles, init, hw = cli_plan.working_images(args.content, args.styles, cfg, args.max_pixels, init_path)
     masks = None
     if args.content_mask:
@@ -546,7 +549,8 @@ def enable_compilation_cache() -> Optional[str]:
         import jax
 
         jax.config.update("jax_compilation_cache_dir", path)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:  # (JAX's own variable wins)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     except (OSError, AttributeError, ValueError):
         return None
     return path
@@ -557,8 +561,15 @@ class _Terminated(BaseException):
     so ``finally`` blocks remove temporary files."""
 
 
-def _on_sigterm(signum, frame) -> None:
-    raise _Terminated()
+# Signals seen outside a run's own handler (loading, converting, downloading). Process-wide, as
+# signals are: Python drops an exception raised in a garbage-collection callback (JAX has one) with
+# only an "Exception ignored" note, so the next run's ``_Signals`` looks here too.
+_EARLY: list[int] = []
+
+
+def _on_signal(signum, frame) -> None:
+    _EARLY.append(signum)
+    raise KeyboardInterrupt if signum == signal.SIGINT else _Terminated()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -566,10 +577,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     warnings.showwarning = _show_warning
+    _EARLY.clear()
     try:
-        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+        old_handlers = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread (a library caller): leave signals alone
-        old_term = None
+        old_handlers = {}
     try:
         if argv[:1] == ["bench"]:  # everything after it belongs to scripts/benchmark.py
             return cli_info.cmd_bench(argv[1:])
@@ -608,8 +620,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     finally:
         warnings.showwarning = _default_showwarning
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+        for sig, old in old_handlers.items():
+            signal.signal(sig, old)
 
 
 if __name__ == "__main__":

@@ -162,6 +162,9 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
     seeds = tuple(args.seed)
     members = members_of(len(styles), per_style, sweep, seeds)
     ext = "." + args.format.lower().lstrip(".")
+    if ext not in image.IMAGE_EXTENSIONS:  # a format is an extension, never a path ("png/../../x.png")
+        raise ConfigError(f"--format {args.format!r:.60}: give one of "
+                          f"{', '.join(sorted(e.lstrip('.') for e in image.IMAGE_EXTENSIONS))}")
     outdir = pathlib.Path(args.output)
     if outdir.exists() and not outdir.is_dir():
         raise ImageError(f"{outdir}: exists and is not a directory (several results are written into -o DIR)")
@@ -180,16 +183,17 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
     grid_path = image.check_output_path(args.grid, overwrite=args.overwrite) if args.grid else None
     files.refuse_clashes({"content": args.content, **{f"style {i + 1}": st for i, st in enumerate(styles)},
                           "--weights": args.weights},
-                         {**{f"output {o.name}": o for o in outs}, "manifest": manifest_path, "--grid": grid_path})
+                         {**{f"output {k + 1} ({o.name})": o for k, o in enumerate(outs)}, "manifest": manifest_path,
+                          "--grid": grid_path})  # (one label a member: two resolving to one file are found)
     if init_path is not None:
         raise ConfigError("--init FILE is not supported with several results; use --init content/noise/...")
     configs = [cfg.replace(**dict(m.values)) for m in members]  # validates every swept value
     # Sizes and memory from the headers, before any image is decoded; an explicit --batch-size
     # is checked as given (the default batch is what fits).
-    plan = cli_plan.plan_sizes(args.content, styles, cfg, args.max_pixels)
-    cli_plan.check_memory(args, plan, cfg, batch=min(args.batch_size or 1, max(len(mine), 1)))
+    plan = cli_plan.plan_sizes(args.content, styles, cfg, args.max_pixels, scales=cli._scales(args.scales))
     net = cli._load_network(cfg, args.weights, download=not args.no_download)
     cli._warn_not_pretrained(net)
+    cli_plan.check_memory(args, plan, cfg, batch=min(args.batch_size or 1, max(len(mine), 1)))
     content, style_imgs, _, hw = cli_plan.working_images(args.content, styles, cfg, args.max_pixels)
     blend = cfg.style_blend_weights
     blended = style_imgs if blend is None else list(zip(style_imgs, blend))

@@ -26,20 +26,25 @@ class Plan:
 
 
 def plan_sizes(content_path: str, style_paths: Sequence[str], cfg: StyleConfig, max_pixels: Optional[int],
-               init_path: Optional[str] = None) -> Plan:
+               init_path: Optional[str] = None, scales=None) -> Plan:
     """Working sizes from the image headers alone, each checked against ``max_pixels``.
+
+    Under ``scales`` (coarse-to-fine) every scale's shape is planned and checked too (the
+    schedule must rise to the final size, so the final scale is the largest).
 
     Raises:
       ImageError: an input is missing, unreadable or over ``max_pixels``.
       ConfigError: a working size (``--size``, ``--shape``, ``--style-scale``) over ``max_pixels``.
     """
     from . import image
-    from .scales import style_working_shape
+    from .scales import run_shapes, style_working_shape
 
     limit = image.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     h0, w0 = image.image_size(content_path, max_pixels=limit)
     shape = content_working_shape(cfg, h0, w0)
     _check_working(shape, "the working image", "--size/--shape", limit)
+    for scale_shape in run_shapes(shape, scales):
+        _check_working(scale_shape, "a scale's image", "--scales", limit)
     styles, biggest = [], h0 * w0
     for path in style_paths:
         sh, sw = image.image_size(path, max_pixels=limit)
@@ -107,11 +112,13 @@ def working_images(content_path: str, style_paths: Sequence[str], cfg: StyleConf
 # commands
 
 
-def check_memory(args: argparse.Namespace, plan: Plan, cfg: StyleConfig, *, batch: int = 1, regions: int = 0) -> None:
+def check_memory(args: argparse.Namespace, plan: Plan, cfg: StyleConfig, *, batch: int = 1, regions: int = 0,
+                 held_bytes: int = 0) -> None:
     """A clear error before the run (before any image is decoded) when it will not fit in free memory.
 
     Counts everything image-sized the run holds: the content's optimisation (times the batch),
-    each style's forward pass at its own size, the decoded inputs, masks and the losses.
+    each style's forward pass at its own size, the decoded inputs, masks and the losses, and
+    ``held_bytes`` that the command keeps besides (video multi-pass: every frame and its flows).
     """
     from . import memory
 
@@ -124,7 +131,8 @@ def check_memory(args: argparse.Namespace, plan: Plan, cfg: StyleConfig, *, batc
     if jax.default_backend() == "cpu":
         devices = 1  # host "devices" share this machine's memory: splitting the image saves none of it
     short = memory.memory_shortfall(height, width, cfg, style_shapes=plan.style_shapes, batch=batch,
-                                      regions=regions, decoded_pixels=plan.decoded_pixels, devices=devices)
+                                      regions=regions, decoded_pixels=plan.decoded_pixels, devices=devices,
+                                      held_bytes=held_bytes)
     if short is not None:
         need, free, fits = short
 
@@ -132,7 +140,9 @@ def check_memory(args: argparse.Namespace, plan: Plan, cfg: StyleConfig, *, batc
             return f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"
 
         advice = (f"use --size {fits} or smaller" if fits >= 16 else "use a smaller --size or free some memory")
-        if batch > 1:
+        if held_bytes:
+            advice += ", fewer frames (--frames A:B) or --method sequential (it holds one frame at a time)"
+        elif batch > 1:
             advice += " or a smaller --batch-size"
         elif jax.default_backend() != "cpu" and len(jax.local_devices()) > devices:
             advice += f" or --devices {len(jax.local_devices())} (the image split over them)"

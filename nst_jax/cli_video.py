@@ -24,6 +24,9 @@ import numpy as np
 from .errors import ConfigError, ImageError, NSTError
 
 METHODS = ("sequential", "multipass", "independent")
+# What multi-pass holds per pixel of every frame, in float32s: the frames (3), both flows (2 + 2),
+# the last pass (3), a pass's start images (3), targets (3) and masks (1).
+MULTIPASS_FLOATS_PER_PIXEL = 17
 JOB_FILE = "job.json"
 
 
@@ -86,6 +89,25 @@ def _frame_name(t: int) -> str:
     return f"frame_{t:06d}.png"
 
 
+def _held_job(work: pathlib.Path) -> tuple[bool, Optional[dict]]:
+    """(whether ``work/job.json`` exists, the job it records or None when unreadable or not a small
+    regular file: a FIFO there must not hang the run)."""
+    from . import files
+
+    marker = work / JOB_FILE
+    if not (marker.exists() or marker.is_symlink()):
+        return False, None
+    if marker.is_symlink() or not marker.is_file():
+        raise ImageError(f"{marker}: not a regular file (nst-jax writes {JOB_FILE} itself); remove it or give "
+                         "another -o")
+    raw = files.read_small(marker, 1 << 20, follow_links=False)
+    try:
+        held = json.loads(raw) if raw is not None else None
+    except ValueError:
+        held = None
+    return True, held if isinstance(held, dict) else None
+
+
 def _prepare_work_dir(work: pathlib.Path, job: dict, overwrite: bool, label: str) -> int:
     """Make sure ``work`` is this job's frame folder; return how many frames are already done."""
     from . import files
@@ -93,23 +115,18 @@ def _prepare_work_dir(work: pathlib.Path, job: dict, overwrite: bool, label: str
     marker = work / JOB_FILE
     if work.exists() and not work.is_dir():
         raise ImageError(f"{work}: exists and is not a folder; {label}")
-    if work.is_dir() and not marker.exists() and any(work.iterdir()):
+    files.clean_stale(marker, marker.suffix)  # a job.json write killed part-way (SIGKILL) left its temp file
+    exists, held = _held_job(work)
+    if work.is_dir() and not exists and any(not files.is_temp_name(e.name) for e in work.iterdir()):
         raise ImageError(f"{work}: the folder holds files nst-jax did not write; give another -o")
-    held = None
-    if marker.exists():
-        try:
-            with open(marker, "rb") as f:
-                held = json.loads(f.read(1 << 20))
-        except (OSError, ValueError):
-            held = None
-        if held != job:
-            if not overwrite:
-                raise ImageError(f"{work}: holds the frames of another job (other inputs or settings); pass "
-                                 "--overwrite to start afresh, or give another -o")
-            for stale in [*work.glob("frame_*.png"), *work.glob("pass.*")]:
-                stale.unlink()
-            held = None
-    files.atomic_write(marker, lambda f: f.write(json.dumps(job, indent=1).encode()), overwrite=True)
+    if exists and held != job:
+        if not overwrite:
+            raise ImageError(f"{work}: holds the frames of another job (other inputs or settings); pass "
+                             "--overwrite to start afresh, or give another -o")
+        for stale in [*work.glob("frame_*.png"), *work.glob("pass.*")]:
+            stale.unlink()
+    if held != job:
+        files.atomic_write(marker, lambda f: f.write(json.dumps(job, indent=1).encode()), overwrite=True)
     done = 0
     while (work / _frame_name(done)).exists():
         done += 1
@@ -143,14 +160,26 @@ def cmd_video(args: argparse.Namespace) -> int:
     to_file = video_io.is_video_path(out)
     if not to_file and out.suffix.lower() in image.IMAGE_EXTENSIONS:
         raise ConfigError(f"{out}: -o is a video file ({', '.join(sorted(video_io.VIDEO_EXTENSIONS))}) or a folder")
-    files.refuse_clashes({"IN": args.input, **{f"style {i + 1}": s for i, s in enumerate(args.styles)},
-                          "--weights": args.weights}, {"-o": out})
-    if to_file and (out.exists() or out.is_symlink()) and not args.overwrite:
+    clip = video_io.probe(args.input, fps=args.fps, max_pixels=limit,
+                          max_frames=args.max_frames or video_io.DEFAULT_MAX_FRAMES)
+    rate = video_io.frame_rate(args.fps if args.fps is not None else clip.fps / args.every) if to_file else None
+    # Every path the job writes or clears, checked against every input before any work (with
+    # --overwrite too): -o, the frame folder (restarting a job empties it), the flow cache.
+    work = out.with_name(out.name + ".frames") if to_file else out
+    cache_root = out.parent / ".nst-flow"
+    inputs = {"IN": args.input, **{f"style {i + 1}": s for i, s in enumerate(args.styles)}, "--weights": args.weights}
+    files.refuse_clashes(inputs, {"-o": out, "the frame folder": work if to_file else None})
+    files.refuse_inside(inputs, {"the frame folder": work, "the flow cache": cache_root})
+    if cache_root.exists() and not cache_root.is_dir():
+        raise ImageError(f"{cache_root}: exists and is not a folder; nst-jax keeps its optical-flow cache there "
+                         "(move the file, or give -o another folder)")
+    for place in (work / JOB_FILE, cache_root / "key.json", out):  # each folder the job will write in
+        files.probe_writable(place)
+    exists_before = to_file and (out.exists() or out.is_symlink())
+    if exists_before and not args.overwrite and not _held_job(work)[0]:
         raise ImageError(f"{out}: already exists; pass --overwrite to replace it")
     if to_file and not video_io.have_pyav():
         raise ImageError(f"writing a video file needs PyAV: {video_io.VIDEO_EXTRA} (or give -o a folder)")
-    clip = video_io.probe(args.input, fps=args.fps, max_pixels=limit,
-                          max_frames=args.max_frames or video_io.DEFAULT_MAX_FRAMES)
     shape = cli_plan.content_working_shape(cfg, clip.height, clip.width)
     if to_file:  # yuv420p needs even sizes
         shape = (max(2, shape[0] // 2 * 2), max(2, shape[1] // 2 * 2))
@@ -163,28 +192,39 @@ def cmd_video(args: argparse.Namespace) -> int:
             style_shapes.append(style_working_shape((sh, sw), shape, cfg))
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
-    n_sel = None if clip.frames == 0 else len(range(start, min(stop or clip.frames, clip.frames), args.every))
+    n_sel = len(range(start, min(stop or clip.frames, clip.frames), args.every))
     if n_sel == 0:
         raise ImageError(f"{clip.path}: --frames {args.frames} selects no frames of its {clip.frames}")
-    batch = 1
+    audio, audio_note = None, None
+    if to_file and clip.kind == "file" and clip.has_audio:
+        if args.fps is not None and abs(args.fps - float(clip.fps / args.every)) > 1e-3:
+            audio_note = "audio dropped: --fps changes the clip's timing"
+        else:  # decided now, not after every frame is painted
+            why = video_io.audio_copy_problem(clip.path, out)
+            audio, audio_note = (clip.path, None) if not why else (None, f"audio dropped: {why}")
+    net = cli._load_network(cfg, args.weights, download=not args.no_download)
+    cli._warn_not_pretrained(net)
+    batch, held = 1, 0
     if args.method == "multipass":
         from .batching import default_batch_size
 
-        batch = args.batch_size or default_batch_size(shape[0], shape[1], cfg, n_sel or 1)
+        batch = args.batch_size or default_batch_size(shape[0], shape[1], cfg, n_sel)
+        # multi-pass holds every working-size frame, both flows, the last pass, its start images
+        # and temporal targets: 17 floats a pixel a frame, and the batch's results
+        held = n_sel * shape[0] * shape[1] * 4 * MULTIPASS_FLOATS_PER_PIXEL
     plan = cli_plan.Plan(shape, tuple(style_shapes), (clip.height, clip.width), clip.height * clip.width)
-    cli_plan.check_memory(args, plan, cfg, batch=batch)
-    net = cli._load_network(cfg, args.weights, download=not args.no_download)
-    cli._warn_not_pretrained(net)
+    cli_plan.check_memory(args, plan, cfg, batch=batch, held_bytes=held)
     job = {"input": _file_key(args.input) if clip.kind == "file" else flow.FlowCache.key_for(args.input),
            "styles": [_file_key(s) for s in style_paths], "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
            "frames": [start, stop, args.every], "method": args.method, "flow": args.flow, "seed": args.seed[0],
            "weights": net.fingerprint, **({"passes": args.passes, "blend": args.blend} if args.method == "multipass"
                                           else {})}
-    work = out.with_name(out.name + ".frames") if to_file else out
+    if exists_before and not args.overwrite and _held_job(work)[1] != job:
+        raise ImageError(f"{out}: already exists; pass --overwrite to replace it")
     done = _prepare_work_dir(work, job, args.overwrite, "remove it or give another -o")
     flow_key = flow.FlowCache.key_for(args.input, frames=[start, stop, args.every], shape=list(shape),
                                       method=args.flow, resample=cfg.resample)
-    cache = flow.FlowCache(out.parent / ".nst-flow" /
+    cache = flow.FlowCache(cache_root /
                            f"{clip.path.stem[:40]}-{hashlib.sha256(json.dumps(flow_key).encode()).hexdigest()[:12]}",
                            flow_key, shape)
     styles = []
@@ -213,13 +253,9 @@ def cmd_video(args: argparse.Namespace) -> int:
         print(f"{ran} frames painted in {time.time() - t0:.1f} s ({(time.time() - t0) / ran:.2f} s a frame)",
               file=sys.stderr)
     if to_file:
-        rate = args.fps if args.fps is not None else clip.fps / args.every
-        audio = None
-        if clip.kind == "file" and clip.has_audio:
-            if args.fps is not None and abs(args.fps - float(clip.fps / args.every)) > 1e-3:
-                print("note: audio dropped: --fps changes the clip's timing", file=sys.stderr)
-            else:
-                audio = clip.path
+        assert rate is not None  # (planned with the output's kind, before any work)
+        if audio_note:
+            print(f"note: {audio_note}", file=sys.stderr)
         begin = start / float(clip.fps)
         end = None if stop is None else stop / float(clip.fps)
         notes = video_io.write_video(out, [work / _frame_name(t) for t in range(count)], rate, audio_from=audio,

@@ -14,10 +14,12 @@ is checked before a byte of data is (checkpoint members, cached flows, multi-pas
 
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
 import re
 import secrets
+import stat
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
@@ -29,7 +31,8 @@ from .errors import ImageError, NSTError, NSTWarning
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-__all__ = ["atomic_write", "clean_stale", "probe_writable", "read_npy", "refuse_clashes", "temp_path"]
+__all__ = ["atomic_write", "clean_stale", "is_temp_name", "open_regular", "probe_writable", "read_npy", "read_small",
+           "refuse_clashes", "refuse_inside", "temp_path"]
 
 
 def _name(path: PathLike) -> str:
@@ -43,6 +46,101 @@ def _one_line(err: BaseException) -> str:
 def temp_path(dest: pathlib.Path, suffix: str = "") -> pathlib.Path:
     """A fresh temporary name beside ``dest``: ``.<name>.<pid>-<8 hex><suffix>``."""
     return dest.with_name(f".{dest.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
+_TEMP_NAME = re.compile(r"\..+\.(\d+)-[0-9a-f]{8}(\.[^./]*)?|\.nst-jax-probe-.*")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is one of nst-jax's own temporary names (``temp_path``, or a writability probe)."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def open_regular(path: PathLike, *, follow_links: bool = True) -> int:
+    """Open ``path`` for reading only if it is a regular file; return the descriptor.
+
+    Opened with ``O_NONBLOCK`` and checked with ``fstat`` before a byte is read, so a FIFO, a
+    socket or a device named like one of our files can neither block the run nor feed it bytes
+    without end. With ``follow_links=False`` a symbolic link is refused too (``O_NOFOLLOW``).
+
+    Raises:
+      OSError: missing, unreadable, a link (when refused) or not a regular file (``EINVAL``).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow_links:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_small(path: PathLike, limit: int, *, follow_links: bool = True) -> Optional[bytes]:
+    """The bytes of a small regular file (``open_regular``), or None when it is absent, not a regular
+    file, a refused link, unreadable or larger than ``limit`` bytes."""
+    try:
+        fd = open_regular(path, follow_links=follow_links)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    return None if len(data) > limit else data
+
+
+def _real(path: PathLike) -> pathlib.Path:
+    return pathlib.Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
+
+
+def _inodes(path: pathlib.Path) -> set[tuple[int, int]]:
+    """(device, inode) of ``path`` if it is a file, else of the files directly in the folder."""
+    out: set[tuple[int, int]] = set()
+    try:
+        if not path.is_dir():
+            st = path.stat()
+            return {(st.st_dev, st.st_ino)}
+        with os.scandir(path) as it:
+            for entry in it:
+                try:
+                    if entry.is_file():
+                        s = entry.stat()
+                        out.add((s.st_dev, s.st_ino))
+                except OSError:
+                    continue
+    except OSError:
+        pass
+    return out
+
+
+def refuse_inside(inputs: Mapping[str, Optional[PathLike]], folders: Mapping[str, Optional[PathLike]]) -> None:
+    """Refuse, before any work, an input that lives in a folder the job writes into or clears.
+
+    An input (a file, or a folder of frames) is refused when its resolved path is one of the
+    folders or inside one, or when it (or, for a folder, a file directly in it) is the same file
+    by device and inode as a folder's entry (a hard link). This holds with ``--overwrite`` too:
+    restarting a job clears its folder, which must never hold what the job reads.
+
+    Args:
+      inputs: label -> path of every input; None entries ignored.
+      folders: label -> every folder the job creates, writes into or removes files from.
+
+    Raises:
+      NSTError: one line naming the input and the folder.
+    """
+    places = [(label, pathlib.Path(p), _real(p)) for label, p in folders.items() if p is not None]
+    for label, path in inputs.items():
+        if path is None:
+            continue
+        real = _real(path)
+        for where, folder, real_folder in places:
+            if real == real_folder or real_folder in real.parents or _inodes(real) & _inodes(real_folder):
+                raise NSTError(f"the {label} input {_name(path)} is in {where} {_name(folder)}, which this job "
+                               "writes and clears; move the input or give another -o")
 
 
 def _alive(pid: int) -> bool:

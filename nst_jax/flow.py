@@ -100,11 +100,13 @@ class FlowCache:
         self.shape = (int(shape[0]), int(shape[1]), 2)
         self.usable = True
         kf = self.folder / "key.json"
-        if kf.exists():
+        if kf.exists() or kf.is_symlink():
+            # nst-jax writes this folder itself: a link, a FIFO or anything but a small regular
+            # file here is not ours, and the folder is neither read nor written
+            raw = files.read_small(kf, 65536, follow_links=False)
             try:
-                with open(kf, "rb") as f:
-                    held = json.loads(f.read(65536))
-            except (OSError, ValueError):
+                held = json.loads(raw) if raw is not None else None
+            except ValueError:
                 held = None
             self.usable = held == json.loads(json.dumps(self.key))
 
@@ -126,10 +128,10 @@ class FlowCache:
     def get(self, kind: str, t: int) -> Optional[np.ndarray]:
         """The cached flow, or None when absent, unusable or not a flow of the expected shape."""
         p = self._path(kind, t)
-        if not self.usable or not p.is_file():
+        if not self.usable:
             return None
-        try:
-            with open(p, "rb") as f:
+        try:  # a regular file only, and never through a link (the cache is ours: a link is not)
+            with os.fdopen(files.open_regular(p, follow_links=False), "rb") as f:
                 a = files.read_npy(f, os.fstat(f.fileno()).st_size, shape=self.shape, dtype=np.dtype("<f4"))
         except (OSError, ValueError):
             return None
@@ -140,7 +142,7 @@ class FlowCache:
         if not self.usable:
             return
         kf = self.folder / "key.json"
-        if not kf.exists():
+        if not (kf.exists() or kf.is_symlink()):
             files.atomic_write(kf, lambda f: f.write(json.dumps(self.key).encode()), overwrite=True)
         a = np.ascontiguousarray(flow, "<f4")
         files.atomic_write(self._path(kind, t), lambda f: np.lib.format.write_array(f, a, allow_pickle=False),

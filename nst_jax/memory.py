@@ -61,6 +61,39 @@ def free_device_memory(device: Optional[jax.Device] = None) -> Optional[int]:
         stats = None
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    return available_ram()
+
+
+def available_ram(meminfo: str = "/proc/meminfo") -> Optional[int]:
+    """Bytes of RAM a new allocation can have without swapping: the kernel's ``MemAvailable``.
+
+    Not ``MemFree`` (what ``sysconf(SC_AVPHYS_PAGES)`` gives): that counts the page cache, which the
+    kernel hands back on demand, as used, and on a machine that has read a lot of files (a desktop,
+    or after a test run) it is a small part of what is really available. Where there is no
+    ``/proc/meminfo`` (macOS, Windows), psutil's ``available`` if installed, else ``SC_AVPHYS_PAGES``.
+
+    Args:
+      meminfo: the file to read (tests give a fake one).
+
+    Returns:
+      Bytes, or None when unknown.
+    """
+    try:
+        with open(meminfo, "rb") as f:
+            for line in f.read(1 << 16).decode("ascii", "replace").splitlines():
+                key, _, rest = line.partition(":")
+                if key.strip() == "MemAvailable":
+                    value = rest.split()
+                    scale = {"kb": 1024, "mb": 2**20, "gb": 2**30}.get(value[1].lower(), 1) if len(value) > 1 else 1
+                    return int(value[0]) * scale
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil  # type: ignore[import-untyped]
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - not installed, or no answer on this platform
+        pass
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
@@ -76,7 +109,7 @@ RUN_OVERHEAD_BYTES = 2**30
 
 def estimate_run_bytes(height: int, width: int, config: StyleConfig, *,
                        style_shapes: Sequence[tuple[int, int]] = (), batch: int = 1, regions: int = 0,
-                       decoded_pixels: int = 0, devices: int = 1) -> int:
+                       decoded_pixels: int = 0, devices: int = 1, held_bytes: int = 0) -> int:
     """Every image-sized thing a run holds, not only the optimisation: what the memory check counts.
 
     Args:
@@ -88,6 +121,7 @@ def estimate_run_bytes(height: int, width: int, config: StyleConfig, *,
       decoded_pixels: the largest input image in pixels (decoded at full size before resizing).
       devices: the image's rows split over this many devices (``sharding``): the optimisation's
         part is per device, the rest (host-side images, the one-off style pass) is not.
+      held_bytes: what the caller keeps in host memory besides (video multi-pass: every frame).
 
     Returns:
       Bytes, a rough upper estimate: the larger of the optimisation (``estimate_bytes_per_result``
@@ -101,7 +135,7 @@ def estimate_run_bytes(height: int, width: int, config: StyleConfig, *,
     working = 12 * (pixels + sum(h * w for h, w in style_shapes))
     decoded = 24 * decoded_pixels  # Pillow's decode and the float32 copy
     masks = 2 * 4 * regions * pixels
-    return int(max(batch * per_result / max(int(devices), 1), style_pass) + working + decoded + masks)
+    return int(max(batch * per_result / max(int(devices), 1), style_pass) + working + decoded + masks + held_bytes)
 
 
 def memory_shortfall(height: int, width: int, config: StyleConfig,
@@ -123,6 +157,7 @@ def memory_shortfall(height: int, width: int, config: StyleConfig,
     batch = int(extent.get("batch", 1))
     per_pixel = batch * estimate_bytes_per_result(height, width, config) / (height * width)
     per_pixel /= max(int(extent.get("devices", 1)), 1)
+    per_pixel += int(extent.get("held_bytes", 0)) / (height * width)  # (held on the host: not split)
     pixels = max(free - RUN_OVERHEAD_BYTES, 0) / per_pixel
     long_side = max(height, width)
     fits = int(math.sqrt(pixels * long_side / min(height, width))) // 16 * 16

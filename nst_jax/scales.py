@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 MIN_SIDE = 16  # VGG pools four times before conv5_1
+MAX_STYLE_SIDE = 1 << 20  # a style side past this is over any --max-pixels: refused before the arithmetic
 Scales = Union[None, str, Sequence[int]]
 
 
@@ -63,7 +64,12 @@ def style_working_shape(
         shape = (ch, cw)
     else:
         # neural-style computes ceil(style_scale · image_size); we round (the CLI's rule).
-        long_side = max(1, _half_up(config.style_scale * max(ch, cw)))
+        side = config.style_scale * max(ch, cw)
+        if not math.isfinite(side) or side > MAX_STYLE_SIDE:  # bound the product before it is an int
+            raise ConfigError(f"at style scale {config.style_scale:g} the style's long side would be {side:.3g} "
+                              f"pixels for a {ch}x{cw} content, over the limit of {MAX_STYLE_SIDE:,} (use a "
+                              "smaller --style-scale)")
+        long_side = max(1, _half_up(side))
         shape = image.working_shape(int(style_hw[0]), int(style_hw[1]), long_side, "long")
     if min(shape) < MIN_SIDE:
         raise ConfigError(
@@ -171,7 +177,13 @@ def run_shapes(final_hw: tuple[int, int], scales: Scales) -> list[tuple[int, int
         if scales != "auto":
             raise ConfigError(f"scales must be None, 'auto' or a list of long sides; got {scales!r}")
         return plan_shapes(h, w, scale_schedule(max(h, w)))
-    sides = [int(s) for s in scales]
+    try:
+        sides = [int(s) for s in scales]
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"scales must be whole numbers of pixels; got {list(scales)!r:.80}") from None
+    if any(s < MIN_SIDE for s in sides) or any(b <= a for a, b in zip(sides, sides[1:])):
+        raise ConfigError(f"scales must rise from at least {MIN_SIDE} px to the final size, coarse to fine; got "
+                          f"{','.join(map(str, sides))[:80]}")
     if not sides or sides[-1] != max(h, w):
         raise ConfigError(f"the last scale must be the content's long side {max(h, w)} "
                           f"(give the content at the final size); got {list(scales)}")

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
+import io
 import os
 import pathlib
+import sys
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
@@ -31,7 +33,7 @@ from . import files, image
 from .errors import ImageError
 from .image._common import _name, _one_line
 
-__all__ = ["VIDEO_EXTENSIONS", "VIDEO_EXTRA", "Clip", "have_pyav", "is_video_path", "probe", "read_frames",
+__all__ = ["VIDEO_EXTENSIONS", "VIDEO_EXTRA", "Clip", "audio_copy_problem", "frame_rate", "have_pyav", "is_video_path", "probe", "read_frames",
            "write_video"]
 
 VIDEO_EXTRA = 'pip install "nst-jax[video]"'
@@ -41,6 +43,8 @@ VIDEO_EXTENSIONS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".a
 _REFERENCING_FORMATS = {"hls", "concat", "ffconcat", "image2", "image2pipe", "tee", "dash", "mpd", "sdp", "rtp",
                         "rtsp", "data", "subfile", "ffmetadata"}
 DEFAULT_MAX_FRAMES = 100_000
+NO_AUDIO = "the input has no audio"
+_CONTAINERS = {".mkv": "matroska", ".mov": "mov", ".avi": "avi", ".webm": "webm", ".mp4": "mp4"}
 
 
 def have_pyav() -> bool:
@@ -147,10 +151,87 @@ def probe(path: os.PathLike[str] | str, *, fps: Optional[float] = None, max_pixe
         n = int(v.frames or 0)
         if n > max_frames:
             raise ImageError(f"{name}: declares {n:,} frames, over the limit of {max_frames:,}")
+        if n == 0:  # the container does not say (Matroska, WebM): count packets, decoding nothing
+            n = _count_packets(container, v, name, max_frames)
         rate = v.average_rate or v.guessed_rate or fractions.Fraction(25)
         return Clip(p, "file", w, h, fractions.Fraction(rate), n, bool(container.streams.audio))
     finally:
         container.close()
+
+
+def _count_packets(container: Any, stream: Any, name: str, max_frames: int) -> int:
+    """The video stream's packet count (a frame each), read by demuxing alone; refused past ``max_frames``."""
+    av = _av()
+    n = 0
+    try:
+        for packet in container.demux(stream):
+            if packet.size:
+                n += 1
+                if n > max_frames:
+                    raise ImageError(f"{name}: more than {max_frames:,} frames, over the limit (--max-frames)")
+    except av.FFmpegError as e:
+        raise ImageError(f"{name}: cannot read the video's packets ({_one_line(e)[:200]})") from None
+    if n == 0:
+        raise ImageError(f"{name}: the video stream holds no frames")
+    return n
+
+
+def audio_copy_problem(source: os.PathLike[str] | str, output: os.PathLike[str] | str) -> str:
+    """Why the first audio stream of ``source`` cannot be copied into a file like ``output``; "" if it can.
+
+    Decided before any frame is painted, by a trial: a container of ``output``'s kind is written to
+    memory with a one-frame video stream and the first audio packets, header, packets and trailer
+    (containers refuse codecs at each of these steps: Opus in AVI when the stream is added, in MOV
+    at the header, PCM in MP4 at the trailer).
+
+    Args:
+      source: a video file with an audio stream.
+      output: the output path (its extension names the container).
+
+    Returns:
+      "" when the copy works, else the reason for the user's note.
+    """
+    av = _av()
+    ext = pathlib.Path(output).suffix.lower()
+    src = out = None
+    try:
+        src = av.open(str(source), "r", options={"protocol_whitelist": "file"})
+        if not src.streams.audio:
+            return NO_AUDIO
+        stream = src.streams.audio[0]
+        if stream.codec_context is None:
+            return "the input's audio codec is unknown to FFmpeg"
+        codec = stream.codec_context.name
+        out = av.open(io.BytesIO(), "w", format=_CONTAINERS.get(ext, "mp4"))
+        v = out.add_stream(VIDEO_EXTENSIONS.get(ext, "libx264"), rate=25)
+        v.width, v.height, v.pix_fmt = 16, 16, "yuv420p"
+        a = out.add_stream_from_template(stream)
+        for packet in v.encode(av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")):
+            out.mux(packet)
+        for packet in v.encode(None):
+            out.mux(packet)
+        copied = 0
+        for packet in src.demux(stream):
+            if packet.dts is None or packet.pts is None:
+                continue
+            packet.stream = a
+            out.mux(packet)
+            copied += 1
+            if copied >= 8:
+                break
+        out.close()
+        out = None
+        return ""
+    except (av.FFmpegError, ValueError, TypeError, OSError) as e:
+        what = f"{codec} audio" if "codec" in locals() else "audio"
+        return f"a {ext} file cannot hold the input's {what} ({_one_line(e)[:120]})"
+    finally:
+        for c in (out, src):
+            if c is not None:
+                try:
+                    c.close()
+                except Exception:  # noqa: BLE001 - closing a failed trial container
+                    pass
 
 
 def read_frames(clip: Clip, *, start: int = 0, stop: Optional[int] = None, every: int = 1,
@@ -220,25 +301,65 @@ def read_frames(clip: Clip, *, start: int = 0, stop: Optional[int] = None, every
         container.close()
 
 
-def _copy_audio(out: Any, source: pathlib.Path) -> tuple[Any, Any, str]:
-    """Open ``source``'s first audio stream and add a stream copying it to ``out``; ('', reason) if not."""
+def _copy_audio(out: Any, source: pathlib.Path) -> tuple[Any, Any]:
+    """Open ``source``'s first audio stream and add a stream copying it to ``out`` (already found
+    copyable by :func:`audio_copy_problem`)."""
     av = _av()
+    src = av.open(str(source), "r", options={"protocol_whitelist": "file"})
     try:
-        src = av.open(str(source), "r", options={"protocol_whitelist": "file"})
-    except av.FFmpegError as e:
-        return None, None, f"cannot reopen the input ({e})"
-    if not src.streams.audio:
+        return src, out.add_stream_from_template(src.streams.audio[0])
+    except BaseException:
         src.close()
-        return None, None, ""
-    if src.streams.audio[0].codec_context is None:
-        src.close()
-        return None, None, "the input's audio codec is unknown to FFmpeg"
+        raise
+
+
+def frame_rate(fps: Any) -> fractions.Fraction:
+    """A frame rate as the encoder takes it (a fraction over at most 1001), refused when it rounds to 0.
+
+    Args:
+      fps: frames per second (a float or a Fraction).
+
+    Returns:
+      the rate.
+
+    Raises:
+      ImageError: a rate that is not positive or rounds to 0 (FFmpeg would silently write 24 fps).
+    """
     try:
-        a = out.add_stream_from_template(src.streams.audio[0])
-    except (av.FFmpegError, ValueError) as e:
-        src.close()
-        return None, None, f"the output container cannot take the input's {src.streams.audio[0].codec_context.name} audio ({e})"
-    return src, a, ""
+        rate = fractions.Fraction(fps).limit_denominator(1001)
+    except (ValueError, OverflowError, TypeError):
+        rate = fractions.Fraction(0)
+    if rate <= 0 or rate > 1000:
+        raise ImageError(f"a frame rate of {float(fps):.3g} fps cannot be encoded (it must round to between "
+                         "1/1001 and 1000 fps); give --fps, or a smaller --every")
+    return rate
+
+
+def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """8-bit RGB (H, W even) to planar YUV 4:2:0, BT.601 limited range, as one (3H/2)×W array.
+
+    The encoder's own conversion (swscale) was seen to give the same frames different bytes in
+    different processes, so a rerun that finishes an interrupted job encoded another video; this
+    one is plain arithmetic: the same frames always give the same video.
+
+    Args:
+      rgb: H×W×3 uint8.
+
+    Returns:
+      uint8, the Y plane (H×W) then U and V (each H/2×W/2, laid out as PyAV's yuv420p ndarray).
+    """
+    x = rgb.astype(np.float32)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    y = 16.0 + 0.256788 * r + 0.504129 * g + 0.097906 * b
+    h, w = y.shape
+    sub = x.reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3))  # each 2x2 block's mean colour
+    r2, g2, b2 = sub[..., 0], sub[..., 1], sub[..., 2]
+    u = 128.0 - 0.148223 * r2 - 0.290993 * g2 + 0.439216 * b2
+    v = 128.0 + 0.439216 * r2 - 0.367788 * g2 - 0.071427 * b2
+    planes = [np.clip(np.floor(p + 0.5), 0, 255).astype(np.uint8) for p in (y, u, v)]
+    # PyAV's yuv420p ndarray: the Y rows, then U and V flattened into rows of width W
+    chroma = np.concatenate([planes[1].reshape(-1), planes[2].reshape(-1)]).reshape(h // 2, w)
+    return np.concatenate([planes[0], chroma], axis=0)
 
 
 def write_video(path: os.PathLike[str] | str, frames: Sequence[os.PathLike[str] | str] | Iterator[np.ndarray], fps: Any,
@@ -268,19 +389,23 @@ def write_video(path: os.PathLike[str] | str, frames: Sequence[os.PathLike[str] 
     if ext not in VIDEO_EXTENSIONS:
         raise ImageError(f"{p}: unknown video extension (use {', '.join(sorted(VIDEO_EXTENSIONS))})")
     notes: list[str] = []
-    rate = fractions.Fraction(fps).limit_denominator(1001)
+    rate = frame_rate(fps)
+    if audio_from is not None:  # decided by a trial, before a frame is encoded
+        why = audio_copy_problem(audio_from, p)
+        if why:
+            if why != NO_AUDIO:
+                notes.append(f"audio dropped: {why}")
+            audio_from = None
 
     def encode(f: Any) -> None:
-        out = av.open(f, "w", format={".mkv": "matroska", ".mov": "mov", ".avi": "avi", ".webm": "webm"}.get(ext, "mp4"))
+        out = av.open(f, "w", format=_CONTAINERS[ext])
         src = None
         try:
             v = out.add_stream(VIDEO_EXTENSIONS[ext], rate=rate)
             v.pix_fmt = "yuv420p"
             v.options = {"crf": str(crf)} if ext != ".webm" else {"crf": str(crf + 13), "b": "0"}
             if audio_from is not None:
-                src, a, why = _copy_audio(out, pathlib.Path(audio_from))
-                if why:
-                    notes.append(f"audio dropped: {why}")
+                src, a = _copy_audio(out, pathlib.Path(audio_from))
             size = None
             for item in frames:
                 arr = image.to_uint8(image.load_image(item) if isinstance(item, (str, os.PathLike)) else item)
@@ -290,7 +415,7 @@ def write_video(path: os.PathLike[str] | str, frames: Sequence[os.PathLike[str] 
                     v.height, v.width = h, w
                 elif size != (h, w):
                     raise ImageError(f"{p}: frames of different sizes ({w}x{h} after {size[1]}x{size[0]})")
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[:h, :w]), format="rgb24")
+                frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(arr[:h, :w]), format="yuv420p")
                 for packet in v.encode(frame):
                     out.mux(packet)
             if size is None:
@@ -308,12 +433,16 @@ def write_video(path: os.PathLike[str] | str, frames: Sequence[os.PathLike[str] 
                     packet.dts -= int(audio_start / packet.time_base)
                     packet.stream = a
                     out.mux(packet)
-        except av.FFmpegError as e:
+        except (av.FFmpegError, ValueError) as e:
             raise ImageError(f"{p}: encoding failed ({_one_line(e)[:200]})") from None
         finally:
             if src is not None:
                 src.close()
-            out.close()
+            try:
+                out.close()  # writes the trailer: a container can refuse a stream only here
+            except (av.FFmpegError, ValueError) as e:
+                if sys.exc_info()[0] is None:  # (not while another error is on its way out)
+                    raise ImageError(f"{p}: encoding failed at the end ({_one_line(e)[:200]})") from None
 
     files.atomic_write(p, encode, overwrite=overwrite)
     return notes

@@ -260,7 +260,8 @@ def test_compilation_cache_is_reused_by_a_second_process(workdir, tmp_path):
     import sys
 
     cache = tmp_path / "xla"
-    env = dict(os.environ, NST_JAX_CACHE_DIR=str(cache), JAX_PLATFORMS="cpu")
+    # (every compilation is cached: at 32 px one can take under the CLI's 1 s threshold on a quiet machine)
+    env = dict(os.environ, NST_JAX_CACHE_DIR=str(cache), JAX_PLATFORMS="cpu", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     code = "import sys; from nst_jax.cli import main; sys.exit(main(sys.argv[1:]))"
 
     def stylize(size: int, out: str) -> set[str]:

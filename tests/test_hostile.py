@@ -11,7 +11,6 @@ once in that figure if anything read them.
 
 from __future__ import annotations
 
-import hashlib
 import http.server
 import io
 import json
@@ -33,73 +32,7 @@ from PIL import Image
 
 from nst_jax import checkpoint, vgg, weights
 
-REPO = Path(__file__).resolve().parents[1]
-MARKER = b"NST-JAX-SECRET-MARKER-7f3a"
-# What a child may add to the server's RSS for a case that is refused: decoding nothing large.
-EXTRA_RSS_LIMIT = 400 * 2**20
-TIME_LIMIT = 60.0  # seconds; the cases take well under 5 s here
-
-_SERVER = r"""
-import json, os, signal, sys, time
-import nst_jax.cli, nst_jax.weights, nst_jax.checkpoint  # imported once; children start from here
-import resource
-print(json.dumps({"ready": True, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
-for line in sys.stdin:
-    req = json.loads(line)
-    t0 = time.monotonic()
-    sys.stdout.flush(); sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        rc = 99
-        try:
-            os.chdir(req["cwd"])
-            for fd, path in ((1, req["stdout"]), (2, req["stderr"])):
-                f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                os.dup2(f, fd)
-                os.close(f)
-            for k, v in req.get("env", {}).items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            signal.alarm(int(req["timeout"]))
-            rc = nst_jax.cli.main(req["argv"])
-        except BaseException as e:
-            print(f"CHILD-EXCEPTION {type(e).__name__}: {e}", file=sys.stderr)
-        finally:
-            sys.stdout.flush(); sys.stderr.flush()
-            os._exit(rc if isinstance(rc, int) else 98)
-    _, status, ru = os.wait4(pid, 0)
-    print(json.dumps({"status": status, "maxrss_kb": ru.ru_maxrss, "seconds": time.monotonic() - t0}), flush=True)
-"""
-
-
-class _Runner:
-    def __init__(self, env: dict) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", _SERVER], cwd=REPO, env=env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        hello = json.loads(self.proc.stdout.readline())
-        assert hello["ready"]
-        self.baseline = hello["maxrss_kb"] * 1024
-
-    def run(self, argv: list[str], cwd: Path, env: dict | None = None) -> dict:
-        out, err = cwd / ".case.out", cwd / ".case.err"
-        req = {"argv": argv, "cwd": str(cwd), "stdout": str(out), "stderr": str(err), "timeout": TIME_LIMIT + 30,
-               "env": env or {}}
-        self.proc.stdin.write(json.dumps(req) + "\n")
-        self.proc.stdin.flush()
-        res = json.loads(self.proc.stdout.readline())
-        res["rc"] = os.waitstatus_to_exitcode(res["status"])
-        res["stdout"], res["stderr"] = out.read_text(), err.read_text()
-        out.unlink()
-        err.unlink()
-        res["extra_rss"] = res["maxrss_kb"] * 1024 - self.baseline
-        return res
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
-
+from hostile_support import EXTRA_RSS_LIMIT, MARKER, REPO, TIME_LIMIT, _Runner, _snapshot, no_marker_anywhere, refused  # noqa: F401
 
 @pytest.fixture(scope="module")
 def case_dir(tmp_path_factory):
@@ -115,38 +48,6 @@ def runner(case_dir):
     r = _Runner(env)
     yield r
     r.close()
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".case.")}
-
-
-def refused(runner: _Runner, argv: list[str], cwd: Path, expect: str, *, declared: int = 0, env=None) -> str:
-    """Run argv; assert exit 2, one `error:` line containing ``expect``, no traceback, the time and
-    memory bounds, no existing file changed and no new file left; return the error line."""
-    before = _snapshot(cwd)
-    res = runner.run(argv, cwd, env)
-    lines = [ln for ln in res["stderr"].splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("error:")]
-    assert res["rc"] == 2, (argv, res["rc"], res["stderr"][-2000:])
-    assert len(errors) == 1, res["stderr"]
-    assert "Traceback" not in res["stderr"] and "CHILD-EXCEPTION" not in res["stderr"], res["stderr"]
-    assert expect in errors[0], (expect, errors[0])
-    assert res["seconds"] < TIME_LIMIT, res["seconds"]
-    assert res["extra_rss"] < EXTRA_RSS_LIMIT, res["extra_rss"]
-    if declared:
-        assert res["extra_rss"] < declared / 8, (res["extra_rss"], declared)
-    after = _snapshot(cwd)
-    assert after == before, (set(after) ^ set(before), [k for k in after if before.get(k) != after[k]])
-    return errors[0]
-
-
-def no_marker_anywhere(root: Path, *sources: Path) -> None:
-    """The marker bytes live only in the files that hold the secret."""
-    for p in root.rglob("*"):
-        if p.is_file() and p not in sources:
-            assert MARKER not in p.read_bytes(), p
 
 
 # ---------------------------------------------------------------------------------------------
@@ -748,3 +649,59 @@ def test_sigterm_during_a_download_removes_the_part_file(case_dir, trickle_serve
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     assert list(d.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The restricted unpickler's allow-list
+# ---------------------------------------------------------------------------------------------
+
+# (module, name, pickled arguments): each call would create the marker file if it ran.
+_DANGEROUS = [
+    ("builtins", "eval", lambda m: _pk_tuple(_pk_str(f"open({str(m)!r}, 'w')"))),
+    ("builtins", "exec", lambda m: _pk_tuple(_pk_str(f"open({str(m)!r}, 'w')"))),
+    ("builtins", "open", lambda m: _pk_tuple(_pk_str(str(m)), _pk_str("w"))),
+    ("builtins", "getattr", lambda m: _pk_tuple(_pk_global("os", "path"), _pk_str("join"))),
+    ("builtins", "__import__", lambda m: _pk_tuple(_pk_str("os"))),
+    ("builtins", "compile", lambda m: _pk_tuple(_pk_str("1"), _pk_str("x"), _pk_str("eval"))),
+    ("os", "system", lambda m: _pk_tuple(_pk_str(f"touch {m}"))),
+    ("posix", "system", lambda m: _pk_tuple(_pk_str(f"touch {m}"))),
+    ("os", "remove", lambda m: _pk_tuple(_pk_str(str(m)))),
+    ("subprocess", "Popen", lambda m: _pk_tuple(_pk_tuple(_pk_str("touch"), _pk_str(str(m))))),
+    ("subprocess", "getoutput", lambda m: _pk_tuple(_pk_str(f"touch {m}"))),
+    ("functools", "partial", lambda m: _pk_tuple(_pk_global("os", "system"), _pk_str(f"touch {m}"))),
+    ("operator", "attrgetter", lambda m: _pk_tuple(_pk_str("system"))),
+    ("torch", "load", lambda m: _pk_tuple(_pk_str(str(m)))),
+    ("torch.serialization", "load", lambda m: _pk_tuple(_pk_str(str(m)))),
+    ("pickle", "loads", lambda m: _pk_tuple(_pk_str("x"))),
+    ("numpy", "load", lambda m: _pk_tuple(_pk_str(str(m)))),
+    ("torch._utils", "_rebuild_from_type_v2", lambda m: _pk_tuple(_pk_str("x"))),
+    ("collections", "defaultdict", lambda m: _pk_tuple(_pk_global("os", "getcwd"))),
+]
+
+
+@pytest.mark.parametrize("module, name, args", _DANGEROUS, ids=[f"{m}.{n}" for m, n, _ in _DANGEROUS])
+def test_dangerous_globals_are_refused_by_name_and_never_run(runner, case_dir, module, name, args):
+    d = case_dir / "globals"
+    d.mkdir(exist_ok=True)
+    marker = d / f"ran-{module}.{name}"
+    pkl = b"\x80\x02" + _pk_global(module, name) + args(marker) + b"R" + b"."
+    path = _write_pth(d / f"{module}.{name}.pth", pkl, {})
+    refused(runner, ["weights", "convert", str(path), "-o", str(d / "out.h5")], d,
+            f"refusing to unpickle {module}.{name}")
+    assert not marker.exists()
+    path.unlink()
+
+
+def test_the_allow_list_is_exactly_these_globals():
+    """Any addition to what a pickle may name must be made here too, on purpose."""
+    from nst_jax.weights.torch_pickle import ALLOWED_GLOBALS
+
+    storages = ["FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage", "LongStorage", "IntStorage",
+                "ShortStorage", "CharStorage", "ByteStorage", "BoolStorage"]
+    dtypes = ["float32", "float", "float64", "double", "float16", "half", "bfloat16", "int64", "long", "int32", "int",
+              "int16", "short", "int8", "uint8", "bool"]
+    expected = {("collections", "OrderedDict"), ("torch", "UntypedStorage"), ("torch.storage", "UntypedStorage")}
+    expected |= {("torch._utils", n) for n in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3",
+                                               "_rebuild_parameter", "_rebuild_parameter_with_state")}
+    expected |= {(m, n) for m in ("torch", "torch.cuda") for n in storages} | {("torch", n) for n in dtypes}
+    assert set(ALLOWED_GLOBALS) == expected

@@ -282,7 +282,7 @@ def test_load_accepted_kinds(tmp_path, build):
     if warns:
         assert len(ours) == 1
         msg = str(ours[0].message)
-        assert path.name in msg and "animated image, using the first frame of" in msg
+        assert path.name in msg and "animated or multi-page image, using the first frame" in msg
     else:
         assert not ours, [str(w.message) for w in ours]
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]

@@ -29,6 +29,9 @@ def working_shape(height: int, width: int, size: int, side: str = "long") -> tup
     for label, v in (("height", height), ("width", width), ("size", size)):
         if int(v) != v or v < 1:
             raise ConfigError(f"{label} must be a positive integer, got {v!r}")
+        if v > 1 << 24:  # past any pixel limit; refused before the arithmetic overflows a float
+            raise ConfigError(f"{label} {str(v)[:12]}{'...' if len(str(v)) > 12 else ''} is over the largest side nst-jax "
+                              f"works at ({1 << 24:,} pixels)")
     height, width, size = int(height), int(width), int(size)
     if side == "height":
         return size, max(1, int(width * size / height))

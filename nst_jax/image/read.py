@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import stat
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -110,6 +111,8 @@ def _check_readable(p: pathlib.Path, name: str) -> None:
         raise ImageError(f"{name}: cannot access file ({_one_line(e)})") from None
     if p.is_dir():
         raise ImageError(f"{name}: is a directory, not an image file")
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block the read or never end
+        raise ImageError(f"{name}: not a regular file (a pipe, socket or device); give an image file")
     if st.st_size == 0:
         raise ImageError(f"{name}: empty file (0 bytes), not an image")
     if not os.access(p, os.R_OK):
@@ -123,6 +126,8 @@ def _load(p: pathlib.Path, name: str, max_pixels: int) -> np.ndarray:
     try:
         w, h = im.size
         _check_pixels(name, w, h, max_pixels)
+        if im.format == "TIFF":
+            _check_tiff_layout(im, name, w, h)
         # A backstop for decoders that grow their canvas while decoding (GIF, TIFF tiles).
         Image.MAX_IMAGE_PIXELS = max(int(max_pixels), 1)
         fmt = im.format
@@ -134,7 +139,7 @@ def _load(p: pathlib.Path, name: str, max_pixels: int) -> np.ndarray:
     finally:
         im.close()
     if n_frames > 1 and fmt != "MPO":
-        notes.append(f"{name}: animated image, using the first frame of {n_frames}")
+        notes.append(f"{name}: animated or multi-page image, using the first frame")
     for note in notes:
         warnings.warn(note, NSTWarning, stacklevel=3)
     return rgb
@@ -162,6 +167,36 @@ def _load_sixteen(p: pathlib.Path, name: str, im: Image.Image, notes: list[str])
     if alpha is not None:
         alpha = sixteen.orient(alpha[..., None], orientation)[..., 0]
     return _composite(sixteen.orient(rgb, orientation), alpha)
+
+
+def _check_tiff_layout(im: Image.Image, name: str, w: int, h: int) -> None:
+    """Refuse a TIFF whose first page declares tiles or strips larger than its image.
+
+    Decoders allocate a whole tile (or strip) before decoding it, so a 1.5 MB file declaring a
+    16384x16384 tile for a small image costs gigabytes. The pixel limit does not see this: the
+    tile, not the image, is large. Tiles are multiples of 16 (TIFF 6.0), so a tile may pass the
+    image's edge by up to 15 pixels; a strip taller than the image (RowsPerStrip 2**32-1 is how
+    writers say "one strip") is read as the image's height by every decoder, so only tiles and
+    depths are refused.
+    """
+    tags = getattr(im, "tag_v2", None)
+    if tags is None:
+        return
+
+    def tag(code: int, default: int) -> int:
+        try:
+            value = tags.get(code, default)
+            return int(value[0] if isinstance(value, tuple) else value)
+        except (TypeError, ValueError, IndexError):
+            return -1
+
+    tile_w, tile_h, tile_d, depth = tag(322, 0), tag(323, 0), tag(32998, 1), tag(32997, 1)
+    limit_w, limit_h = -(-w // 16) * 16, -(-h // 16) * 16
+    if (tile_w or tile_h) and not (0 < tile_w <= limit_w and 0 < tile_h <= limit_h):
+        raise ImageError(f"{name}: TIFF tiles of {tile_w}x{tile_h} for a {w}x{h} image; refused (a damaged or "
+                         "hostile file: a decoder would allocate the whole tile)")
+    if tile_d != 1 or depth != 1:
+        raise ImageError(f"{name}: a volumetric TIFF (depth {depth}, tile depth {tile_d}); only 2-D images are read")
 
 
 def _open(p: pathlib.Path, name: str) -> Image.Image:
@@ -207,11 +242,13 @@ def _decode(open_fn: Callable[[], Image.Image], name: str, *, close: bool = True
 
 
 def _frame_count(im: Image.Image, name: str) -> int:
+    """2 when the file holds more than one frame, else 1 (only the warning needs to know).
+
+    ``is_animated`` looks at the next frame's offset alone; ``n_frames`` walks every page (a TIFF
+    of 100,000 one-pixel pages took 107 s, growing quadratically), so it is not asked.
+    """
     try:
-        n = int(getattr(im, "n_frames", 1))
-        if n > 1:
-            im.seek(0)
-        return n
+        return 2 if bool(getattr(im, "is_animated", False)) else 1
     except Exception as e:  # noqa: BLE001
         raise ImageError(f"{name}: cannot read image ({_one_line(e)})") from None
 

@@ -18,7 +18,7 @@ from ._common import (
 )
 from .keras import _parse_hdf5_file
 from .native import _arch_attrs, _save_checked, default_weights_dir, load_weights
-from .torch_pickle import _parse_torch
+from .torch_pickle import _parse_torch, check_entry_count
 
 
 def _parse_hdf5(path: pathlib.Path, label: str, fileobj: Optional[io.BytesIO] = None) -> _Parsed:
@@ -63,25 +63,34 @@ def _check_inflation(info: zipfile.ZipInfo, label: str) -> None:
 
 def _parse_zip(path: pathlib.Path, label: str, input_convention: Optional[vgg.Convention]) -> _Parsed:
     try:
-        with zipfile.ZipFile(path) as zf:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise _fail(f"{label} is a truncated or corrupt zip archive ({_short(e)}); re-download it") from None
+    except Exception as e:
+        raise _fail(f"{label} is a corrupt zip archive ({type(e).__name__}: {_short(e)}); re-download it") from None
+    with zf:
+        check_entry_count(zf, label)
+        try:
             info = next((i for i in zf.infolist() if i.filename == "model.weights.h5"), None)
             data = None
             if info is not None:
                 _check_inflation(info, label)
                 with zf.open(info) as fh:
                     data = fh.read(info.file_size)  # never more than declared (and checked)
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise _fail(f"{label} is a truncated or corrupt zip archive ({_short(e)}); re-download it") from None
-    except Exception as e:
-        raise _fail(f"{label} is a corrupt zip archive ({type(e).__name__}: {_short(e)}); re-download it") from None
-    if data is not None:
-        # A Keras 3 ".keras" archive: the weights are an H5IOStore file inside the zip.
-        parsed = _parse_hdf5(path, f"{label} (model.weights.h5)", fileobj=io.BytesIO(data))
-        parsed.fmt = "Keras 3 .keras archive"
-        if input_convention is not None:
-            parsed.convention = input_convention
-        return parsed
-    return _parse_torch(path, label, "zip", input_convention)
+        except WeightsError:
+            raise
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise _fail(f"{label} is a truncated or corrupt zip archive ({_short(e)}); re-download it") from None
+        except Exception as e:
+            raise _fail(f"{label} is a corrupt zip archive ({type(e).__name__}: {_short(e)}); re-download it") from None
+        if data is None:
+            return _parse_torch(path, label, "zip", input_convention, zf=zf)
+    # A Keras 3 ".keras" archive: the weights are an H5IOStore file inside the zip.
+    parsed = _parse_hdf5(path, f"{label} (model.weights.h5)", fileobj=io.BytesIO(data))
+    parsed.fmt = "Keras 3 .keras archive"
+    if input_convention is not None:
+        parsed.convention = input_convention
+    return parsed
 
 
 def _parse_source(path: pathlib.Path, input_convention: Optional[vgg.Convention]) -> _Parsed:

@@ -145,6 +145,16 @@ _REBUILDERS: dict[str, Callable[..., Any]] = {
 }
 
 
+# Every global a pickle may name, and nothing else (``tests/test_hostile.py`` holds the exact
+# list): none of them runs code; each builds a dict, a tensor reference or a dtype name.
+ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+    {("collections", "OrderedDict"), ("torch", "UntypedStorage"), ("torch.storage", "UntypedStorage")}
+    | {("torch._utils", name) for name in _REBUILDERS}
+    | {(module, name) for module in ("torch", "torch.cuda") for name in _STORAGE_TYPES}
+    | {("torch", name) for name in _TORCH_DTYPES}
+)
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickles only state dicts: OrderedDict, tensors and storage/dtype names.
 
@@ -160,6 +170,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self.storages: dict[str, _StorageRef] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise _fail(
+                f"{self.label}: refusing to unpickle {module}.{name}: only a state dict of tensors is allowed "
+                f"(the file may run code when loaded); load it in PyTorch yourself and save model.state_dict() instead"
+            )
         if module == "collections" and name == "OrderedDict":
             return collections.OrderedDict
         if module == "torch._utils" and name in _REBUILDERS:
@@ -211,37 +226,45 @@ class _TorchFile:
     entry inflates to 2 GiB is refused, not inflated).
     """
 
-    def __init__(self, path: pathlib.Path, label: str, kind: str) -> None:
+    def __init__(self, path: pathlib.Path, label: str, kind: str, *, zf: Optional[zipfile.ZipFile] = None,
+                 data: Optional[bytes] = None) -> None:
         self.path, self.label, self.kind = path, label, kind
         self.little = True
         self._cache: dict[str, bytes] = {}
         self._planned: dict[str, int] = {}
+        self._data = data  # a legacy file already in memory (a wheel's member)
         if kind == "zip":
-            self._open_zip()
+            # one archive, opened once: a file with 200,000 extra entries was parsed again for
+            # every storage (50 s)
+            self._zf = zf if zf is not None else zipfile.ZipFile(self.path)
+            check_entry_count(self._zf, label)
+            self._open_zip(self._zf)
         else:
             self._open_legacy()
 
     # zip format (torch >= 1.6): <prefix>/data.pkl, <prefix>/data/<key>, <prefix>/byteorder
-    def _open_zip(self) -> None:
-        with zipfile.ZipFile(self.path) as zf:
-            self._infos = {info.filename: info for info in zf.infolist()}
-            pkls = [n for n in self._infos if n.endswith("data.pkl") and n.count("/") <= 1]
-            if len(pkls) != 1:
-                raise _NotTorch()
-            self.prefix = pkls[0][: -len("data.pkl")]
-            if self.prefix + "byteorder" in self._infos:
-                self.little = _read_entry(zf, self._infos[self.prefix + "byteorder"], 16).strip() != b"big"
-            info = self._infos[pkls[0]]
-            if info.file_size > _MAX_PICKLE_BYTES:
-                raise _fail(f"{self.label}: its {pkls[0]} declares {info.file_size:,} bytes, far more than a state "
-                            "dict's pickle; refused")
-            self.obj, self.storages = self._unpickle_main(io.BytesIO(_read_entry(zf, info, info.file_size)))
+    def _open_zip(self, zf: zipfile.ZipFile) -> None:
+        self._infos = {info.filename: info for info in zf.infolist()}
+        pkls = [n for n in self._infos if n.endswith("data.pkl") and n.count("/") <= 1]
+        if len(pkls) != 1:
+            raise _NotTorch()
+        self.prefix = pkls[0][: -len("data.pkl")]
+        if self.prefix + "byteorder" in self._infos:
+            self.little = _read_entry(zf, self._infos[self.prefix + "byteorder"], 16).strip() != b"big"
+        info = self._infos[pkls[0]]
+        if info.file_size > _MAX_PICKLE_BYTES:
+            raise _fail(f"{self.label}: its {pkls[0]} declares {info.file_size:,} bytes, far more than a state "
+                        "dict's pickle; refused")
+        self.obj, self.storages = self._unpickle_main(io.BytesIO(_read_entry(zf, info, info.file_size)))
 
     # legacy format: pickles of magic, protocol version, sys_info, the object, the storage
     # keys; then every storage as an 8-byte element count followed by its raw bytes.
+    def _legacy_file(self) -> Any:
+        return io.BytesIO(self._data) if self._data is not None else open(self.path, "rb")
+
     def _open_legacy(self) -> None:
-        size = self.path.stat().st_size
-        with open(self.path, "rb") as f:
+        size = len(self._data) if self._data is not None else self.path.stat().st_size
+        with self._legacy_file() as f:
             magic = _RestrictedUnpickler(f, self.label).load()
             if magic != _TORCH_LEGACY_MAGIC:
                 raise _NotTorch()
@@ -337,10 +360,9 @@ class _TorchFile:
                 # torch.save writes exactly the storage's bytes; compared before inflating anything.
                 raise _fail(f"{self.label}: archive entry {name} declares {info.file_size:,} bytes but its storage "
                             f"holds {nbytes:,}; refused (corrupt, or a zip bomb)")
-            with zipfile.ZipFile(self.path) as zf:
-                data = _read_entry(zf, info, need)
+            data = _read_entry(self._zf, info, need)
         else:
-            with open(self.path, "rb") as f:
+            with self._legacy_file() as f:
                 f.seek(self._offsets[key])
                 data = f.read(need)
         if len(data) < need:
@@ -373,6 +395,19 @@ class _TorchFile:
             return wide.view(np.float32)
         # One C-ordered copy in native byte order: never keep a view into the file buffer.
         return np.array(view, dtype=np_dtype.newbyteorder("="), order="C")
+
+
+# A torch zip holds data.pkl, byteorder, version and a storage a tensor (a ResNet50: ~330); a
+# wheel a few dozen files. An archive with more entries than this is not one of them.
+MAX_ZIP_ENTRIES = 10_000
+
+
+def check_entry_count(zf: zipfile.ZipFile, label: str) -> None:
+    """Refuse an archive with more than ``MAX_ZIP_ENTRIES`` entries (before any is read)."""
+    n = len(zf.infolist())
+    if n > MAX_ZIP_ENTRIES:
+        raise _fail(f"{label}: a zip archive of {n:,} entries, more than any weights file or wheel holds "
+                    f"({MAX_ZIP_ENTRIES:,}); refused")
 
 
 def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
@@ -416,9 +451,10 @@ def _unwrap_state_dict(obj: Any) -> Any:
     return obj
 
 
-def _parse_torch(path: pathlib.Path, label: str, kind: str, input_convention: Optional[vgg.Convention]) -> _Parsed:
+def _parse_torch(path: pathlib.Path, label: str, kind: str, input_convention: Optional[vgg.Convention], *,
+                 zf: Optional[zipfile.ZipFile] = None) -> _Parsed:
     try:
-        tf = _TorchFile(path, label, kind)
+        tf = _TorchFile(path, label, kind, zf=zf)
         sd = _unwrap_state_dict(tf.obj)
         if not isinstance(sd, dict):
             raise _fail(f"{label} holds a {type(sd).__name__}, not a state dict; save model.state_dict() instead")

@@ -1,0 +1,5 @@
+"""``python -m nst_jax``: the ``nst-jax`` command."""
+
+from .entry import run
+
+run()
