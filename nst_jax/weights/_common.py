@@ -51,6 +51,7 @@ class Network:
     path: str
     stride_on: Optional[str] = None  # resnet50 only: "1x1" (Keras/Caffe) or "3x3" (torchvision)
     bn_epsilon: Optional[float] = None  # resnet50 only: the source's BN eps (already folded in)
+    quantization: str = ""  # how the weights were compressed before conversion ("" for none)
 
     def features(self, rgb: Any, layers: Any, *, pooling: str = "max", precision: Any = None) -> dict:
         """Named activations of RGB [0, 1] input (H×W×3, or N×H×W×3 for VGG).
@@ -74,7 +75,7 @@ class Network:
 jax.tree_util.register_dataclass(
     Network, data_fields=["params"],
     meta_fields=["arch", "convention", "pretrained", "source_name", "source_sha256", "fingerprint", "path",
-                 "stride_on", "bn_epsilon"])
+                 "stride_on", "bn_epsilon", "quantization"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,6 +235,7 @@ class _Parsed:
     source_sha256: Optional[str] = None
     stride_on: Optional[str] = None  # resnet50: "1x1" / "3x3"
     bn_epsilon: Optional[float] = None  # resnet50: the source's batch-norm eps (folded in)
+    extra_attrs: dict = dataclasses.field(default_factory=dict)  # more root attributes of the converted file
 
 
 

