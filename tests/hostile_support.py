@@ -8,12 +8,14 @@ those pages, so "far below the declared size" is checked on what the child added
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -98,6 +100,18 @@ class _Runner:
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def running(weights_dir: Path) -> Iterator[_Runner]:
+    """A fork server for hostile cases: CPU, no compilation cache, no downloads, ``weights_dir``."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", NST_JAX_CACHE_DIR="", NST_JAX_NO_DOWNLOAD="1",
+               NST_JAX_WEIGHTS=str(weights_dir), PYTHONPATH=str(REPO))
+    r = _Runner(env)
+    try:
+        yield r
+    finally:
+        r.close()
 
 
 def _snapshot(root: Path) -> dict[str, str]:

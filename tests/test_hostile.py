@@ -32,7 +32,7 @@ from PIL import Image
 
 from nst_jax import checkpoint, vgg, weights
 
-from hostile_support import EXTRA_RSS_LIMIT, MARKER, REPO, TIME_LIMIT, _Runner, _snapshot, no_marker_anywhere, refused  # noqa: F401
+from hostile_support import EXTRA_RSS_LIMIT, MARKER, REPO, TIME_LIMIT, _Runner, _snapshot, no_marker_anywhere, refused, running  # noqa: F401
 
 @pytest.fixture(scope="module")
 def case_dir(tmp_path_factory):
@@ -43,11 +43,8 @@ def case_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runner(case_dir):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", NST_JAX_CACHE_DIR="", NST_JAX_NO_DOWNLOAD="1",
-               NST_JAX_WEIGHTS=str(case_dir / "weights"), PYTHONPATH=str(REPO))
-    r = _Runner(env)
-    yield r
-    r.close()
+    with running(case_dir / "weights") as r:
+        yield r
 
 
 # ---------------------------------------------------------------------------------------------

