@@ -133,6 +133,26 @@ def _prepare_work_dir(work: pathlib.Path, job: dict, overwrite: bool, label: str
     return done
 
 
+def _refuse_unsupported(args: argparse.Namespace, cfg: Any) -> None:
+    """Options the parser shares with ``stylize`` that the video job does not apply yet: refused in
+    one line rather than accepted and ignored (the frames were byte-identical with and without them)."""
+    from .presets import preset
+
+    own = preset(args.preset)
+    given = [name for name, used in (
+        ("--preserve-colors", cfg.preserve_colors != own.preserve_colors),
+        ("--color-match", args.color_match != "chol"),
+        ("--content-mask", bool(args.content_mask)),
+        ("--scales", bool(args.scales)),
+        ("--iterations-per-scale", args.iterations_per_scale is not None),
+        ("--original-size", cfg.original_size and not own.original_size),
+    ) if used]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: `nst-jax video` does not apply {'these' if len(given) > 1 else 'this'} "
+                          "yet (each frame is painted at the working size, in the style's colours); run without "
+                          f"{'them' if len(given) > 1 else 'it'}, or paint frames one by one with `nst-jax stylize`")
+
+
 def cmd_video(args: argparse.Namespace) -> int:
     """Run ``nst-jax video`` (see the module docstring)."""
 
@@ -145,6 +165,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         raise ConfigError("a video runs one set of values and one seed (no comma lists)")
     if init_path is not None:
         raise ConfigError("--init takes content, noise, ... for a video, not an image file")
+    _refuse_unsupported(args, cfg)
     for name in ("every", "passes", "batch_size", "max_frames"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "passes" else 1):

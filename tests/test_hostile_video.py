@@ -535,3 +535,19 @@ def test_snapshot_helper_sees_a_changed_file(tmp_path):
     (tmp_path / "a").write_bytes(b"2")
     assert _snapshot(tmp_path) != before
     _ = json  # (json: used by the runner's protocol)
+
+
+def test_stylize_options_the_video_job_does_not_apply_are_refused(runner, d):
+    """The video parser shares stylize's options; those the job ignored (byte-identical frames) are
+    one error line now, until they work per frame."""
+    (d / "mask.png").write_bytes((d / "style.png").read_bytes())
+    base = video(d, d / "clip.mp4", d / "refused.mp4")
+    for extra, name in [(["--preserve-colors", "lum"], "--preserve-colors"),
+                        (["--set", "preserve_colors=swap"], "--preserve-colors"),
+                        (["--color-match", "pca"], "--color-match"),
+                        (["--content-mask", str(d / "mask.png")], "--content-mask"),
+                        (["--scales", "16,32"], "--scales"),
+                        (["--iterations-per-scale", "2"], "--iterations-per-scale"),
+                        (["--original-size"], "--original-size")]:
+        refused(runner, base + extra, d, f"{name}: `nst-jax video` does not apply this yet")
+    (d / "mask.png").unlink()
