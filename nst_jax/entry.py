@@ -19,6 +19,10 @@ def _exit_now(signum, frame) -> None:
     """While the command line is still importing nothing is written yet, so nothing needs cleaning up:
     end at once. (Raising KeyboardInterrupt here instead can land in a garbage-collection callback
     of JAX's, where Python prints it as "Exception ignored" with a traceback and carries on.)"""
+    try:
+        sys.stdout.flush()  # (what a finished command printed, if the signal comes as it returns)
+    except Exception:  # noqa: BLE001 - a closed pipe: nothing to keep
+        pass
     os.write(2, b"interrupted\n" if signum == signal.SIGINT else b"terminated (SIGTERM)\n")
     os._exit(128 + signum)
 
@@ -37,11 +41,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Returns:
       0, 1 (internal error), 2 (a user's error), 130 / 143 (SIGINT / SIGTERM).
     """
-    old = {sig: signal.signal(sig, _exit_now) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in (signal.SIGINT, signal.SIGTERM):  # until cli.main installs its own (no gap between)
+        signal.signal(sig, _exit_now)
     from . import cli
 
-    for sig, handler in old.items():  # cli.main installs its own for the run
-        signal.signal(sig, handler)
     try:
         code = cli.main(argv)
     except KeyboardInterrupt:  # (a second Ctrl-C as cli.main returns)
