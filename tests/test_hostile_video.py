@@ -33,17 +33,35 @@ SHALLOW = ["--content-layers", "relu2_1", "--style-layers", "relu1_1,relu2_1", "
            "--optimizer", "adam", "--lr", "0.02", "--size", "32", "--no-progress"]
 
 
-def write_clip(path: Path, frames: np.ndarray, fps: int = 10, fmt: str | None = None) -> Path:
-    """A video file written with PyAV (libx264, ultrafast)."""
+def write_clip(path: Path, frames: np.ndarray, fps: int = 10, fmt: str | None = None,
+               audio_codec: str | None = None) -> Path:
+    """A video file written with PyAV (libx264, ultrafast), with half a second of a stereo tone in
+    ``audio_codec`` when given."""
     out = av.open(str(path), "w", format=fmt)
     v = out.add_stream("libx264", rate=fps)
     v.height, v.width = frames.shape[1:3]
     v.pix_fmt, v.options = "yuv420p", {"preset": "ultrafast"}
+    a = out.add_stream(audio_codec, rate=48000) if audio_codec else None
+    if a is not None:
+        if audio_codec == "vorbis":
+            a.codec_context.options = {"strict": "experimental"}
+        a.layout = "stereo"
     for f in frames:
         for p in v.encode(av.VideoFrame.from_ndarray(np.asarray(f * 255).round().astype(np.uint8), format="rgb24")):
             out.mux(p)
     for p in v.encode(None):
         out.mux(p)
+    if a is not None:
+        tone = (np.sin(np.arange(24000) * 0.05) * 8000).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]).T.reshape(1, -1).copy(), format="s16",
+                                           layout="stereo")
+        frame.sample_rate, frame.pts = 48000, 0
+        res = av.AudioResampler(format=a.codec_context.format.name, layout="stereo", rate=48000)
+        for f in [*res.resample(frame), *res.resample(None)]:
+            for p in a.encode(f):
+                out.mux(p)
+        for p in a.encode(None):
+            out.mux(p)
     out.close()
     return path
 
@@ -347,36 +365,10 @@ AUDIO = {"aac": ("aac", "mp4"), "mp3": ("libmp3lame", "mp4"), "opus": ("libopus"
          "vorbis": ("vorbis", "matroska"), "pcm": ("pcm_s16le", "matroska")}
 
 
-def _with_audio(path: Path, codec: str, fmt: str) -> Path:
-    out = av.open(str(path), "w", format=fmt)
-    v = out.add_stream("libx264", rate=10)
-    v.width, v.height, v.pix_fmt = 32, 24, "yuv420p"
-    a = out.add_stream(codec, rate=48000)
-    if codec == "vorbis":
-        a.codec_context.options = {"strict": "experimental"}
-    a.layout = "stereo"
-    frames, _, _ = make_clip(3, 24, 32, seed=3)
-    for f in frames:
-        for p in v.encode(av.VideoFrame.from_ndarray((f * 255).round().astype(np.uint8), format="rgb24")):
-            out.mux(p)
-    for p in v.encode(None):
-        out.mux(p)
-    tone = (np.sin(np.arange(24000) * 0.05) * 8000).astype(np.int16)
-    frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]).T.reshape(1, -1).copy(), format="s16", layout="stereo")
-    frame.sample_rate, frame.pts = 48000, 0
-    res = av.AudioResampler(format=a.codec_context.format.name, layout="stereo", rate=48000)
-    for f in [*res.resample(frame), *res.resample(None)]:
-        for p in a.encode(f):
-            out.mux(p)
-    for p in a.encode(None):
-        out.mux(p)
-    out.close()
-    return path
-
-
 @pytest.fixture(scope="module")
 def audio_clips(d):
-    return {name: _with_audio(d / f"a_{name}.{'mp4' if fmt == 'mp4' else 'mkv'}", codec, fmt)
+    frames, _, _ = make_clip(3, 24, 32, seed=3)
+    return {name: write_clip(d / f"a_{name}.{'mp4' if fmt == 'mp4' else 'mkv'}", frames, fmt=fmt, audio_codec=codec)
             for name, (codec, fmt) in AUDIO.items()}
 
 
