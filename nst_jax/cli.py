@@ -59,7 +59,7 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                         "each scale starts from the previous result upsampled")
     g.add_argument("--iterations-per-scale", type=cli_options.ints, metavar="N|N1,N2,...",
                    help="iterations at each scale (default: --iterations on the first, half on the others)")
-    g.add_argument("--color-match", choices=list(COLOR_METHODS), default="chol",
+    g.add_argument("--color-match", choices=list(COLOR_METHODS), default=None,
                    help="linear colour transfer for --preserve-colors match (default chol)")
     g = p.add_argument_group("devices")
     g.add_argument(
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", action="store_true", help="one output per style in the directory -o OUTDIR")
     b.add_argument("--styles-dir", metavar="DIR", help="add every image in DIR as a style (implies --batch)")
     b.add_argument("--batch-size", type=int, help="results optimised at once (default: what fits in memory)")
-    b.add_argument("--format", default="png", help="output format in batch mode (png, jpg, tif, webp)")
+    b.add_argument("--format", help="output format in batch mode (png, jpg, tif, webp; default png)")
     b.add_argument("--grid", metavar="PATH", help="also save every result in one labelled picture: rows and "
                    "columns named by the styles, swept values and seeds")
     b.add_argument("--distributed", action="store_true",
@@ -472,6 +472,13 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         from . import cli_batch
 
         return cli_batch.cmd_batch(args, cfg, init_path, styles, sweep)
+    single_only = [o for o, given in (("--batch-size", args.batch_size is not None), ("--format", args.format),
+                                      ("--distributed", args.distributed), ("--coordinator", args.coordinator),
+                                      ("--num-processes", args.num_processes is not None),
+                                      ("--process-id", args.process_id is not None)) if given]
+    if single_only:
+        raise ConfigError(f"{', '.join(single_only)}: for many results (--batch, a sweep or several seeds); this is "
+                          "one run")
     if args.grid:
         raise ConfigError("--grid draws several results: give a comma list to a value option "
                           "(e.g. --style-weight 1e2,1e3), several seeds, or --batch")

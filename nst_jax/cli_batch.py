@@ -155,6 +155,9 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
 
     from . import cli, cli_plan, control, figures, files, image, scales
 
+    if not args.distributed and (args.coordinator or args.num_processes is not None or args.process_id is not None):
+        raise ConfigError("--coordinator/--num-processes/--process-id set up --distributed; give it too")
+    args.format = args.format or "png"
     if args.distributed:
         init_distributed(args)
     host, hosts = jax.process_index(), jax.process_count()

@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 from typing import Any, Callable, Optional
 
-from .config import INITS, PICTURES, PROGRAM, RUN, VALUES, StyleConfig, field_names
+from .config import INITS, NOISE_INITS, PICTURES, PROGRAM, RUN, VALUES, StyleConfig, field_names
 from .errors import ConfigError
 from .presets import preset
 
@@ -138,8 +138,9 @@ def add_config_options(p: argparse.ArgumentParser) -> dict[str, argparse._Argume
                 kw["metavar"] = meta["metavar"]
         groups[meta["part"]].add_argument(*meta["option"], **kw)
     groups[RUN].add_argument("--init", help="the start image: " + ", ".join(INITS) + ", or an image file")
-    groups[RUN].add_argument("--seed", type=seeds, default=(0,), metavar="N[,N...]",
-                             help="seeds the start image's noise (0 to 2^32-1); a comma list runs one result per seed")
+    groups[RUN].add_argument("--seed", type=seeds, default=None, metavar="N[,N...]",
+                             help="seeds the start image's noise (0 to 2^32-1; --init noise, randn or blend); a comma "
+                                  "list runs one result per seed")
     groups[RUN].add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                              help="set any config field (see 'nst-jax presets NAME'); repeatable")
     g = groups[PICTURES]
@@ -197,4 +198,23 @@ def config_from_args(args: argparse.Namespace) -> tuple[StyleConfig, Optional[st
             raise ConfigError(f"unknown config field {key!r}; valid: {', '.join(field_names())}")
         changes[key] = parse_field(fields[key], text)
         sweep.pop(key, None)
-    return cfg.replace(**changes), init_path, sweep
+    cfg = cfg.replace(**changes)
+    _refuse_ignored(args, cfg, init_path)
+    return cfg, init_path, sweep
+
+
+def _refuse_ignored(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[str]) -> None:
+    """Run options that this config would ignore, refused in one line; their defaults filled in."""
+    if getattr(args, "seed", None) is not None and (init_path is not None or cfg.init not in NOISE_INITS):
+        raise ConfigError(f"--seed seeds the start image's noise, and this run starts from "
+                          f"{init_path or 'the ' + cfg.init + ' image'} without noise; give --init noise (or randn, "
+                          "blend) or leave --seed out")
+    if hasattr(args, "seed"):
+        args.seed = args.seed if args.seed is not None else (0,)
+    if getattr(args, "color_match", None) is not None and cfg.preserve_colors != "match":
+        raise ConfigError("--color-match picks the colour transfer of --preserve-colors match; this run has "
+                          f"--preserve-colors {cfg.preserve_colors}")
+    if hasattr(args, "color_match"):
+        args.color_match = args.color_match or "chol"
+    if getattr(args, "command", None) != "video" and cfg.temporal_weight != preset(args.preset).temporal_weight:
+        raise ConfigError("--temporal-weight weighs the temporal term of `nst-jax video`; a still image has none")

@@ -48,9 +48,13 @@ def add_parser(sub: Any, add_config_options: Callable[[argparse.ArgumentParser],
                    help="sequential: each frame starts from the previous one warped, with the temporal loss "
                         "(default); multipass: all frames at once, passes alternating direction (the batch on the "
                         "accelerator); independent: every frame on its own (flickers; for comparison)")
-    v.add_argument("--passes", type=int, default=4, help="multipass: passes after the first (default 4)")
-    v.add_argument("--blend", type=float, default=0.5, help="multipass: share of the warped neighbour a frame "
-                   "starts from (the paper's delta, default 0.5)")
+    v.add_argument("--passes", type=int, help="multipass: passes after the first (default 4)")
+    v.add_argument("--blend", type=float, help="multipass: share of the neighbours' picture a frame starts from "
+                   "and is held to (the paper's delta, default 0.5)")
+    v.add_argument("--long-term", type=_offsets, default=(1,), metavar="J,...",
+                   help="sequential: hold each frame to these earlier frames, warped (Ruder et al.'s long-term "
+                        "loss, e.g. 1,2,4: a pixel hidden for a frame or two keeps its paint; default 1, the "
+                        "short-term loss)")
     v.add_argument("--flow", choices=FLOW_METHODS, default="dis", help="OpenCV optical flow (default dis)")
     v.add_argument("--fps", type=float, help="output frame rate (default: the input's, divided by --every; "
                    "a folder of frames: 25)")
@@ -63,6 +67,17 @@ def add_parser(sub: Any, add_config_options: Callable[[argparse.ArgumentParser],
     v.add_argument("--no-progress", action="store_true")
     v.add_argument("--no-download", action="store_true", help="never fetch weights (offline use)")
     add_config_options(v)
+
+
+def _offsets(text: str) -> tuple[int, ...]:
+    """``--long-term``: comma-separated frame offsets, 1 among them, at most 16 frames back."""
+    try:
+        got = tuple(sorted({int(v) for v in text.split(",")}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes frame offsets like 1,2,4; got {text!r}") from None
+    if not got or got[0] != 1 or got[-1] > 16:
+        raise argparse.ArgumentTypeError(f"takes offsets from 1 to 16, 1 among them (e.g. 1,2,4); got {text!r}")
+    return got
 
 
 def _selection(text: Optional[str]) -> tuple[int, Optional[int]]:
@@ -134,23 +149,29 @@ def _prepare_work_dir(work: pathlib.Path, job: dict, overwrite: bool, label: str
 
 
 def _refuse_unsupported(args: argparse.Namespace, cfg: Any) -> None:
-    """Options the parser shares with ``stylize`` that the video job does not apply yet: refused in
-    one line rather than accepted and ignored (the frames were byte-identical with and without them)."""
+    """Options the video job would ignore: refused in one line rather than accepted and ignored.
+    Fills in the multi-pass defaults."""
     from .presets import preset
 
     own = preset(args.preset)
-    given = [name for name, used in (
-        ("--preserve-colors", cfg.preserve_colors != own.preserve_colors),
-        ("--color-match", args.color_match != "chol"),
+    given = {"--passes": args.passes is not None, "--blend": args.blend is not None,
+             "--batch-size": args.batch_size is not None, "--long-term": args.long_term != (1,)}
+    for name, methods in (("--passes", "multipass"), ("--blend", "multipass"), ("--batch-size", "multipass"),
+                          ("--long-term", "sequential")):
+        if given[name] and args.method != methods:
+            raise ConfigError(f"{name} applies to --method {methods} only, not {args.method}")
+    args.passes = 4 if args.passes is None else args.passes
+    args.blend = 0.5 if args.blend is None else args.blend
+    refused = [name for name, used in (
         ("--content-mask", bool(args.content_mask)),
         ("--scales", bool(args.scales)),
         ("--iterations-per-scale", args.iterations_per_scale is not None),
         ("--original-size", cfg.original_size and not own.original_size),
     ) if used]
-    if given:
-        raise ConfigError(f"{', '.join(given)}: `nst-jax video` does not apply {'these' if len(given) > 1 else 'this'} "
-                          "yet (each frame is painted at the working size, in the style's colours); run without "
-                          f"{'them' if len(given) > 1 else 'it'}, or paint frames one by one with `nst-jax stylize`")
+    if refused:
+        raise ConfigError(f"{', '.join(refused)}: `nst-jax video` does not apply {'these' if len(refused) > 1 else 'this'} "
+                          "yet (each frame is painted in one scale, without masks); run without "
+                          f"{'them' if len(refused) > 1 else 'it'}, or paint frames one by one with `nst-jax stylize`")
 
 
 def cmd_video(args: argparse.Namespace) -> int:
@@ -179,6 +200,8 @@ def cmd_video(args: argparse.Namespace) -> int:
     limit = args.max_pixels or image.DEFAULT_MAX_PIXELS
     out = pathlib.Path(args.output).expanduser()
     to_file = video_io.is_video_path(out)
+    if args.fps is not None and not to_file:
+        raise ConfigError("--fps sets the frame rate of a video file; -o is a folder of frames (they have none)")
     if not to_file and out.suffix.lower() in image.IMAGE_EXTENSIONS:
         raise ConfigError(f"{out}: -o is a video file ({', '.join(sorted(video_io.VIDEO_EXTENSIONS))}) or a folder")
     clip = video_io.probe(args.input, fps=args.fps, max_pixels=limit,
@@ -238,8 +261,9 @@ def cmd_video(args: argparse.Namespace) -> int:
     job = {"input": _file_key(args.input) if clip.kind == "file" else flow.FlowCache.key_for(args.input),
            "styles": [_file_key(s) for s in style_paths], "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
            "frames": [start, stop, args.every], "method": args.method, "flow": args.flow, "seed": args.seed[0],
-           "weights": net.fingerprint, **({"passes": args.passes, "blend": args.blend} if args.method == "multipass"
-                                          else {})}
+           "weights": net.fingerprint, "color_match": args.color_match,
+           **({"passes": args.passes, "blend": args.blend} if args.method == "multipass" else {}),
+           **({"long_term": list(args.long_term)} if args.long_term != (1,) else {})}
     if exists_before and not args.overwrite and _held_job(work)[1] != job:
         raise ImageError(f"{out}: already exists; pass --overwrite to replace it")
     done = _prepare_work_dir(work, job, args.overwrite, "remove it or give another -o")
@@ -293,51 +317,42 @@ def cmd_video(args: argparse.Namespace) -> int:
 
 
 def _frame_by_frame(args, cfg, net, frames, style_arg, cache, work, done, devices, signals, total):
-    """The sequential (or independent) method, streaming; returns (status, frames done, frames run)."""
+    """The sequential (or independent) method: the library's stream (``video.iter_frames``), each
+    frame written as it comes; returns (status, frames done, frames run)."""
     from tqdm import tqdm
 
-    import jax.numpy as jnp
-
     from . import image
-    from .engine import stylize
-    from .temporal import consistency_mask, warp
-    from .video import no_temporal
+    from .video import iter_frames
 
-    bar = tqdm(total=total, disable=args.no_progress, unit="frame", dynamic_ncols=True, file=sys.stderr)
-    prev_frame = prev_out = None
-    count = ran = 0
-    for t, (_, frame) in enumerate(frames):
-        path = work / _frame_name(t)
-        if t < done:  # finished by an earlier run: its successor starts from it as written
-            prev_out = image.load_image(path) if args.method == "sequential" else None
-        else:
-            temporal = init = None
-            if args.method == "sequential" and t == 0:
-                temporal = no_temporal(frame)
-            elif args.method == "sequential":
-                back = cache.flow("back", t, frame, prev_frame, args.flow)
-                fwd = cache.flow("fwd", t, prev_frame, frame, args.flow)
-                init = np.asarray(warp(jnp.asarray(prev_out), jnp.asarray(back)))
-                temporal = (init, np.asarray(consistency_mask(jnp.asarray(back), jnp.asarray(fwd))))
-            stop = [False]
+    bar = tqdm(total=total, initial=min(done, total), disable=args.no_progress, unit="frame", dynamic_ncols=True,
+               file=sys.stderr)
 
-            def callback(p, stop=stop) -> bool:
-                stop[0] = signals.received is not None
-                return stop[0]
+    def flows(t: int, j: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tag = "" if j == 1 else str(j)  # the long-term pairs (t, t - j) are cached beside the short ones
+        return cache.flow(f"back{tag}", t, a, b, args.flow), cache.flow(f"fwd{tag}", t, b, a, args.flow)
 
-            r = stylize(frame, style_arg, net, cfg, seed=args.seed[0], init_image=init, temporal=temporal,
-                        callback=callback, devices=devices)
-            if r.status == "nonfinite":
-                raise NSTError(f"frame {t}: the loss became NaN or infinite; lower --lr or the weights")
-            if stop[0] or signals.received is not None:
-                return "stopped", t, ran
-            image.save_image(path, r.output, overwrite=True, rounding=cfg.save_rounding)
-            prev_out = image.load_image(path)  # as written (8-bit): what a resumed run starts from too
-            ran += 1
-            bar.set_postfix(loss=f"{r.final_loss:.4g}")
-        prev_frame = frame
-        count = t + 1
+    def keep(picture: np.ndarray) -> np.ndarray:  # the picture as written (8-bit), as a resumed run reads it
+        return image.to_uint8(picture, cfg.save_rounding).astype(np.float32) / 255.0
+
+    def callback(_progress) -> bool:
+        return signals.received is not None
+
+    stream = iter_frames((f for _, f in frames), style_arg, net, cfg,
+                         None if args.method == "independent" else flows, long_term=args.long_term,
+                         seed=args.seed[0], color_match_method=args.color_match, devices=devices, start=done,
+                         earlier=lambda t: image.load_image(work / _frame_name(t)), keep=keep, callback=callback)
+    count = min(done, total)
+    ran = 0
+    for f in stream:
+        if f.result.status == "nonfinite":
+            raise NSTError(f"frame {f.index}: the loss became NaN or infinite; lower --lr or the weights")
+        if f.result.status == "stopped" or signals.received is not None:
+            return "stopped", f.index, ran
+        image.save_image(work / _frame_name(f.index), f.output, overwrite=True, rounding=cfg.save_rounding)
+        ran += 1
+        count = f.index + 1
         bar.update(1)
+        bar.set_postfix(loss=f"{f.result.final_loss:.4g}")
     bar.close()
     return "done", count, ran
 
@@ -375,15 +390,12 @@ def _multipass(args, cfg, net, frames, style_arg, cache, work, done, batch, devi
         stopped[0] = signals.received is not None
         return stopped[0]
 
-    if start is not None and start[0] > args.passes:
-        images = start[1]
-    else:
-        results = stylize_multipass(contents, style_arg, net, cfg, back, fwd, passes=args.passes, blend=args.blend,
-                                    seed=args.seed[0], batch_size=batch, devices=devices, start=start, spatial=args.spatial,
-                                    callback=callback)
-        if stopped[0]:
-            return "stopped", 0, 0
-        images = np.stack([r.output for r in results])
+    results = stylize_multipass(contents, style_arg, net, cfg, back, fwd, passes=args.passes, blend=args.blend,
+                                seed=args.seed[0], batch_size=batch, devices=devices, start=start, spatial=args.spatial,
+                                callback=callback, color_match_method=args.color_match)
+    if stopped[0]:
+        return "stopped", 0, 0
+    images = np.stack([r.output for r in results])
     for t in range(n):
         image.save_image(work / _frame_name(t), images[t], overwrite=True, rounding=cfg.save_rounding)
     saved.unlink(missing_ok=True)

@@ -35,6 +35,7 @@ OPTIMIZERS = ("sgd", "adam", "lbfgs")
 ARCHS = vgg.ARCHS + ("resnet50",)
 VARIABLE_SPACES = ("network", "rgb")
 INITS = ("content", "style", "noise", "randn", "blend")
+NOISE_INITS = ("noise", "randn", "blend")  # the start images a seed changes
 SELECTS = ("last", "best", "after_best")
 ITERATION_UNITS = ("step", "evaluation")
 SIZE_SIDES = ("long", "height", "width")

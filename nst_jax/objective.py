@@ -66,9 +66,13 @@ def network_objective(params: Any, targets: Targets, xn: Array, values: Values, 
         tv = jnp.zeros((), jnp.float32)
     parts.update(content=content_total, style=style_total, tv=tv)
     total = content_total + style_total + tv
-    if targets.temporal is not None:  # video: Ruder et al.'s short-term temporal loss, in RGB [0, 1]
+    if targets.temporal is not None:
+        # video: Ruder et al.'s temporal loss, measured where content and style are, on the
+        # network's input (artistic_video.lua preprocesses the warped frame before its MSE): one
+        # unit of the weight is a masked mean squared difference of one pixel level² for Caffe
+        # weights (0-255), so the weight keeps its meaning next to the preset's content and style
         warped, weights = targets.temporal
-        term = values.temporal_weight * temporal.temporal_loss(spec.convention.from_network(xn), warped, weights)
+        term = values.temporal_weight * temporal.temporal_loss(xn, spec.convention.to_network(warped), weights)
         parts["temporal"] = term
         total = total + term
     return total, parts

@@ -1,20 +1,29 @@
 #!/usr/bin/env python
-"""Temporal consistency measured: independent frames against Ruder et al.'s sequential and multi-pass algorithms.
+"""Temporal consistency of `nst-jax video`, measured through the command: independent frames
+against Ruder et al.'s sequential and multi-pass algorithms.
 
-    python scripts/bench_video.py --frames 8 --iterations 60 --temporal-weight 200
+    python scripts/bench_video.py --weights weights/vgg19.h5 --iterations 20,40,80
 
-On the synthetic clip of ``scripts/make_clip.py`` (true flow known) and synthetic VGG19 weights,
-at equal iterations per frame: per-frame temporal error (Ruder et al.: the masked mean squared
-difference between frame t and the warped frame t−1), each method's mean style loss, seconds per
-frame; the algorithms run with the true flow and with OpenCV's estimate (``--flow``), the error is
-always measured with the true one. Prints a Markdown table; ``--strip PATH`` writes frames (a row a
-method, true flow), ``--plot PATH`` the per-frame errors. A measurement, not a test.
+Writes the synthetic clip of ``scripts/make_clip.py`` (its motion known exactly) as a folder of
+frames and runs ``nst-jax video`` on it (``cli.main``, in this process: the command a user types,
+with its ``--preset`` (default ``default``), its flow estimation (DIS) and its 8-bit frames), for
+each method and iteration count; multi-pass gets the same iterations a frame: ``--passes P`` and
+``--iterations N / (P + 1)``. The frames are read back and measured here with numpy alone, with
+the clip's exact motion: the temporal error of frame t is the mean over pixels and channels of
+``(x_t − x_{t−1} moved)²`` over the pixels visible in both frames (Ruder et al.'s measure with the
+true flow and occlusions); ``--long-term`` adds the error to frame t − 2 and a clip where a bar
+hides the background for one frame (frames 2 and 5), measured under the bar. Style loss: the preset's weighted style term
+at each output frame (one objective for every method). s / frame: the command's wall time over
+the frames (flows, compilation and writing included). Prints Markdown.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,112 +33,116 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
+def temporal_error(outs: list[np.ndarray], owner: np.ndarray, j: int = 1) -> np.ndarray:
+    """Per frame t ≥ j: mean over visible pixels' channels of (x_t − x_{t−j} at the same surface point)²,
+    over all pixels (invisible ones count 0, as the paper's masked mean)."""
+    from make_clip import visible
+
+    errs = []
+    for t in range(j, len(outs)):
+        same, sy, sx = visible(owner, t, j)
+        diff = outs[t].astype(np.float64) - outs[t - j][sy, sx].astype(np.float64)
+        errs.append(float(np.sum(same[..., None] * diff**2) / diff.size))
+    return np.asarray(errs)
+
+
+def run_command(argv: list[str]) -> tuple[int, str, float]:
+    """``nst-jax ARGV`` in this process: (exit code, stderr, seconds)."""
+    from nst_jax import cli
+
+    err = io.StringIO()
+    t0 = time.time()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli.main(argv)
+    return code, err.getvalue(), time.time() - t0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", required=True, help="converted weights (synthetic or real)")
+    ap.add_argument("--style", default=None, help="style image (default: the bundled painting)")
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--size", default="64x80")
-    ap.add_argument("--iterations", type=int, default=60, help="iterations a frame, every method")
-    ap.add_argument("--passes", type=int, default=3, help="multi-pass: passes after the first; each of the "
-                    "passes + 1 runs iterations / (passes + 1)")
-    ap.add_argument("--temporal-weight", type=float, default=200.0)
-    ap.add_argument("--style-weight", type=float, default=None)
-    ap.add_argument("--flow", default="true,dis", help="flows the algorithms use: true (the clip's), dis, "
-                    "farneback (OpenCV); the error is always measured with the true flow")
-    ap.add_argument("--strip", type=Path)
-    ap.add_argument("--plot", type=Path)
+    ap.add_argument("--iterations", default="20,40,80", help="iterations a frame (comma list)")
+    ap.add_argument("--passes", type=int, default=4, help="multi-pass: passes after the first")
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--methods", default="independent,sequential,multipass")
+    ap.add_argument("--long-term", action="store_true", help="also the blink clip, short- and long-term")
+    ap.add_argument("--extra", default="", help="more options for every run (space-separated)")
     args = ap.parse_args(argv)
     from machine import cpu_model_and_features
-    from make_clip import make_clip
-    from nst_jax import StyleConfig, flow, image, video, vgg
-    from nst_jax.weights import synthetic_params
+    from make_clip import clip_with_owners
+
+    from nst_jax import StyleConfig, image, stylize, vgg, weights
+    from nst_jax.presets import preset
 
     h, w = (int(v) for v in args.size.lower().split("x"))
-    frames, back, fwd = make_clip(args.frames, h, w, seed=0)
-    rng = np.random.default_rng(1)
-    style = np.clip(np.repeat(np.repeat(rng.random((8, 10, 3)), h // 8, 0), w // 10, 1)
-                    + 0.1 * rng.standard_normal((h, w, 3)), 0, 1).astype(np.float32)
-    net = synthetic_params("vgg19", seed=0)
-    cfg = StyleConfig(optimizer="adam", learning_rate=0.02, iterations=args.iterations, chunk_size=args.iterations,
-                      size=max(h, w), init="content", temporal_weight=args.temporal_weight)
-    if args.style_weight is not None:
-        cfg = cfg.replace(style_weight=args.style_weight)
-    per_pass = args.iterations // (args.passes + 1)
-    mp_cfg = cfg.replace(iterations=per_pass, chunk_size=per_pass)
-    true_masks = video.frame_masks(list(back), list(fwd))
-    flows = {"true": (list(back), list(fwd))}
-    flow_seconds = {}
-    for name in args.flow.split(","):
-        if name != "true":
-            t0 = time.time()
-            b = [None] + [flow.estimate(frames[t], frames[t - 1], name) for t in range(1, len(frames))]
-            f = [None] + [flow.estimate(frames[t - 1], frames[t], name) for t in range(1, len(frames))]
-            flow_seconds[name] = (time.time() - t0) / (2 * (len(frames) - 1))
-            flows[name] = (b, f)
+    style_path = Path(args.style) if args.style else Path(__file__).resolve().parents[1] / "nst_jax/assets/style.png"
+    net = weights.load_weights(args.weights)
+    work = Path(tempfile.mkdtemp(prefix="bench_video_"))
 
-    def run(method: str, fb, ff, clip):
-        if method == "independent":
-            return [r.output for r in video.stylize_independent(clip, style, net, cfg, convention=vgg.CAFFE)], None
-        if method == "sequential":
-            res = video.stylize_sequential(clip, style, net, cfg, fb[:len(clip)], flows_fwd=ff[:len(clip)],
-                                           convention=vgg.CAFFE)
-            return [r.output for r in res], res
-        res = video.stylize_multipass(clip, style, net, mp_cfg, fb[:len(clip)], ff[:len(clip)], passes=args.passes,
-                                      convention=vgg.CAFFE)
-        return [r.output for r in res], res
+    def write_clip(name: str, blink: tuple[int, ...]):
+        frames, _, _, owner = clip_with_owners(args.frames, h, w, seed=0, blink=blink)
+        for t, f in enumerate(frames):
+            image.save_image(work / name / f"frame_{t:04d}.png", f)
+        return frames, owner
 
-    def style_loss(outs) -> float:
-        """The mean weighted style term at each output frame, one objective for every method (no
-        temporal term): the first recorded loss of a one-step run started from the frame."""
-        from nst_jax import stylize
-
-        one = cfg.replace(iterations=1, chunk_size=1)
-        return float(np.mean([stylize(c, style, net, one, init_image=o, convention=vgg.CAFFE).loss_parts[0, 1]
+    def style_loss(outs, frames) -> float:
+        """The preset's weighted style term at each output frame: the first loss of a one-step run
+        started from it, at the same working size."""
+        cfg: StyleConfig = preset(args.preset).replace(iterations=1, chunk_size=1, size=max(h, w))
+        style = image.resize(image.load_image(style_path), (h, w), cfg.resample)
+        return float(np.mean([stylize(c, style, net, cfg, init_image=o).loss_parts[0, 1]
                               for o, c in zip(outs, frames)]))
 
-    rows = {}
-    plan = [("independent", "true")] + [(m, f) for m in ("sequential", "multipass") for f in flows]
-    for method, fname in plan:
-        fb, ff = flows[fname]
-        run(method, fb, ff, frames[:2])  # compilation, untimed (one program for every later frame)
-        t0 = time.time()
-        outs, _ = run(method, fb, ff, frames)
-        seconds = (time.time() - t0) / len(frames)
-        errs = video.temporal_errors(outs, list(back), true_masks)
-        label = method if method == "independent" else f"{method}, {fname} flow"
-        rows[label] = (errs, style_loss(outs), seconds, outs)
-    print(f"CPU: {cpu_model_and_features()[0]}; {args.frames} frames {h}x{w}, {args.iterations} Adam iterations a "
-          f"frame (multi-pass: {args.passes + 1} passes of {per_pass}), temporal_weight {args.temporal_weight:g}, "
-          "synthetic VGG19 weights\n")
-    if flow_seconds:
-        print("flow estimation:", ", ".join(f"{k} {1000 * v:.1f} ms a flow" for k, v in flow_seconds.items()), "\n")
-    print("| method | mean temporal error | max | vs independent | mean style loss | vs independent | s / frame |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    ind = rows["independent"]
-    for name, (errs, sl, sec, _) in rows.items():
-        print(f"| {name} | {errs.mean():.3e} | {errs.max():.3e} | {ind[0].mean() / errs.mean():.1f}x lower | "
-              f"{sl:.4g} | {100 * (sl / ind[1] - 1):+.1f} % | {sec:.2f} |")
-    print()
-    for name, (errs, *_rest) in rows.items():
-        print(f"per frame, {name}:", " ".join(f"{e:.2e}" for e in errs))
-    if args.strip:
-        shown = [r for r in rows if r == "independent" or "true" in r]
-        image.save_image(args.strip, np.concatenate([np.concatenate(rows[r][3], axis=1) for r in shown], axis=0),
-                         overwrite=True)
-    if args.plot:
-        import matplotlib
+    def paint(clip: str, method: str, iterations: int, more: list[str]):
+        out = work / f"{clip}-{method}-{iterations}-{'-'.join(more)}"
+        n = iterations // (args.passes + 1) if method == "multipass" else iterations
+        mp = ["--passes", str(args.passes)] if method == "multipass" else []
+        code, err, seconds = run_command(["video", str(work / clip), str(style_path), "-o", str(out), "--weights",
+                                          args.weights, "--preset", args.preset, "--size", str(max(h, w)),
+                                          "--iterations", str(n), "--method", method, *mp, "--no-progress",
+                                          *more, *args.extra.split()])
+        if code != 0:
+            raise SystemExit(f"nst-jax video failed ({code}): {err.strip().splitlines()[-1]}")
+        return [image.load_image(p) for p in sorted(out.glob("frame_*.png"))], seconds
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        t = np.arange(1, len(frames))
-        for name, (errs, *_rest) in rows.items():
-            ax.semilogy(t, errs, "o-", label=name, markersize=3)
-        ax.set_xlabel("frame")
-        ax.set_ylabel("temporal error")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=100)
+    frames, owner = write_clip("clip", ())
+    label = "real" if net.pretrained else "synthetic"
+    print(f"CPU: {cpu_model_and_features()[0]}; `nst-jax video`, preset {args.preset}, {label} weights "
+          f"({Path(args.weights).name}), {args.frames} frames {h}x{w}, DIS flow (the command's), errors with the "
+          f"exact motion; multi-pass: {args.passes + 1} passes of N/{args.passes + 1}\n")
+    print("| iterations a frame | method | mean temporal error | vs independent | mean style loss | "
+          "vs independent | s / frame |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for n in (int(v) for v in args.iterations.split(",")):
+        ind = None
+        for method in args.methods.split(","):
+            outs, seconds = paint("clip", method, n, [])
+            err, sl = temporal_error(outs, owner).mean(), style_loss(outs, frames)
+            if ind is None:
+                ind = (err, sl)
+            print(f"| {n} | {method} | {err:.3e} | {ind[0] / err:.1f}x lower | {sl:.4g} | "
+                  f"{100 * (sl / ind[1] - 1):+.1f} % | {seconds / len(outs):.2f} |", flush=True)
+    if args.long_term:
+        blink = (2, 5)
+        frames, owner = write_clip("blink", blink)
+        n = int(args.iterations.split(",")[len(args.iterations.split(",")) // 2])
+        print(f"\nA still bar hides part of the background in frames {blink[0]} and {blink[1]} only; "
+              f"{n} iterations a frame; the error under the bar (frames {blink[0] + 1} and {blink[1] + 1} against "
+              f"{blink[0] - 1} and {blink[1] - 1}: the same still background) and the mean temporal error\n")
+        print("| method | error under the bar, frame after it against frame before it | mean temporal error (t−1) "
+              "| mean style loss |")
+        print("|---|---:|---:|---:|")
+        for method, more in (("independent", []), ("sequential", []), ("sequential", ["--long-term", "1,2,4"])):
+            outs, _ = paint("blink", method, n, more)
+            # under the bar: the still background of frame b + 1 against frame b − 1's, where frame b
+            # hid it (a short-term loss sees frame b only there, and it showed the bar)
+            after = np.mean([np.mean((outs[b + 1][owner[b] == 2].astype(np.float64) - outs[b - 1][owner[b] == 2]) ** 2)
+                             for b in blink if b + 1 < len(outs)])
+            name = method + (" --long-term 1,2,4" if more else "")
+            print(f"| {name} | {after:.3e} | {temporal_error(outs, owner).mean():.3e} | "
+                  f"{style_loss(outs, frames):.4g} |", flush=True)
     return 0
 
 

@@ -30,13 +30,42 @@ def _texture(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray
             + fy * (1 - fx) * g[y0 + 1][:, x0] + fy * fx * g[y0 + 1][:, x0 + 1])
 
 
-def make_clip(frames: int = 12, height: int = 64, width: int = 80, seed: int = 0
+def make_clip(frames: int = 12, height: int = 64, width: int = 80, seed: int = 0, *, blink: tuple[int, ...] = ()
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(frames N×H×W×3 float32 in [0, 1], back N×H×W×2, fwd N×H×W×2) of the synthetic clip.
 
     A square (moving right, 2 px a frame) passes in front of a disc (moving left and down, 1 px
-    each a frame) over a still background.
+    each a frame) over a still background. ``blink``: frames where a still grey bar covers part of
+    the background's lower third for that one frame (what Ruder et al.'s long-term loss is for).
     """
+    out, back, fwd, _ = clip_with_owners(frames, height, width, seed, blink=blink)
+    return out, back, fwd
+
+
+# each owner's velocity (dy, dx) a frame: the background (-1) and the blinking bar (2) are still
+VELOCITIES = {-1: (0, 0), 0: (1, -1), 1: (0, 2), 2: (0, 0)}
+
+
+def visible(owner: np.ndarray, t: int, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which pixels of frame t show the same surface point in frame t − j, and where: (H×W bool,
+    source rows, source columns). Exact: every shape moves by whole pixels."""
+    h, w = owner.shape[1:]
+    yy, xx = np.mgrid[0:h, 0:w]
+    sy, sx = yy.copy(), xx.copy()
+    for k, (vy, vx) in VELOCITIES.items():
+        here = owner[t] == k
+        sy[here] -= j * vy
+        sx[here] -= j * vx
+    inside = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
+    same = np.zeros((h, w), bool)
+    same[inside] = owner[t - j][sy[inside], sx[inside]] == owner[t][inside]
+    return same, np.clip(sy, 0, h - 1), np.clip(sx, 0, w - 1)
+
+
+def clip_with_owners(frames: int = 12, height: int = 64, width: int = 80, seed: int = 0, *,
+                     blink: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`make_clip`'s arrays and which surface each pixel shows (N×H×W: -1 the background,
+    0 the disc, 1 the square, 2 the blinking bar; velocities in ``VELOCITIES``)."""
     rng = np.random.default_rng(seed)
     background = 0.25 + 0.5 * _texture(rng, height, width, 6)
     side, radius = height // 4, height // 6
@@ -59,6 +88,10 @@ def make_clip(frames: int = 12, height: int = 64, width: int = 80, seed: int = 0
                     if mask[dy, dx] and 0 <= py < height and 0 <= px < width:
                         img[py, px] = tex[dy, dx]
                         owner[t, py, px] = k
+        if t in blink:  # a still bar over the background, for this frame only
+            top, bottom, left, right = 2 * height // 3, 2 * height // 3 + height // 6, width // 4, 3 * width // 4
+            img[top:bottom, left:right] = 0.5
+            owner[t, top:bottom, left:right] = 2
         out[t] = img
     back = np.zeros((frames, height, width, 2), np.float32)
     fwd = np.zeros((frames, height, width, 2), np.float32)
@@ -66,7 +99,7 @@ def make_clip(frames: int = 12, height: int = 64, width: int = 80, seed: int = 0
         for k, (_, _, (vy, vx)) in enumerate(shapes):
             back[t][owner[t] == k] = (-vx, -vy)  # pixel of frame t came from here in t-1
             fwd[t][owner[t - 1] == k] = (vx, vy)  # pixel of frame t-1 goes here in t
-    return out, back, fwd
+    return out, back, fwd, owner
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--size", default="64x80", help="HxW")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--blink", default="", help="frames (comma list) where a still bar hides part of the background")
     args = ap.parse_args(argv)
     h, w = (int(v) for v in args.size.lower().split("x"))
-    frames, back, fwd = make_clip(args.frames, h, w, args.seed)
+    frames, back, fwd = make_clip(args.frames, h, w, args.seed,
+                                  blink=tuple(int(v) for v in args.blink.split(",") if v.strip()))
     from PIL import Image
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -431,8 +431,8 @@ def test_the_video_command_drops_audio_it_cannot_copy_with_a_note(runner, d, aud
 STAGES = {
     # stage: (method, function the signal comes at, its call)
     "loading": ("sequential", "nst_jax.weights:load_weights", 1),
-    "frames": ("sequential", "nst_jax.engine:stylize", 2),
-    "independent": ("independent", "nst_jax.engine:stylize", 2),
+    "frames": ("sequential", "nst_jax.video:stylize", 2),
+    "independent": ("independent", "nst_jax.video:stylize", 2),
     "flows": ("multipass", "nst_jax.flow:estimate", 2),
     "passes": ("multipass", "nst_jax.video:stylize_many", 2),
     "encoding": ("sequential", "nst_jax.video_io:write_video", 1),
@@ -445,10 +445,14 @@ def references(runner, d):
     refs = {}
     for method in ("sequential", "independent", "multipass"):
         out = d / f"sig_ref_{method}.mp4"
-        res = runner.run(video(d, d / "clip.mp4", out, "--method", method, "--passes", "2"), d)
+        res = runner.run(video(d, d / "clip.mp4", out, "--method", method, *_passes(method)), d)
         assert res["rc"] == 0, res["stderr"]
         refs[method] = (frames_of(d / f"sig_ref_{method}.mp4.frames"), _decoded(out))
     return refs
+
+
+def _passes(method: str) -> list[str]:
+    return ["--passes", "2"] if method == "multipass" else []  # (refused for the other methods)
 
 
 def _decoded(path: Path) -> list[np.ndarray]:
@@ -462,7 +466,7 @@ def test_a_signal_at_each_stage_then_the_same_command_gives_the_uninterrupted_re
                                                                                       sig):
     method, at, call = STAGES[stage]
     out = d / f"sig_{stage}_{sig.name}" / "o.mp4"  # (its own folder: its own flow cache)
-    argv = video(d, d / "clip.mp4", out, "--method", method, "--passes", "2")
+    argv = video(d, d / "clip.mp4", out, "--method", method, *_passes(method))
     res = runner.run(argv, d, kill={"at": at, "call": call, "signal": int(sig)})
     if sig == signal.SIGKILL:
         assert res["rc"] == -9, res
@@ -528,16 +532,17 @@ def test_snapshot_helper_sees_a_changed_file(tmp_path):
 
 
 def test_stylize_options_the_video_job_does_not_apply_are_refused(runner, d):
-    """The video parser shares stylize's options; those the job ignored (byte-identical frames) are
-    one error line now, until they work per frame."""
+    """The video parser shares stylize's options; those the job does not apply (they used to leave
+    the frames byte-identical) are one error line. (--preserve-colors works per frame now.)"""
     (d / "mask.png").write_bytes((d / "style.png").read_bytes())
     base = video(d, d / "clip.mp4", d / "refused.mp4")
-    for extra, name in [(["--preserve-colors", "lum"], "--preserve-colors"),
-                        (["--set", "preserve_colors=swap"], "--preserve-colors"),
-                        (["--color-match", "pca"], "--color-match"),
-                        (["--content-mask", str(d / "mask.png")], "--content-mask"),
+    for extra, name in [(["--content-mask", str(d / "mask.png")], "--content-mask"),
                         (["--scales", "16,32"], "--scales"),
                         (["--iterations-per-scale", "2"], "--iterations-per-scale"),
                         (["--original-size"], "--original-size")]:
         refused(runner, base + extra, d, f"{name}: `nst-jax video` does not apply this yet")
+    refused(runner, base + ["--color-match", "pca"], d, "--color-match picks the colour transfer of --preserve-colors")
+    refused(runner, base + ["--passes", "2"], d, "--passes applies to --method multipass only")
+    refused(runner, base + ["--method", "multipass", "--long-term", "1,2"], d, "--long-term applies to --method sequential")
+    refused(runner, base + ["--long-term", "2,4"], d, "1 among them")
     (d / "mask.png").unlink()

@@ -123,14 +123,14 @@ SCRIPT = textwrap.dedent(
     assert cli.main(common + ["-o", str(d / "mesh14.png"), "--mesh", "1x4"]) == 0
     assert np.array_equal(np.asarray(Image.open(d / "mesh14.png")), np.asarray(Image.open(d / "four.png")))
     # --mesh 2x2: two seeds at once, each split over two devices, equal to each seed's own run
-    assert cli.main(common + ["-o", str(d / "m22"), "--mesh", "2x2", "--seed", "0,1"]) == 0
-    assert cli.main(common + ["-o", str(d / "m11"), "--devices", "1", "--seed", "0,1"]) == 0
+    assert cli.main(common + ["-o", str(d / "m22"), "--mesh", "2x2", "--seed", "0,1", "--init", "noise"]) == 0
+    assert cli.main(common + ["-o", str(d / "m11"), "--devices", "1", "--seed", "0,1", "--init", "noise"]) == 0
     got = sorted((d / "m22").glob("*.png"))
     assert len(got) == 2, got
     for f in got:
         a, b = (np.asarray(Image.open(x), np.int16) for x in (f, d / "m11" / f.name))
         assert np.abs(a - b).max() <= 2 and np.abs(a - b).mean() < 0.05, (f.name, np.abs(a - b).max())
-    for bad in (["--mesh", "2x2", "--devices", "3", "--seed", "0,1"], ["--mesh", "2x2"], ["--mesh", "3x2"],
+    for bad in (["--mesh", "2x2", "--devices", "3", "--seed", "0,1", "--init", "noise"], ["--mesh", "2x2"], ["--mesh", "3x2"],
                 ["--mesh", "0x4"]):
         assert cli.main(common + ["-o", str(d / "bad"), *bad]) == 2, bad
     assert not (d / "bad").exists()

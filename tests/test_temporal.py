@@ -118,10 +118,20 @@ def test_the_temporal_term_in_the_objective_matches_numpy(vgg19_params):
     base, parts0 = objective.objective(p, targets, jnp.asarray(image), cfg.values(), program=cfg.program(), spec=spec)
     with_t = targets._replace(temporal=(jnp.asarray(warped), jnp.asarray(mask)))
     total, parts = objective.objective(p, with_t, jnp.asarray(image), cfg.values(), program=cfg.program(), spec=spec)
-    want = 37.0 * np.sum(mask[..., None] * (image.astype(np.float64) - warped) ** 2) / image.size
+    # Ruder et al.'s artistic_video.lua: both frames preprocessed (Caffe: BGR, 0-255, minus the
+    # mean) before the masked MSE; the mean cancels, the channel order does not matter to a sum
+    want = 37.0 * np.sum(mask[..., None] * (255.0 * (image.astype(np.float64) - warped)) ** 2) / image.size
     np.testing.assert_allclose(float(parts["temporal"]), want, rtol=1e-5)
     np.testing.assert_allclose(float(total), float(base) + want, rtol=1e-5)
     assert "temporal" not in parts0
+    # torchvision weights: the network's input is (rgb - mean) / std, per channel
+    p2, spec2 = network.net_spec(vgg19_params, vgg.TORCHVISION)
+    targets2 = compute_targets(p2, spec2, content, content, cfg.program())._replace(
+        temporal=(jnp.asarray(warped), jnp.asarray(mask)))
+    _, parts2 = objective.objective(p2, targets2, jnp.asarray(image), cfg.values(), program=cfg.program(), spec=spec2)
+    std = np.array([0.229, 0.224, 0.225])
+    want2 = 37.0 * np.sum(mask[..., None] * ((image.astype(np.float64) - warped) / std) ** 2) / image.size
+    np.testing.assert_allclose(float(parts2["temporal"]), want2, rtol=1e-5)
 
 
 def test_sequential_frames_flicker_less_than_independent_ones(vgg19_params):
@@ -141,7 +151,7 @@ def test_sequential_frames_flicker_less_than_independent_ones(vgg19_params):
     e_seq = video.temporal_errors([r.output for r in seq], list(back), masks)
     assert e_seq.mean() < e_ind.mean() / 2, (e_seq, e_ind)
     # frame 0's temporal term has weights 0: its losses are the independent frame's
-    np.testing.assert_allclose(seq[0].losses, ind[0].losses, rtol=1e-5)
+    np.testing.assert_allclose(seq[0].result.losses, ind[0].result.losses, rtol=1e-5)
 
 
 def test_temporal_frames_share_one_compiled_chunk_and_its_weight_is_a_value(vgg19_params):

@@ -104,8 +104,9 @@ def test_flow_cache_round_trips_and_ignores_hostile_files(tmp_path):
 
 
 def test_multipass_batches_equal_the_frames_run_one_by_one(vgg19_params):
-    """Every pass of ``stylize_multipass`` (all frames in one batch) against the paper's pass
-    written out here frame by frame with ``stylize``: blend δ·c·ω + (1 − δ·c)·x, temporal term to ω."""
+    """Every pass of ``stylize_multipass`` (all frames in one batch) against the pass written out
+    here frame by frame with ``stylize``: the neighbours' mean T = (c_p ω_p + c_n ω_n)/(c_p + c_n),
+    c = max(c_p, c_n), start s = δ·c·T + (1 − δ·c)·x, temporal term to s under c."""
     from nst_jax import stylize
 
     frames, back, fwd = make_clip(3, 24, 32, seed=2)
@@ -115,20 +116,23 @@ def test_multipass_batches_equal_the_frames_run_one_by_one(vgg19_params):
     got = video.stylize_multipass(frames, style, vgg19_params, cfg, list(back), list(fwd), passes=2, blend=0.5,
                                   batch_size=3, convention=vgg.CAFFE)
     x = [stylize(f, style, vgg19_params, cfg, convention=vgg.CAFFE).output for f in frames]
-    for p in (1, 2):
-        forward = p % 2 == 1
+
+    def warp_and_mask(i, j):
+        to_j, back_j = (back[i], fwd[i]) if j == i - 1 else (fwd[j], back[j])
+        w = np.asarray(temporal.warp(jnp.asarray(x[j]), jnp.asarray(to_j)))
+        return w, np.asarray(temporal.consistency_mask(jnp.asarray(to_j), jnp.asarray(back_j)))
+
+    for _ in (1, 2):
         new = []
         for i, f in enumerate(frames):
-            j = i - 1 if forward else i + 1
-            if not 0 <= j < len(frames):
-                new.append(stylize(f, style, vgg19_params, cfg, convention=vgg.CAFFE, init_image=x[i]).output)
-                continue
-            to_j, back_j = (back[i], fwd[i]) if forward else (fwd[j], back[j])
-            w = np.asarray(temporal.warp(jnp.asarray(x[j]), jnp.asarray(to_j)))
-            c = np.asarray(temporal.consistency_mask(jnp.asarray(to_j), jnp.asarray(back_j)))[..., None]
-            start = 0.5 * c * w + (1 - 0.5 * c) * x[i]
+            pairs = [warp_and_mask(i, j) for j in (i - 1, i + 1) if 0 <= j < len(frames)]
+            num = sum(c[..., None] * w for w, c in pairs)
+            den = sum(c for _, c in pairs)[..., None]
+            mean = np.where(den > 0, num / np.maximum(den, 1), x[i])
+            c = np.minimum(den, 1)
+            start = 0.5 * c * mean + (1 - 0.5 * c) * x[i]
             new.append(stylize(f, style, vgg19_params, cfg, convention=vgg.CAFFE, init_image=start,
-                               temporal=(w, c[..., 0])).output)
+                               temporal=(start, c[..., 0])).output)
         x = new
     for i in range(3):
         np.testing.assert_allclose(got[i].output, x[i], atol=2e-4)
@@ -220,7 +224,7 @@ def _frames(d: pathlib.Path) -> list[np.ndarray]:
 
 
 def test_cli_video_file_with_audio_ctrl_c_and_resume_give_the_uninterrupted_frames(work, capsys, monkeypatch):
-    from nst_jax import engine
+    from nst_jax import video as video_module
 
     common = [work / "clip.mp4", work / "style.png", "--weights", work / "syn.h5", *SHALLOW]
     code, stdout, err = _run(["video", common[0], common[1], "-o", work / "ref.mp4", *common[2:]], capsys)
@@ -235,7 +239,7 @@ def test_cli_video_file_with_audio_ctrl_c_and_resume_give_the_uninterrupted_fram
     # Ctrl-C while frame 2 is painted: frames 0 and 1 are kept, no video is written, exit 130
     args = ["video", common[0], common[1], "-o", work / "out.mp4", *common[2:]]
     with monkeypatch.context() as m:
-        _interrupt_on_call(m, engine, "stylize", 3)
+        _interrupt_on_call(m, video_module, "stylize", 3)
         code, _, err = _run(args, capsys)
     assert code == 130 and "run the same command again to resume" in err, err
     assert len(_frames(work / "out.mp4.frames")) == 2 and not (work / "out.mp4").exists()
@@ -387,3 +391,28 @@ def test_cli_video_bad_input_is_one_error_line(work, tmp_path, capsys, case, mes
     assert "Traceback" not in err
     if case == "foreign_out":
         assert (out / "holiday.png").read_bytes() == b"x"
+
+
+# NTSC YIQ (scikit-image's yiq_from_rgb), written out here for the check
+_YIQ = np.array([[0.299, 0.587, 0.114], [0.59590059, -0.27455667, -0.32134392], [0.21153661, -0.52273617, 0.31119955]])
+
+
+@pytest.mark.parametrize("mode,method", [("swap", "sequential"), ("lum", "sequential"), ("lum", "multipass")])
+def test_cli_video_preserve_colors_keeps_each_frames_own_colours(work, capsys, mode, method):
+    """--preserve-colors works per frame: every painted frame keeps the chroma (I, Q) of its own
+    source frame, not of frame 0 or the style's; and the luminance is painted."""
+    out = work / f"colours-{mode}-{method}"
+    code, _, err = _run(["video", work / "in", work / "style.png", "-o", out, "--weights", work / "syn.h5",
+                         "--preserve-colors", mode, "--method", method, *SHALLOW, "--lr", "4"], capsys)
+    assert code == 0, err
+    got = _frames(out)
+    sources = [image.resize(image.load_image(p), (24, 32), "bicubic") for p in sorted((work / "in").glob("*.png"))]
+    assert len(got) == len(sources) == 4
+    for g, s in zip(got, sources):
+        yiq_g, yiq_s = g.astype(np.float64) @ _YIQ.T, s.astype(np.float64) @ _YIQ.T
+        inside = (g > 0.01).all(-1) & (g < 0.99).all(-1)  # where the restore did not clip
+        assert inside.mean() > 0.8
+        assert np.abs(yiq_g[..., 1:] - yiq_s[..., 1:])[inside].max() < 0.01  # 8-bit rounding
+        assert np.abs(yiq_g[..., 0] - yiq_s[..., 0]).mean() > 0.01  # painted
+    # frames differ in colour, so one frame's chroma on all of them would have failed above
+    assert np.abs(sources[0] @ _YIQ.T[:, 1:] - sources[-1] @ _YIQ.T[:, 1:]).max() > 0.05
