@@ -50,7 +50,7 @@ def add_parser(sub: Any, add_config_options: Callable[[argparse.ArgumentParser],
                         "accelerator); independent: every frame on its own (flickers; for comparison)")
     v.add_argument("--passes", type=int, help="multipass: passes after the first (default 4)")
     v.add_argument("--blend", type=float, help="multipass: share of the neighbours' picture a frame starts from "
-                   "and is held to (the paper's delta, default 0.5)")
+                   "and is held to (the paper's delta; default 0.75, measured)")
     v.add_argument("--long-term", type=_offsets, default=(1,), metavar="J,...",
                    help="sequential: hold each frame to these earlier frames, warped (Ruder et al.'s long-term "
                         "loss, e.g. 1,2,4: a pixel hidden for a frame or two keeps its paint; default 1, the "
@@ -161,7 +161,7 @@ def _refuse_unsupported(args: argparse.Namespace, cfg: Any) -> None:
         if given[name] and args.method != methods:
             raise ConfigError(f"{name} applies to --method {methods} only, not {args.method}")
     args.passes = 4 if args.passes is None else args.passes
-    args.blend = 0.5 if args.blend is None else args.blend
+    args.blend = 0.75 if args.blend is None else args.blend
     refused = [name for name, used in (
         ("--content-mask", bool(args.content_mask)),
         ("--scales", bool(args.scales)),

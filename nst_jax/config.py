@@ -183,9 +183,12 @@ class StyleConfig:
     tv_space: str = _f("network", PROGRAM, "TV measured on the network input or on RGB [0, 1]", choices=VARIABLE_SPACES)
     # video (Ruder et al. 2016): the weight of the temporal term, used when a run is given a
     # temporal target (``stylize(temporal=...)``: the previous stylised frame warped, and its mask)
-    temporal_weight: float = _f(200.0, VALUES, "video: weight of the temporal term (masked mean squared "
-                                "difference to the previous stylised frame, warped by the flow)",
-                                option="--temporal-weight")
+    # One unit: a masked mean squared difference of one level² on the network's input (0-255 for
+    # Caffe weights), Ruder et al.'s units; 1e3 is their artistic_video.lua default (next to
+    # neural-style's content 5 and style 100, the default preset's balance).
+    temporal_weight: float = _f(1000.0, VALUES, "video: weight of the temporal term (masked mean squared "
+                                "difference to the earlier stylised frames, warped by the flow, on the network's "
+                                "input: 0-255 levels for Caffe weights)", option="--temporal-weight")
     # optimisation
     optimizer: str = _f("adam", PROGRAM, "the optimiser", choices=OPTIMIZERS, option="--optimizer")
     learning_rate: float = _f(0.02, VALUES, "step size (L-BFGS without line search: torch's lr)",

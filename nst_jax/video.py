@@ -260,6 +260,13 @@ def temporal_errors(outputs: Sequence[ImageLike], flows_back: Sequence[Optional[
     return np.asarray(errs, np.float64)
 
 
+# Multi-pass holds each frame to its blend with this share of ``temporal_weight``: the hold is to a
+# smoothed picture, not to a neighbour. Measured (BENCHMARKS.md, "Video"): with the full weight
+# the synthetic weights' frames stayed at the blur of their blends (style loss up 2-3x, flicker
+# barely lower); 1/40 (25 at the default 1000) kept the style and lowered the error most.
+MULTIPASS_HOLD = 1.0 / 40.0
+
+
 def multipass_inputs(images: np.ndarray, flows_back: Sequence[Optional[ImageLike]],
                      flows_fwd: Sequence[Optional[ImageLike]], blend: float
                      ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
@@ -268,7 +275,8 @@ def multipass_inputs(images: np.ndarray, flows_back: Sequence[Optional[ImageLike
     For frame i, ω_p and c_p are frame i − 1 warped to it and that pair's consistency weights,
     ω_n and c_n the same for frame i + 1; T = (c_p ω_p + c_n ω_n) / (c_p + c_n) is the neighbours'
     picture of frame i and c = max(c_p, c_n) where either sees it. Frame i starts from
-    ``s = δ c T + (1 − δ c) x_i`` (δ = ``blend``) and its temporal term holds it to s under c.
+    ``s = δ c T + (1 − δ c) x_i`` (δ = ``blend``) and its temporal term holds it to s with
+    weights ``MULTIPASS_HOLD · c``.
 
     Departure from the paper (§3.3), measured in BENCHMARKS.md "Video": the paper's passes run
     frame after frame, alternating direction, each frame blending in its neighbour *of this pass*
@@ -284,7 +292,7 @@ def multipass_inputs(images: np.ndarray, flows_back: Sequence[Optional[ImageLike
       blend: δ.
 
     Returns:
-      (N×H×W×3 start images, per frame (s, c)).
+      (N×H×W×3 start images, per frame (s, MULTIPASS_HOLD · c)).
     """
     n = len(images)
     starts = np.array(images, np.float32, copy=True)
@@ -305,13 +313,13 @@ def multipass_inputs(images: np.ndarray, flows_back: Sequence[Optional[ImageLike
         mean = np.where(seen[..., None] > 0, total / np.maximum(seen, 1.0)[..., None], images[i])
         c = np.minimum(seen, 1.0)[..., None]
         starts[i] = blend * c * mean + (1.0 - blend * c) * images[i]
-        targets.append((starts[i].copy(), c[..., 0].copy()))
+        targets.append((starts[i].copy(), (MULTIPASS_HOLD * c[..., 0]).astype(np.float32)))
     return starts, targets
 
 
 def stylize_multipass(frames: Sequence[ImageLike], style: Any, params: Any, config: StyleConfig,
                       flows_back: Sequence[Optional[ImageLike]], flows_fwd: Sequence[Optional[ImageLike]], *,
-                      passes: int = 4, blend: float = 0.5, first_iterations: Optional[int] = None, seed: int = 0,
+                      passes: int = 4, blend: float = 0.75, first_iterations: Optional[int] = None, seed: int = 0,
                       convention: Any = None, batch_size: Optional[int] = None, devices: Any = None,
                       start: Optional[tuple[int, np.ndarray]] = None,
                       callback: Optional[Callable[[int, np.ndarray], Optional[bool]]] = None,
@@ -329,7 +337,8 @@ def stylize_multipass(frames: Sequence[ImageLike], style: Any, params: Any, conf
       style, params, config, seed, convention: as ``stylize`` (one seed for every frame).
       flows_back, flows_fwd: per frame t, the flows t→t−1 and t−1→t (entry 0 unused).
       passes: passes after the first (0: independent frames).
-      blend: δ, how much of the neighbours' picture a frame starts from and is held to.
+      blend: δ, how much of the neighbours' picture a frame starts from and is held to (0.75:
+        measured, above the paper's 0.5 with these batched passes).
       first_iterations: iterations of pass 0.
       batch_size, devices, spatial: as ``stylize_many`` (frames at once; devices to shard them
         over; devices per frame, a ``batch × spatial`` mesh).

@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", default="20,40,80", help="iterations a frame (comma list)")
     ap.add_argument("--passes", type=int, default=4, help="multi-pass: passes after the first")
     ap.add_argument("--preset", default="default")
-    ap.add_argument("--methods", default="independent,sequential,multipass")
+    ap.add_argument("--methods", default="independent,sequential,sequential:--temporal-weight=0,multipass",
+                    help="methods (the first is the baseline); METHOD:--option=value adds options to that row")
     ap.add_argument("--long-term", action="store_true", help="also the blink clip, short- and long-term")
     ap.add_argument("--extra", default="", help="more options for every run (space-separated)")
     args = ap.parse_args(argv)
@@ -117,12 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     print("|---:|---|---:|---:|---:|---:|---:|")
     for n in (int(v) for v in args.iterations.split(",")):
         ind = None
-        for method in args.methods.split(","):
-            outs, seconds = paint("clip", method, n, [])
+        for spec in args.methods.split(","):
+            method, _, opts = spec.partition(":")
+            more = [t for o in opts.split(":") if o for t in o.split("=", 1)]
+            outs, seconds = paint("clip", method, n, more)
             err, sl = temporal_error(outs, owner).mean(), style_loss(outs, frames)
             if ind is None:
                 ind = (err, sl)
-            print(f"| {n} | {method} | {err:.3e} | {ind[0] / err:.1f}x lower | {sl:.4g} | "
+            print(f"| {n} | {method}{' ' + ' '.join(more) if more else ''} | {err:.3e} | {ind[0] / err:.1f}x lower | {sl:.4g} | "
                   f"{100 * (sl / ind[1] - 1):+.1f} % | {seconds / len(outs):.2f} |", flush=True)
     if args.long_term:
         blink = (2, 5)
