@@ -345,12 +345,12 @@ def _frame_by_frame(args, cfg, net, frames, style_arg, cache, work, done, device
     ran = 0
     for f in stream:
         if f.result.status == "nonfinite":
-            raise NSTError(f"frame {f.index}: the loss became NaN or infinite; lower --lr or the weights")
+            raise NSTError(f"frame {f.t}: the loss became NaN or infinite; lower --lr or the weights")
         if f.result.status == "stopped" or signals.received is not None:
-            return "stopped", f.index, ran
-        image.save_image(work / _frame_name(f.index), f.output, overwrite=True, rounding=cfg.save_rounding)
+            return "stopped", f.t, ran
+        image.save_image(work / _frame_name(f.t), f.output, overwrite=True, rounding=cfg.save_rounding)
         ran += 1
-        count = f.index + 1
+        count = f.t + 1
         bar.update(1)
         bar.set_postfix(loss=f"{f.result.final_loss:.4g}")
     bar.close()

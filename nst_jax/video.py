@@ -71,11 +71,11 @@ def no_temporal(frame: ImageLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 class VideoFrame(NamedTuple):
-    """One painted frame: its position in the clip, the picture (RGB in [0, 1], colours restored:
+    """One painted frame: its position t in the clip, the picture (RGB in [0, 1], colours restored:
     what a file gets) and the engine's result (in the engine's colour domain: grey under
     ``preserve_colors="lum"``)."""
 
-    index: int
+    t: int
     output: np.ndarray
     result: Optional[Result]
 
@@ -190,7 +190,7 @@ def stylize_independent(frames: Sequence[ImageLike], style: Any, params: Any, co
     for f in iter_frames(frames, style, params, config, None, seed=seed, convention=convention):
         out.append(f)
         if callback is not None:
-            callback(f.index, f)
+            callback(f.t, f)
     return out
 
 
@@ -235,7 +235,7 @@ def stylize_sequential(frames: Sequence[ImageLike], style: Any, params: Any, con
     for f in iter_frames(frames, style, params, config, flows, long_term=long_term, seed=seed, convention=convention):
         out.append(f)
         if callback is not None:
-            callback(f.index, f)
+            callback(f.t, f)
     return out
 
 

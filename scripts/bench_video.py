@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from machine import cpu_model_and_features
     from make_clip import clip_with_owners
 
-    from nst_jax import StyleConfig, image, stylize, vgg, weights
+    from nst_jax import StyleConfig, image, stylize, weights
     from nst_jax.presets import preset
 
     h, w = (int(v) for v in args.size.lower().split("x"))

@@ -18,7 +18,7 @@ import os
 import pathlib
 import re
 import shutil
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest

@@ -295,6 +295,56 @@ def test_cli_video_folder_to_folder_multipass_resumes_after_its_last_pass(work, 
     assert not (work / "mp" / "pass.npy").exists()
 
 
+def test_cli_video_long_term_holds_frames_two_back_caches_their_flows_and_resumes(work, capsys, monkeypatch):
+    """--long-term 1,2 through the command: the flows of the pairs (t, t − 2) are estimated and
+    cached, frame t's temporal target is the paper's long-term one built from the frames *as
+    written* (checked against temporal.long_term_target here), and a run stopped at frame 3
+    resumes to the uninterrupted frames (frames 1 and 2 read back from the folder)."""
+    from nst_jax import video as video_module
+
+    def args(out):
+        return ["video", work / "in", work / "style.png", "-o", out, "--weights", work / "syn.h5", "--long-term",
+                "1,2", *SHALLOW, "--lr", "4"]
+
+    seen = []
+    original = video_module.stylize
+
+    def spy(*a, **k):
+        seen.append(k.get("temporal"))
+        return original(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(video_module, "stylize", spy)
+        code, _, err = _run(args(work / "lt_ref"), capsys)
+    assert code == 0, err
+    ref = _frames(work / "lt_ref")
+    cache = next(p for p in (work / ".nst-flow").iterdir() if list(p.glob("back2_*.npy")))
+    assert sorted(p.name for p in cache.glob("*2_*.npy")) == ["back2_000002.npy", "back2_000003.npy",
+                                                              "fwd2_000002.npy", "fwd2_000003.npy"]
+    frames = [image.resize(image.load_image(p), (24, 32), "bicubic") for p in sorted((work / "in").glob("*.png"))]
+    for t in (2, 3):  # the target from the written frames t−1, t−2 and the cached flows
+        ws, cs = [], []
+        for j, tag in ((1, ""), (2, "2")):
+            to_j = np.load(cache / f"back{tag}_{t:06d}.npy")
+            back_j = np.load(cache / f"fwd{tag}_{t:06d}.npy")
+            np.testing.assert_allclose(to_j, flow.estimate(frames[t], frames[t - j]), atol=1e-5)
+            ws.append(np.asarray(temporal.warp(jnp.asarray(ref[t - j]), jnp.asarray(to_j))))
+            cs.append(np.asarray(temporal.consistency_mask(jnp.asarray(to_j), jnp.asarray(back_j))))
+        want_target, want_weights = temporal.long_term_target(ws, cs)
+        np.testing.assert_allclose(seen[t][0], want_target, atol=1e-5)
+        np.testing.assert_allclose(seen[t][1], want_weights, atol=1e-6)
+    # stopped while frame 3 is painted, then the same command again
+    with monkeypatch.context() as m:
+        _interrupt_on_call(m, video_module, "stylize", 4)
+        code, _, err = _run(args(work / "lt"), capsys)
+    assert code == 130, err
+    assert len(_frames(work / "lt")) == 3
+    code, _, err = _run(args(work / "lt"), capsys)
+    assert code == 0 and "1 frames painted" in err, err
+    for got, want in zip(_frames(work / "lt"), ref, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("case", ["truncated", "pickle", "wrong_shape", "wrong_dtype", "nan", "huge", "no_header"])
 def test_cli_multipass_ignores_a_hostile_pass_file_and_starts_over(work, capsys, case):
     """A ``pass.npy`` in the job folder that is not what this job wrote is never unpickled or
