@@ -217,7 +217,7 @@ def stylize_sequential(frames: Sequence[ImageLike], style: Any, params: Any, con
     Returns:
       one :class:`VideoFrame` per frame.
     """
-    if sorted({int(j) for j in long_term}) not in ([1], []) and pair_flows is None:
+    if any(int(j) != 1 for j in long_term) and pair_flows is None:
         raise ValueError("long_term offsets above 1 need pair_flows(t, j)")
     if len(flows_back) != len(frames):
         raise ValueError(f"{len(flows_back)} flows for {len(frames)} frames (entry 0 is unused)")
