@@ -2,25 +2,33 @@
 
 A batch may vary anything that is not the program: the style images, the content images, the seeds,
 and the values (loss weights, learning rate, ...; a *sweep*). Each member's targets, values and loop
-state are stacked along a leading axis; the params are shared. The i-th result equals the single
-run with the i-th member's inputs (``engine.stylize``) to float32 rounding.
+state are stacked along a leading axis (``driver.prepare``); the params are shared. Groups of
+members run one after another through the same driver as a single run (``driver.drive``). The i-th
+result equals the single run with the i-th member's inputs (``engine.stylize``) to float32
+rounding: the batched program sums the same terms in another order (``vmap`` of XLA's reductions
+and batched matrix products), so losses agree to ~1e-6 relative and L-BFGS, whose curvature pairs
+amplify the difference, to ~1e-4.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import memory, sharding
-from .config import PROGRAM, RUN, StyleConfig, fields_of, stack_values
-from .engine import Progress, Result, final_iterates, init_state, initial_variable, run_chunk_batch, to_rgb
+from . import memory
+from .config import StyleConfig
+from .driver import Progress, check_same_program, drive, prepare
+from .engine import Result
 from .errors import ConfigError
-from .network import direct_params, engine_params, net_spec, with_pixel_scale
-from .targets import ImageLike, compute_targets, style_images
+from .loop import LoopState
+from .targets import ImageLike
+
+__all__ = ["CPU_MAX_BATCH", "ManyProgress", "ManyResult", "ManyResume", "check_same_program",
+           "default_batch_size", "stylize_many"]
 
 
 @dataclasses.dataclass
@@ -28,7 +36,8 @@ class ManyResult:
     """N runs done together. ``images``/``best_images``: N×H×W×3; ``losses``: N×iterations;
     ``evaluations``: per result; ``status``: per result ("done", "stopped", "nonfinite");
     ``configs``: each result's config (they differ in values only, e.g. in a sweep); ``loss_parts``:
-    N×iterations×3, the weighted content, style and TV terms."""
+    N×iterations×len(``objective.PART_NAMES``), the weighted terms; ``terms``: the terms this run
+    has. Members shorter than others (stopped, non-finite) are NaN-padded."""
 
     images: np.ndarray
     best_images: np.ndarray
@@ -40,6 +49,8 @@ class ManyResult:
     seeds: list[int]
     configs: Optional[list[StyleConfig]] = None
     loss_parts: Optional[np.ndarray] = None
+    terms: tuple[str, ...] = ("content", "style", "tv")
+    steps: Optional[np.ndarray] = None  # iterations made, per result
 
     def __post_init__(self) -> None:
         if self.configs is None:
@@ -51,8 +62,9 @@ class ManyResult:
     def __getitem__(self, i: int) -> Result:
         assert self.configs is not None
         return Result(self.images[i], self.best_images[i], self.losses[i], int(self.evaluations[i]),
-                      self.iterations, self.status[i], self.configs[i], self.seeds[i],
-                      loss_parts=None if self.loss_parts is None else self.loss_parts[i])
+                      self.iterations if self.steps is None else int(self.steps[i]), self.status[i],
+                      self.configs[i], self.seeds[i],
+                      loss_parts=None if self.loss_parts is None else self.loss_parts[i], terms=self.terms)
 
     @property
     def outputs(self) -> np.ndarray:
@@ -75,33 +87,39 @@ def default_batch_size(height: int, width: int, config: StyleConfig, n: int) -> 
     return int(max(1, min(cap, (0.7 * free) // memory.estimate_bytes_per_result(height, width, config))))
 
 
-def _stack(trees: Sequence[Any]) -> Any:
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+class ManyResume(NamedTuple):
+    """Where an interrupted ``stylize_many`` stands: ``done``, the results of its finished groups
+    (None: none finished); ``state``, the stacked ``LoopState`` of the next group; ``rows``, that
+    group's loss rows so far (members × iterations × ``loop.ROW``)."""
+
+    done: Optional[ManyResult]
+    state: LoopState
+    rows: np.ndarray
 
 
-def _shard_batch(tree: Any, n: int, mesh: jax.sharding.Mesh, image_hw: tuple[int, int]) -> tuple[Any, int]:
-    """Pad the leading (batch) axis to a multiple of the mesh's batch size and shard it (members
-    over ``"batch"``, image rows over ``"spatial"``: ``sharding.shard_batch``)."""
-    k = mesh.shape[sharding.BATCH]
-    pad = (-n) % k
-    if pad:  # repeat the last member; its results are dropped
-        tree = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]), tree)
-    return sharding.shard_batch(tree, mesh, image_hw), pad
+@dataclasses.dataclass
+class ManyProgress(Progress):
+    """A batch ``Progress`` plus the results of the groups already finished (``done``): with
+    ``batch_state`` and ``rows``, what a checkpoint of the whole batch needs (``ManyResume``)."""
+
+    done: Optional[ManyResult] = None
 
 
-def check_same_program(config: StyleConfig, configs: Sequence[StyleConfig]) -> None:
-    """Refuse members that differ from ``config`` in anything one compiled program cannot vary."""
-    static = fields_of(PROGRAM) + fields_of(RUN)
-    for i, member in enumerate(configs):
-        for f in static:
-            if getattr(member, f.name) != getattr(config, f.name):
-                raise ConfigError(f"member {i} differs in {f.name} ({getattr(member, f.name)!r} vs "
-                                  f"{getattr(config, f.name)!r}): one batch shares its program and run settings, "
-                                  "only values may vary")
-        if (member.ema_decay is None) != (config.ema_decay is None) or \
-                (member.lr_decay_rate is None) != (config.lr_decay_rate is None):
-            raise ConfigError(f"member {i} turns the EMA or the learning-rate decay on or off: that is program, "
-                              "not a value")
+def _concat(parts: Sequence[ManyResult], config: StyleConfig) -> ManyResult:
+    width = max(p.losses.shape[1] for p in parts)
+
+    def pad(a: np.ndarray) -> np.ndarray:
+        widths = [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
+        return np.pad(a, widths, constant_values=np.nan)
+
+    return ManyResult(
+        images=np.concatenate([p.images for p in parts]), best_images=np.concatenate([p.best_images for p in parts]),
+        losses=np.concatenate([pad(p.losses) for p in parts]), evaluations=np.concatenate([p.evaluations for p in parts]),
+        iterations=max(p.iterations for p in parts), status=[s for p in parts for s in p.status], config=config,
+        seeds=[s for p in parts for s in p.seeds], configs=[c for p in parts for c in (p.configs or [])],
+        loss_parts=np.concatenate([pad(p.loss_parts) for p in parts if p.loss_parts is not None]),
+        terms=parts[0].terms, steps=np.concatenate([p.steps for p in parts if p.steps is not None]),
+    )
 
 
 def stylize_many(
@@ -121,6 +139,7 @@ def stylize_many(
     init_images: Optional[ImageLike] = None,
     spatial: int = 1,
     temporal: Optional[Sequence[tuple[ImageLike, ImageLike]]] = None,
+    resume: Optional[ManyResume] = None,
 ) -> ManyResult:
     """N style transfers in one compiled program: the engine's chunk vmapped over targets, values and state.
 
@@ -147,15 +166,13 @@ def stylize_many(
       init_images: optional N×H×W×3 start images (RGB [0, 1]) instead of ``config.init``.
       temporal: video: per member (warped neighbour frame H×W×3, H×W weights), as ``stylize``'s
         ``temporal`` (weights of 0 switch the term off for a member and keep one program).
+      resume: continue an interrupted run (``ManyResume``: the finished groups' results, the next
+        group's state and rows; a callback's ``ManyProgress`` holds both). The result equals the
+        uninterrupted run's.
 
     Returns:
       ``ManyResult``.
     """
-    p, spec = net_spec(params, convention)
-    program = config.program()
-    spec = with_pixel_scale(spec, program.pixel_scale)
-    if config.lbfgs_round is not None:
-        raise ConfigError("lbfgs_round (L-BFGS in rounds) runs single results; use stylize for it")
     content = jnp.asarray(content, jnp.float32)
     n = len(styles)
     if n == 0:
@@ -167,86 +184,44 @@ def stylize_many(
     contents = [content[i] for i in range(content.shape[0])] if content.ndim == 4 else [content] * n
     if len(contents) != n:
         raise ConfigError(f"{len(contents)} content images for {n} styles")
-    member_temporal: Optional[list[tuple[jax.Array, jax.Array]]] = None
-    if temporal is not None:
-        member_temporal = [(jnp.asarray(w, jnp.float32), jnp.asarray(c, jnp.float32)) for w, c in temporal]
-        if len(member_temporal) != n:
-            raise ConfigError(f"{len(member_temporal)} temporal targets for {n} members")
-        for i, (warped, weights) in enumerate(member_temporal):
-            if warped.shape != contents[i].shape or weights.shape != contents[i].shape[:2]:
-                raise ConfigError(f"member {i}: the temporal target is {warped.shape} with weights {weights.shape}; "
-                                  f"the content is {contents[i].shape}")
+    if temporal is not None and len(temporal) != n:
+        raise ConfigError(f"{len(temporal)} temporal targets for {n} members")
     seeds = [0] * n if seeds is None else [int(s) for s in seeds]
     if len(seeds) != n:
         raise ConfigError(f"{len(seeds)} seeds for {n} styles")
-    run_p = engine_params(p, program, spec, contents[0].shape)  # the loop's; targets use direct_p
-    direct_p = direct_params(p, spec)
     total = config.iterations if iterations is None else int(iterations)
     h, w = contents[0].shape[:2]
     batch = batch_size or default_batch_size(h, w, config, n)
     devices = list(devices or jax.local_devices())
-    length = int(chunk_size or program.chunk_size)  # the program's, whatever the iterations (see stylize)
-    batch_rgb = jax.jit(jax.vmap(lambda v: jnp.clip(to_rgb(v, program, spec), 0.0, 1.0)))
-    images, bests, all_losses, evals, status = [], [], [], [], []
-    done_iterations = 0
-    for first in range(0, n, batch):
-        idx = list(range(first, min(n, first + batch)))
-        targets = _stack([compute_targets(direct_p, spec, contents[i], styles[i], program,
-                                          configs[i].style_blend_weights)._replace(
-                                              temporal=None if member_temporal is None else member_temporal[i]) for i in idx])
-        member_values = [configs[i].values() for i in idx]
-        v0 = []
-        for i, vals in zip(idx, member_values):
-            imgs, _ = style_images(styles[i], configs[i].style_blend_weights)
-            start_image = None if init_images is None else init_images[i]
-            v0.append(initial_variable(contents[i], imgs[0], configs[i], spec, jax.random.PRNGKey(seeds[i]),
-                                       start_image, vals))
-        state = _stack([init_state(v, program, vals) for v, vals in zip(v0, member_values)])
-        values = jax.tree.map(jnp.asarray, stack_values(member_values))
-        if len(devices) > 1:
-            mesh = sharding.batch_mesh(devices, spatial, h)
-            (targets, values, state), _ = _shard_batch((targets, values, state), len(idx), mesh, (h, w))
-            p_dev = sharding.replicate(run_p, mesh)
-        else:
-            p_dev = run_p
-        history: list[np.ndarray] = []
-        done, stopped = 0, False
-        by_evals = program.iteration_unit == "evaluation"
-        while done < total:
-            k = min(length, total - done)
-            state, chunk_losses = run_chunk_batch(p_dev, targets, values, state,
-                                                  jnp.asarray(total if by_evals else k, jnp.int32),
-                                                  program=program, spec=spec, length=length)
-            # (evaluation budgets: skipped steps record NaN; each member's losses are its steps')
-            history.append(np.asarray(chunk_losses)[: len(idx), :k] if not by_evals else np.asarray(chunk_losses)[: len(idx)])
-            previous = done
-            done = int(np.asarray(state.evals)[: len(idx)].min()) if by_evals else done + k
-            failed = np.asarray(state.failed)[: len(idx)]
-            if failed.all() or (by_evals and done == previous):
-                break
-            if callback is not None:
-                so_far = np.concatenate(history, axis=1)[..., 0]
-                members = len(idx)
-                prog = Progress(done, total, int(np.asarray(state.evals)[:members].sum()),
-                                float(np.nanmean(so_far[:, -1])), so_far, state,
-                                lambda v: np.asarray(batch_rgb(v))[:members])
-                if callback(prog):
-                    stopped = True
-                    break
-        done_iterations = max(done_iterations, int(np.asarray(state.step)[: len(idx)].max()))
-        final_v, best_v = final_iterates(state, program)
-        images.append(np.asarray(batch_rgb(final_v))[: len(idx)])
-        bests.append(np.asarray(batch_rgb(best_v))[: len(idx)])
-        losses_b = np.concatenate(history, axis=1) if history else np.zeros((len(idx), 0, 4), np.float32)
-        all_losses.append(losses_b)
-        evals.append(np.asarray(state.evals)[: len(idx)])
-        failed = np.asarray(state.failed)[: len(idx)]
-        status += ["nonfinite" if f else ("stopped" if stopped else "done") for f in failed]
-        if stopped:
+    starts = list(range(0, n, batch))
+    finished: list[ManyResult] = [] if resume is None or resume.done is None else [resume.done]
+    first = 0 if resume is None or resume.done is None else len(resume.done)
+    if first not in starts and first != n:
+        raise ConfigError(f"the checkpoint finished {first} members; groups of {batch} start at {starts}: "
+                          "resume with the same --batch-size")
+    for g, lo in enumerate(starts):
+        if lo < first:
+            continue
+        idx = list(range(lo, min(n, lo + batch)))
+        state = None if resume is None or lo != first else resume.state
+        prep = prepare(params, [contents[i] for i in idx], [styles[i] for i in idx], [configs[i] for i in idx],
+                       seeds=[seeds[i] for i in idx], convention=convention,
+                       init_images=None if init_images is None else [init_images[i] for i in idx],
+                       temporal=None if temporal is None else [temporal[i] for i in idx], resume=state)
+        done_so_far = _concat(finished, config) if finished else None
+
+        def cb(p: Progress, done_so_far: Optional[ManyResult] = done_so_far) -> Optional[bool]:
+            assert callback is not None
+            base = {f.name: getattr(p, f.name) for f in dataclasses.fields(Progress)}
+            return callback(ManyProgress(**base, done=done_so_far))
+
+        run = drive(prep, total, rounds=config.lbfgs_round, chunk_size=chunk_size,
+                    callback=None if callback is None else cb, devices=devices, spatial=spatial,
+                    head=None if state is None or resume is None else resume.rows, group=(g, len(starts)))
+        finished.append(ManyResult(run.images, run.best_images, run.rows[..., 0], run.evaluations,
+                                   int(run.steps.max()), run.status, config, [seeds[i] for i in idx],
+                                   [configs[i] for i in idx], loss_parts=run.rows[..., 1:], terms=prep.terms,
+                                   steps=run.steps))
+        if "stopped" in run.status:
             break
-    width = max(l.shape[1] for l in all_losses)
-    rows = np.concatenate([np.pad(l, ((0, 0), (0, width - l.shape[1]), (0, 0)), constant_values=np.nan)
-                           for l in all_losses])
-    got = len(status)
-    return ManyResult(np.concatenate(images), np.concatenate(bests), rows[..., 0], np.concatenate(evals),
-                      done_iterations, status, config, seeds[:got], configs[:got], loss_parts=rows[..., 1:])
+    return _concat(finished, config)

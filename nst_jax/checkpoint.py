@@ -1,6 +1,6 @@
 """Checkpoints of a run: the whole loop state, so a resumed run ends exactly where an uninterrupted one would.
 
-One ``.npz`` file (written atomically): every leaf of ``engine.LoopState`` (image, optimiser
+One ``.npz`` file (written atomically): every leaf of ``loop.LoopState`` (image, optimiser
 state, best iterate, iteration and evaluation counters), the losses so far, and a JSON header with
 the config, the seed (the only randomness is the start image, drawn from it), the weights'
 fingerprint, the image shapes, the state's tree paths and the files the run writes. Resuming
@@ -63,7 +63,7 @@ def save(path: str | pathlib.Path, state: Any, losses: np.ndarray, *, config: St
 
     Args:
       path: destination (``.npz``).
-      state: a ``engine.LoopState`` (device or host arrays) of the scale being optimised.
+      state: a ``loop.LoopState`` (device or host arrays) of the scale being optimised.
       losses: the losses of every iteration so far (every scale's, in order).
       config, seed, weights_fingerprint, content_shape: what a resume must match (``content_shape``:
         the final working size, under coarse-to-fine too).
@@ -220,3 +220,125 @@ def load(path: str | pathlib.Path, template: Any, *, config: StyleConfig, seed: 
             raise CheckpointError(f"{name}: not a readable nst-jax checkpoint ({type(err).__name__})") from None
     state = jax.tree.unflatten(treedef, [jax.numpy.asarray(x) for x in leaves])
     return state, losses, header
+
+
+# --------------------------------------------------------------------------------------------
+# batches (``stylize --batch``, sweeps, several seeds): the finished groups' results, the running
+# group's state and its loss rows, and the members, so a resumed batch ends as the uninterrupted one
+
+# The per-member arrays of the finished groups, and their element types.
+_DONE = {"done_images": np.float32, "done_best": np.float32, "done_rows": np.float32, "done_evals": np.int64,
+         "done_steps": np.int64, "done_status": np.uint8}
+STATUSES = ("done", "stopped", "nonfinite")
+
+
+def save_batch(path: str | pathlib.Path, state: Any, rows: np.ndarray, done: Optional[dict[str, np.ndarray]], *,
+               config: StyleConfig, members: list, weights_fingerprint: str, content_shape: tuple[int, ...],
+               group_size: int, outputs: Sequence[str] = (), overwrite: bool = True) -> pathlib.Path:
+    """Write a batch checkpoint atomically.
+
+    Args:
+      path: destination (``.npz``).
+      state: the running group's stacked ``loop.LoopState``.
+      rows: its loss rows so far (members × iterations × ``loop.ROW``).
+      done: the finished groups' results (keys of ``_DONE``: images, best images, rows, evaluations,
+        steps, status codes into ``STATUSES``), or None.
+      config: the batch's shared config; members: one JSON-able description per member (its swept
+        values, seed and style), all of them, in order: a resume must match them.
+      group_size: members optimised at once (the groups' size; the last may be smaller).
+      weights_fingerprint, content_shape, outputs, overwrite: as ``save``.
+
+    Returns:
+      The path written.
+    """
+    leaves = jax.tree.leaves(state)
+    k = 0 if done is None else len(done["done_evals"])
+    header = {
+        "format": FORMAT, "version": VERSION, "iteration": int(np.min(np.asarray(state.step))), "seed": 0,
+        "weights_fingerprint": weights_fingerprint, "content_shape": list(content_shape),
+        "config": _config_dict(config), "paths": _paths(state), "leaves": len(leaves),
+        "outputs": [str(o) for o in outputs], "scale": 0, "scales_done": [],
+        "batch": {"members": members, "done": k, "group": int(np.shape(state.step)[0]), "group_size": int(group_size),
+                  "rows": int(np.shape(rows)[1]), "done_rows": 0 if done is None else int(np.shape(done["done_rows"])[1])},
+    }
+    arrays = {f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+    if done is not None:
+        arrays.update({key: np.asarray(done[key], kind) for key, kind in _DONE.items()})
+    buf = io.BytesIO()
+    np.savez(buf, header=np.frombuffer(json.dumps(header).encode(), np.uint8), losses=np.asarray(rows, np.float32),
+             **arrays)  # type: ignore[arg-type]
+    data = buf.getvalue()
+    return atomic_write(pathlib.Path(path), lambda f: f.write(data), overwrite=overwrite, error=CheckpointError)
+
+
+def _check_batch_header(header: dict, name: str, members: list, group_size: Optional[int], max_rows: int) -> dict:
+    batch = header.get("batch")
+    if not isinstance(batch, dict):
+        raise CheckpointError(f"{name}: made by a single run; resume it without --batch, a sweep or several seeds")
+    if batch.get("members") != members:
+        raise CheckpointError(f"{name}: made for other members (styles, swept values or seeds); resume with the "
+                              "same styles and options")
+    counts = [batch.get(k) for k in ("done", "group", "rows", "done_rows", "group_size")]
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts) or not counts[4]:
+        raise CheckpointError(f"{name}: its header's batch counts are damaged")
+    done, group, rows, done_rows, theirs = (int(c) for c in counts)  # type: ignore[arg-type]
+    group_size = theirs if group_size is None else group_size
+    n = len(members)
+    if group_size != theirs or done % group_size or done + group != min(n, done + group_size) or rows > max_rows or done_rows > max_rows:
+        raise CheckpointError(f"{name}: its groups do not fit this run ({done} done, a group of {group}, "
+                              f"{n} members by {group_size}); resume with the same --batch-size")
+    return batch
+
+
+def load_batch(path: str | pathlib.Path, template: Any, *, config: StyleConfig, members: list,
+               weights_fingerprint: str, content_shape: tuple[int, ...], group_size: Optional[int], max_rows: int
+               ) -> tuple[Any, np.ndarray, Optional[dict[str, np.ndarray]], dict]:
+    """Read a batch checkpoint and check it belongs to this run (as ``load``; every array's shape
+    and type is known from the header and this run before its bytes are read).
+
+    Args:
+      template: a function from the running group's size to a fresh stacked ``LoopState``.
+      members: this run's member descriptions (as given to ``save_batch``).
+      group_size: members optimised at once (``--batch-size``; None: the checkpoint's);
+        max_rows: the most loss rows a member can have (bounds the arrays read).
+
+    Returns:
+      (state, rows, done arrays or None, header).
+    """
+    _, name, zf = _open(path)
+    with zf:
+        try:
+            header = _header(zf, name)
+            if header["weights_fingerprint"] != weights_fingerprint:
+                raise CheckpointError(f"{name}: made with other weights; resume with the same --weights")
+            mine = _config_dict(config)
+            diff = sorted(k for k in set(mine) | set(header["config"]) if mine.get(k) != header["config"].get(k))
+            if diff:
+                raise CheckpointError(f"{name}: made with another config ({', '.join(diff[:4])}); resume with the "
+                                      "same preset and options")
+            if list(header["content_shape"]) != list(content_shape):
+                raise CheckpointError(f"{name}: made at {header['content_shape'][:2]}, this run is {list(content_shape[:2])}")
+            batch = _check_batch_header(header, name, members, group_size, max_rows)
+            template = template(batch["group"])
+            t_leaves, treedef = jax.tree.flatten(template)
+            if header["leaves"] != len(t_leaves) or header.get("paths") != _paths(template):
+                raise CheckpointError(f"{name}: its optimiser state does not fit this run")
+            leaves = [_read_member(zf, f"leaf_{i}", name, shape=np.shape(t), dtype=np.asarray(t).dtype)
+                      for i, t in enumerate(t_leaves)]
+            width = int(np.shape(template.best_loss)[0])
+            row = _read_member(zf, "losses", name, dtype=np.dtype(np.float32), max_elements=width * max_rows * 64)
+            if row.ndim != 3 or row.shape[:2] != (width, batch["rows"]):
+                raise CheckpointError(f"{name}: its loss rows do not fit this run")
+            done = None
+            k, image = batch["done"], tuple(int(s) for s in content_shape)
+            if k:
+                shapes = {"done_images": (k, *image), "done_best": (k, *image), "done_rows": (k, batch["done_rows"], row.shape[2]),
+                          "done_evals": (k,), "done_steps": (k,), "done_status": (k,)}
+                done = {key: _read_member(zf, key, name, shape=shapes[key], dtype=np.dtype(kind))
+                        for key, kind in _DONE.items()}
+                if int(done["done_status"].max()) >= len(STATUSES):
+                    raise CheckpointError(f"{name}: its status codes are damaged")
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            raise CheckpointError(f"{name}: not a readable nst-jax checkpoint ({type(err).__name__})") from None
+    state = jax.tree.unflatten(treedef, [jax.numpy.asarray(x) for x in leaves])
+    return state, row, done, header

@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-download", action="store_true", help="never fetch weights (offline use)")
     s.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="write a checkpoint every N iterations (also written on Ctrl-C / SIGTERM)")
-    s.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (default: OUTPUT.ckpt.npz)")
+    s.add_argument("--checkpoint", metavar="PATH",
+                   help="checkpoint file (default: OUTPUT.ckpt.npz; with several results DIR/batch.ckpt.npz)")
     s.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its checkpoint")
     b = s.add_argument_group("many results in one compiled program: one per style (--batch), per swept value "
                              "(a comma list on a value option) and per seed (--seed 0,1,2), written into -o DIR")
@@ -268,7 +269,7 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
     import jax.numpy as jnp
     import numpy as np
 
-    from . import checkpoint, control, engine, figures, image
+    from . import checkpoint, control, figures, image, loop
     from .scales import run_shapes, scale_iterations
 
     from tqdm import tqdm
@@ -284,7 +285,7 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
             if k >= len(shapes):
                 raise checkpoint.CheckpointError(f"{resume}: made at scale {k + 1}, this run has {len(shapes)} "
                                                  "(resume with the same --size and --scales)")
-            return engine.init_state(jnp.zeros((*shapes[k], 3), jnp.float32), cfg.program(), cfg.values())
+            return loop.init_state(jnp.zeros((*shapes[k], 3), jnp.float32), cfg.program(), cfg.values())
 
         resume_state, all_losses, header = checkpoint.load(resume, template, **ckpt_meta)
         start = 0
@@ -298,7 +299,7 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
     with _Signals() as signals:
         def callback(p: control.ScaleProgress) -> bool:
             bar.update(p.overall_iteration - bar.n)
-            post = dict(loss=f"{p.loss:.4g}", evals=p.evaluations)
+            post = dict(loss=f"{p.loss:.4g}", **{name: f"{v:.3g}" for name, v in p.parts.items()}, evals=p.evaluations)
             if multi:
                 post["scale"] = f"{p.scale_index + 1}/{p.num_scales} {p.scale_shape[0]}x{p.scale_shape[1]}"
             bar.set_postfix(**post)
@@ -327,11 +328,11 @@ def _run_one(cfg: StyleConfig, net, content, styles, init, original_hw, out: pat
     _, final = _output_image(result, cfg, original_hw)
     image.save_image(out, final, overwrite=may_replace(out), rounding=cfg.save_rounding)
     if montage is not None:
-        image.save_image(montage, figures.montage([content, final if final.shape == content.shape else
-                                                 image.resize(final, content.shape[:2]), styles[0]]),
+        panels = [content, final if final.shape == content.shape else image.resize(final, content.shape[:2]), styles[0]]
+        image.save_image(montage, figures.labelled_montage(panels, ["content", "result", "style"]),
                          overwrite=may_replace(montage))
     if loss_plot is not None:
-        figures.save_loss_plot(loss_plot, result.losses, parts=result.loss_parts, overwrite=may_replace(loss_plot),
+        figures.save_loss_plot(loss_plot, result.losses, parts=result.parts(), overwrite=may_replace(loss_plot),
                                title=f"loss ({cfg.optimizer})")
     if result.status == "nonfinite":
         raise NSTError(_nonfinite_advice(result, cfg, out))
@@ -464,9 +465,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     batched = bool(args.batch or args.styles_dir or sweep or len(args.seed) > 1)
     apply_mesh(args, batched=batched)
     if batched:
-        if args.resume or args.checkpoint_every or args.content_mask or args.save_every:
-            raise ConfigError("--checkpoint-every/--resume/--content-mask/--save-every work on single runs, not "
-                              "with --batch, a sweep or several seeds")
+        if args.content_mask or args.save_every:
+            raise ConfigError("--content-mask/--save-every work on single runs, not with --batch, a sweep or several "
+                              "seeds")
         if args.montage or args.loss_plot:
             raise ConfigError("--montage/--loss-plot draw one run; with several results use --grid PATH")
         from . import cli_batch

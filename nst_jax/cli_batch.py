@@ -22,6 +22,13 @@ from typing import Any, Optional
 from .config import VALUES, StyleConfig, fields_of
 from .errors import ConfigError, ImageError, NSTError
 
+def _last_finite(values: Any) -> Optional[float]:
+    import numpy as np
+
+    finite = np.asarray(values, np.float64)[np.isfinite(values)]
+    return float(finite[-1]) if finite.size else None
+
+
 # A cap on the members of one command (the product of the axes): each is a full result in memory.
 MAX_MEMBERS = 1024
 
@@ -145,6 +152,44 @@ def init_distributed(args: argparse.Namespace) -> None:
                           "or run under Slurm / on Cloud TPU)") from None
 
 
+def _member_description(m: Member, styles: list[str]) -> dict:
+    """A member as a checkpoint records it (a resume must have the same members): its style file
+    (or all of them, blended), swept values and seed."""
+    return {"style": styles if m.style is None else styles[m.style], "values": [[k, float(v)] for k, v in m.values],
+            "seed": m.seed}
+
+
+def _done_arrays(done: Any) -> Optional[dict]:
+    """The finished groups' results (a ``batching.ManyResult``) as ``checkpoint.save_batch`` takes them."""
+    import numpy as np
+
+    from .checkpoint import STATUSES
+
+    if done is None:
+        return None
+    rows = np.concatenate([done.losses[..., None], done.loss_parts], axis=-1)
+    return {"done_images": done.images, "done_best": done.best_images, "done_rows": rows,
+            "done_evals": done.evaluations, "done_steps": done.steps,
+            "done_status": np.asarray([STATUSES.index(s) for s in done.status], np.uint8)}
+
+
+def _resume_of(arrays: tuple, cfg: StyleConfig, configs: list, seeds: list) -> Any:
+    """A ``batching.ManyResume`` from ``checkpoint.load_batch``'s (state, rows, done arrays)."""
+    from .batching import ManyResult, ManyResume
+    from .checkpoint import STATUSES
+    from .objective import active_terms
+
+    state, rows, done, _ = arrays
+    if done is None:
+        return ManyResume(None, state, rows)
+    k = len(done["done_evals"])
+    finished = ManyResult(done["done_images"], done["done_best"], done["done_rows"][..., 0], done["done_evals"],
+                          int(done["done_steps"].max()), [STATUSES[int(c)] for c in done["done_status"]], cfg,
+                          seeds[:k], configs[:k], loss_parts=done["done_rows"][..., 1:],
+                          terms=active_terms(cfg.program()), steps=done["done_steps"])
+    return ManyResume(finished, state, rows)
+
+
 def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[str], styles: list[str],
               sweep: dict[str, tuple[float, ...]]) -> int:
     """Every member (styles x swept values x seeds) optimised together; writes the images, a manifest
@@ -153,7 +198,7 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
 
     from tqdm import tqdm
 
-    from . import cli, cli_plan, control, figures, files, image, scales
+    from . import batching, checkpoint, cli, cli_plan, control, driver, figures, files, image, loop, scales
 
     if not args.distributed and (args.coordinator or args.num_processes is not None or args.process_id is not None):
         raise ConfigError("--coordinator/--num-processes/--process-id set up --distributed; give it too")
@@ -179,15 +224,31 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
     style_names = [pathlib.Path(s).stem for s in styles]
     names = output_names(pathlib.Path(args.content).stem, members, style_names, seeds, ext)
     mine = list(range(host, len(members), hosts))  # each host runs and writes its own share
-    outs = [image.check_output_path(outdir / names[i], overwrite=args.overwrite) for i in mine]
+    if hosts > 1 and (args.checkpoint_every or args.resume or args.checkpoint):
+        raise ConfigError("--checkpoint-every/--checkpoint/--resume: not with --distributed (one checkpoint per "
+                          "command)")
+    # Checkpoints as for one run: written every --checkpoint-every iterations and on Ctrl-C / SIGTERM,
+    # removed when the batch is complete; a resumed batch may replace the files its interrupted part wrote.
+    ckpt = pathlib.Path(args.checkpoint) if args.checkpoint else outdir / "batch.ckpt.npz"
+    resume_header = checkpoint.read_header(args.resume) if args.resume is not None else {}
+    may_replace = cli._replaceable(args, resume_header.get("outputs", []))
+    outs = [image.check_output_path(outdir / names[i], overwrite=may_replace(outdir / names[i])) for i in mine]
     manifest_path = outdir / ("manifest.json" if hosts == 1 else f"manifest-{host}.json")
-    if manifest_path.exists() and not args.overwrite:
+    if manifest_path.exists() and not may_replace(manifest_path):
         raise ImageError(f"{manifest_path}: already exists; pass --overwrite to replace it")
-    grid_path = image.check_output_path(args.grid, overwrite=args.overwrite) if args.grid else None
+    grid_path = (image.check_output_path(args.grid, overwrite=may_replace(pathlib.Path(args.grid)))
+                 if args.grid else None)
+    resuming_same = args.resume is not None and pathlib.Path(args.resume).resolve() == ckpt.resolve()
     files.refuse_clashes({"content": args.content, **{f"style {i + 1}": st for i, st in enumerate(styles)},
-                          "--weights": args.weights},
+                          "--weights": args.weights, "--resume": args.resume},
                          {**{f"output {k + 1} ({o.name})": o for k, o in enumerate(outs)}, "manifest": manifest_path,
-                          "--grid": grid_path})  # (one label a member: two resolving to one file are found)
+                          "--grid": grid_path, "checkpoint": None if resuming_same else ckpt})
+    # (one label a member: two resolving to one file are found)
+    if ckpt.exists() and not (args.overwrite or resuming_same):
+        raise ImageError(f"{ckpt}: an interrupted batch's checkpoint is there; continue it with --resume {ckpt}, "
+                         "or pass --overwrite to start afresh")
+    written = [str(pathlib.Path(q).expanduser().resolve()) for q in [*outs, manifest_path, grid_path, ckpt]
+               if q is not None]
     if init_path is not None:
         raise ConfigError("--init FILE is not supported with several results; use --init content/noise/...")
     configs = [cfg.replace(**dict(m.values)) for m in members]  # validates every swept value
@@ -202,21 +263,55 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
     blended = style_imgs if blend is None else list(zip(style_imgs, blend))
     specs = [style_imgs[members[i].style] if per_style else blended for i in mine]
     n_scales = len(scales.run_shapes(tuple(content.shape[:2]), cli._scales(args.scales)))
-    bar = tqdm(total=sum(scales.scale_iterations(cfg, n_scales, args.iterations_per_scale)),
-               disable=args.no_progress, unit="it", dynamic_ncols=True, file=sys.stderr, desc=f"{len(mine)} results")
+    if n_scales > 1 and (args.checkpoint_every or args.resume or args.checkpoint):
+        raise ConfigError("--checkpoint-every/--checkpoint/--resume with several results work with one scale; "
+                          "drop --scales or run the results one at a time")
+    group = args.batch_size or resume_header.get("batch", {}).get("group_size") or \
+        batching.default_batch_size(int(content.shape[0]), int(content.shape[1]), cfg, len(mine))
+    chunk = cli._period_chunk([args.checkpoint_every or 0], cfg.iterations, cfg.chunk_size)
+    member_configs = [configs[i] for i in mine]
+    member_seeds = [members[i].seed for i in mine]
+    described = [_member_description(members[i], styles) for i in mine]
+    ckpt_meta = dict(config=cfg, members=described, weights_fingerprint=net.fingerprint,
+                     content_shape=tuple(content.shape))
+    resume = None
+    if args.resume is not None:
+        def template(g: int):  # a fresh stacked state of the running group
+            one = loop.init_state(jax.numpy.zeros(content.shape, jax.numpy.float32), cfg.program(), cfg.values())
+            return driver.stack([one] * g)
+
+        loaded = checkpoint.load_batch(args.resume, template, group_size=args.batch_size,
+                                       max_rows=2 * cfg.iterations + 64, **ckpt_meta)
+        resume = _resume_of(loaded, cfg, member_configs, member_seeds)
+        done = 0 if resume.done is None else len(resume.done)
+        print(f"resuming {args.resume}: {done} of {len(mine)} results done, the next {len(resume.rows)} at "
+              f"iteration {loaded[3]['iteration']}", file=sys.stderr)
+    per_member = sum(scales.scale_iterations(cfg, n_scales, args.iterations_per_scale))
+    groups = -(-len(mine) // group)
+    bar = tqdm(total=per_member * groups, disable=args.no_progress, unit="it", dynamic_ncols=True, file=sys.stderr,
+               desc=f"{len(mine)} results" + (f", {groups} groups of {group}" if groups > 1 else ""))
     with cli._Signals() as signals:
         def callback(p) -> bool:
-            bar.update(p.overall_iteration - bar.n)
-            bar.set_postfix(mean_loss=f"{p.loss:.4g}")
-            return signals.received is not None
+            # groups run one after another: the bar counts every group's iterations
+            bar.update(p.group * per_member + p.overall_iteration - bar.n)
+            post = {"group": f"{p.group + 1}/{p.groups}"} if p.groups > 1 else {}
+            post["mean_loss"] = f"{p.loss:.4g}"
+            post.update({name: f"{value:.3g}" for name, value in p.parts.items()})
+            bar.set_postfix(**post)
+            stop = signals.received is not None
+            if n_scales == 1 and (stop or (args.checkpoint_every and p.iteration % args.checkpoint_every == 0)):
+                checkpoint.save_batch(ckpt, p.batch_state, p.rows, _done_arrays(p.done), group_size=group,
+                                      outputs=written, **ckpt_meta)
+            return stop
 
         t0 = time.time()
-        many = control.stylize_many_controlled(content, specs, net, cfg, configs=[configs[i] for i in mine],
-                                               seeds=[members[i].seed for i in mine], callback=callback,
-                                               batch_size=args.batch_size, scales=cli._scales(args.scales),
+        many = control.stylize_many_controlled(content, specs, net, cfg, configs=member_configs,
+                                               seeds=member_seeds, callback=callback, chunk_size=chunk,
+                                               batch_size=group, scales=cli._scales(args.scales),
                                                iterations_per_scale=args.iterations_per_scale,
-                                               resample=cfg.resample, color_match_method=args.color_match,
-                                               devices=cli._devices(args.devices), spatial=args.spatial)
+                                               color_match_method=args.color_match,
+                                               devices=cli._devices(args.devices), spatial=args.spatial,
+                                               resume=resume)
         elapsed = time.time() - t0
         bar.close()
     entries, written = [], []
@@ -224,14 +319,15 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
         r, m = many[k], members[mine[k]]
         working, img = cli._output_image(r, cfg, hw)
         written.append(working)
-        image.save_image(outs[k], img, overwrite=args.overwrite, rounding=cfg.save_rounding)
+        image.save_image(outs[k], img, overwrite=may_replace(outs[k]), rounding=cfg.save_rounding)
         entries.append({"output": str(outs[k]), "style": styles[m.style] if m.style is not None else styles,
                         "values": dict(m.values), "seed": m.seed, "final_loss": r.final_loss,
+                        "final_parts": {name: _last_finite(v) for name, v in r.parts().items()},
                         "iterations": r.iterations, "evaluations": r.evaluations, "status": r.status})
     if grid_path is not None and len(written) == len(members):
         rows, row_labels, col_labels = grid_layout(members, style_names, seeds)
         picture = figures.grid([[written[i] for i in row] for row in rows], row_labels, col_labels)
-        image.save_image(grid_path, picture, overwrite=args.overwrite)
+        image.save_image(grid_path, picture, overwrite=may_replace(grid_path))
     manifest = {"content": args.content, "preset": args.preset, "weights": net.path, "host": host, "hosts": hosts,
                 "seconds": round(elapsed, 3), "sweep": {k: list(v) for k, v in sweep.items()},
                 "seeds": list(seeds), "grid": None if grid_path is None else str(grid_path),
@@ -239,8 +335,10 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
     image.write_file_atomic(manifest_path, json.dumps(manifest, indent=2).encode(), overwrite=True)
     bad = [e for e in entries if e["status"] == "nonfinite"]
     if signals.received is not None:
-        print(f"stopped; {len(entries)} results saved in {outdir}", file=sys.stderr)
+        print(f"stopped; {len(entries)} results saved in {outdir}; resume with --resume {ckpt}", file=sys.stderr)
         return signals.exit_code
+    if ckpt.exists() and all(e["status"] != "stopped" for e in entries):
+        ckpt.unlink()  # the batch is complete: its checkpoint has served
     if bad:
         raise NSTError(f"{len(bad)} of {len(entries)} results stopped on a non-finite loss (see {manifest_path})")
     print(f"{outdir}: {len(entries)} results, manifest {manifest_path.name}"

@@ -352,7 +352,8 @@ def _frame_by_frame(args, cfg, net, frames, style_arg, cache, work, done, device
         ran += 1
         count = f.t + 1
         bar.update(1)
-        bar.set_postfix(loss=f"{f.result.final_loss:.4g}")
+        last = {name: v[np.isfinite(v)][-1] for name, v in f.result.parts().items() if np.isfinite(v).any()}
+        bar.set_postfix(loss=f"{f.result.final_loss:.4g}", **{name: f"{v:.3g}" for name, v in last.items()})
     bar.close()
     return "done", count, ran
 

@@ -34,8 +34,10 @@ from . import batching, color, engine, image, vgg
 from .scales import Scales, run_shapes, scale_iterations, style_working_shape
 from .config import StyleConfig
 from .errors import ConfigError
-from .batching import ManyResult
-from .engine import Progress, Result
+from .batching import ManyResult, ManyResume
+from .driver import Progress
+from .engine import Result
+from .loop import ROW, LoopState
 from .targets import ImageLike
 
 __all__ = [
@@ -98,7 +100,7 @@ def prepare_colors(
     *,
     color_match_method: str = "chol",
     clip: bool = True,
-    resample: str = "bicubic",
+    resample: Optional[str] = None,
 ) -> tuple[np.ndarray, Any, Restore]:
     """Colour pre-processing of the inputs and the matching post-processing (``config.preserve_colors``).
 
@@ -126,7 +128,7 @@ def prepare_colors(
       clip: whether ``restore`` clips its output to [0, 1] (the engine's images are in [0, 1];
         where it clips, Y and I, Q change).
       resample: the filter ``restore`` uses to bring the content to the result's size when they
-        differ (e.g. for previews at a coarse scale).
+        differ (e.g. for previews at a coarse scale); default ``config.resample``.
 
     Returns:
       (content_in, styles_in, restore): numpy float32 images for the engine, and
@@ -137,6 +139,7 @@ def prepare_colors(
             f"color_match_method must be one of {', '.join(COLOR_MATCH_METHODS)}; got {color_match_method!r}")
     content = _as_image("content image", content)
     mode = config.preserve_colors
+    resample = config.resample if resample is None else resample
 
     def identity(result: ImageLike) -> np.ndarray:
         return np.asarray(result, np.float32)
@@ -169,7 +172,7 @@ def prepare_colors(
 # results and progress
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(kw_only=True)
 class ScaleProgress(Progress):
     """A ``engine.Progress`` (of the current scale: ``iteration``, ``iterations``, ``losses`` and
     ``image()`` are that scale's, in the engine's colour domain: grey for "lum") plus where the
@@ -183,6 +186,8 @@ class ScaleProgress(Progress):
     restore: Callable[[np.ndarray], np.ndarray]
     # (losses, evaluations) of every finished scale: with ``state``, what a checkpoint needs
     finished: tuple[tuple[np.ndarray, int], ...] = ()
+    # a batch: the results of the groups already finished (``batching.ManyProgress.done``)
+    done: Optional[ManyResult] = None
 
     @property
     def overall_iteration(self) -> int:
@@ -201,7 +206,7 @@ def _wrap_callback(callback, k: int, n: int, shape, before: int, total: int, res
         base = {f.name: getattr(p, f.name) for f in dataclasses.fields(Progress)}
         return callback(ScaleProgress(**base, scale_index=k, num_scales=n, scale_shape=tuple(shape),
                                       iterations_before=before, total_iterations=total, restore=restore,
-                                      finished=tuple(finished)))
+                                      finished=tuple(finished), done=getattr(p, "done", None)))
 
     return cb
 
@@ -246,7 +251,7 @@ class ControlledManyResult(ManyResult):
             image=self.images[i], best_image=self.best_images[i], losses=self.losses[i],
             evaluations=int(self.evaluations[i]), iterations=self.iterations, status=self.status[i],
             config=self.configs[i] if self.configs else self.config, seed=self.seeds[i],
-            loss_parts=None if self.loss_parts is None else self.loss_parts[i],
+            loss_parts=None if self.loss_parts is None else self.loss_parts[i], terms=self.terms,
             result=None if self.result is None else self.result[i],
             scales=self.scales, iterations_per_scale=self.iterations_per_scale,
             losses_per_scale=[l[i] for l in self.losses_per_scale],
@@ -272,11 +277,11 @@ def stylize_controlled(
     seed: int = 0,
     callback: Optional[Callable[[ScaleProgress], Optional[bool]]] = None,
     convention: Optional[vgg.Convention] = None,
-    resample: str = "bicubic",
+    resample: Optional[str] = None,
     color_match_method: str = "chol",
     init_image: Optional[ImageLike] = None,
     chunk_size: Optional[int] = None,
-    resume: Optional[engine.LoopState] = None,
+    resume: Optional[LoopState] = None,
     resume_losses: Optional[np.ndarray] = None,
     masks: Optional[ImageLike] = None,
     resume_scales: Sequence[tuple[np.ndarray, int]] = (),
@@ -307,7 +312,8 @@ def stylize_controlled(
       callback: called between chunks with a :class:`ScaleProgress`; returning True stops the
         whole schedule.
       convention: for a bare params dict.
-      resample: the filter for every resize here (coarse inputs, upsampling between scales).
+      resample: the filter for every resize here (coarse inputs, upsampling between scales);
+        default ``config.resample``.
       color_match_method: "chol", "pca" or "sym" for ``preserve_colors="match"``.
       init_image: a start image for the first scale instead of ``config.init`` (any size; resized;
         made grey under "lum").
@@ -324,6 +330,7 @@ def stylize_controlled(
       :class:`ControlledResult`.
     """
     content = _as_image("content image", content)
+    resample = config.resample if resample is None else resample
     final = content.shape[:2]
     shapes = run_shapes(final, scales)
     counts = scale_iterations(config, len(shapes), iterations_per_scale)
@@ -343,7 +350,7 @@ def stylize_controlled(
             init_image = _grey(color.luminance(init_image))
     total = sum(counts)
     losses: list[np.ndarray] = [np.asarray(l, np.float32).reshape(-1) for l, _ in resume_scales]
-    parts: list[np.ndarray] = [np.full((len(l), 3), np.nan, np.float32) for l in losses]
+    parts: list[np.ndarray] = [np.full((len(l), ROW - 1), np.nan, np.float32) for l in losses]
     finished: list[tuple[np.ndarray, int]] = [(l, int(e)) for l, (_, e) in zip(losses, resume_scales)]
     evaluations = sum(e for _, e in finished)
     # a finished scale's iterations: its steps (one loss each), or its evaluations when those count
@@ -380,7 +387,7 @@ def stylize_controlled(
             devices=devices,
         )
         losses.append(res.losses)
-        parts.append(res.loss_parts if res.loss_parts is not None else np.full((len(res.losses), 3), np.nan))
+        parts.append(res.loss_parts if res.loss_parts is not None else np.full((len(res.losses), ROW - 1), np.nan))
         finished.append((res.losses, res.evaluations))
         evaluations += res.evaluations
         iterations += res.iterations
@@ -398,6 +405,7 @@ def stylize_controlled(
         config=config,
         seed=seed,
         loss_parts=np.concatenate(parts),
+        terms=res.terms,
         result=res,
         state=res.state,
         scales=shapes,
@@ -417,13 +425,14 @@ def stylize_many_controlled(
     seeds: Optional[Sequence[int]] = None,
     callback: Optional[Callable[[ScaleProgress], Optional[bool]]] = None,
     convention: Optional[vgg.Convention] = None,
-    resample: str = "bicubic",
+    resample: Optional[str] = None,
     color_match_method: str = "chol",
     chunk_size: Optional[int] = None,
     batch_size: Optional[int] = None,
     devices: Optional[Sequence[jax.Device]] = None,
     configs: Optional[Sequence[StyleConfig]] = None,
     spatial: int = 1,
+    resume: Optional[ManyResume] = None,
 ) -> ControlledManyResult:
     """``batching.stylize_many`` with colour preservation and coarse-to-fine (see ``stylize_controlled``).
 
@@ -440,11 +449,14 @@ def stylize_many_controlled(
       seeds, batch_size, devices, configs, spatial: as ``batching.stylize_many`` (``configs``: one
         per member, differing in values only: a sweep; ``spatial``: devices per member, a
         ``batch × spatial`` mesh).
+      resume: continue an interrupted one-scale batch (``batching.ManyResume``; the callback's
+        ``ScaleProgress`` carries ``done`` and ``rows``). Refused with several scales.
 
     Returns:
       :class:`ControlledManyResult`.
     """
     content = np.asarray(content, np.float32)
+    resample = config.resample if resample is None else resample
     n = len(styles)
     if n == 0:
         raise ConfigError("stylize_many_controlled needs at least one style")
@@ -460,6 +472,8 @@ def stylize_many_controlled(
         raise ConfigError(f"{len(seeds)} seeds for {n} styles")
     shapes = run_shapes(final, scales)
     counts = scale_iterations(config, len(shapes), iterations_per_scale)
+    if resume is not None and len(shapes) > 1:
+        raise ConfigError("resuming a batch works with one scale; this run has several (--scales)")
     prepared = [prepare_colors(c, s, config, color_match_method=color_match_method, resample=resample)
                 for c, s in zip(contents, styles)]
     contents_in = [p[0] for p in prepared]
@@ -488,12 +502,12 @@ def stylize_many_controlled(
             iterations=iters,
             callback=_wrap_callback(callback, k, len(shapes), shape, iterations, total, restore_all),
             convention=convention, chunk_size=chunk_size, batch_size=batch_size, devices=devices,
-            init_images=starts, spatial=spatial,
+            init_images=starts, spatial=spatial, resume=resume,
         )
         got = len(many)
         losses = [l[:got] for l in losses] + [many.losses]
         parts = [q[:got] for q in parts] + [many.loss_parts if many.loss_parts is not None
-                                            else np.full(many.losses.shape + (3,), np.nan)]
+                                            else np.full(many.losses.shape + (ROW - 1,), np.nan)]
         evaluations = evaluations[:got] + np.asarray(many.evaluations, np.int64)
         iterations += many.iterations
         nonfinite = [f or s == "nonfinite" for f, s in zip(nonfinite[:got], many.status)]
@@ -519,6 +533,7 @@ def stylize_many_controlled(
         seeds=seeds[:got],
         loss_parts=np.concatenate(parts, axis=1),
         configs=list(many.configs or [])[:got],
+        terms=many.terms,
         result=many,
         scales=shapes,
         iterations_per_scale=counts,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 import numpy as np
@@ -140,6 +140,34 @@ def grid(
     return np.asarray(canvas, np.float32) / 255.0
 
 
+def labelled_montage(images: Sequence[Any], labels: Sequence[str], *, min_height: int = 256,
+                     gap: int = 8) -> np.ndarray:
+    """Images side by side at one height, each named above (the CLI's ``--montage``: content |
+    result | style).
+
+    The height is the first image's, but at least ``min_height``: a montage of a 64-px run is drawn
+    at 256 px (bicubic), so it can be looked at and its labels fit.
+
+    Args:
+      images: float H×W×3 arrays in [0, 1].
+      labels: one per image.
+      min_height: the smallest height drawn.
+      gap: pixels between the panels.
+
+    Returns:
+      float32 array H×W×3 in [0, 1].
+    """
+    if len(labels) != len(images):
+        raise ValueError("labelled_montage needs one label per image")
+    height = max(int(np.shape(images[0])[0]), int(min_height))
+    panels = []
+    for im in images:
+        a = np.clip(np.asarray(im, np.float32), 0.0, 1.0)
+        width = max(1, math.floor(a.shape[1] * height / a.shape[0] + 0.5))
+        panels.append(np.clip(resize(a, (height, width), "bicubic"), 0.0, 1.0))
+    return grid([panels], [""], list(labels), gap=gap)
+
+
 # --------------------------------------------------------------------------------------------
 # loss plot
 
@@ -160,21 +188,25 @@ def save_loss_plot(
     path: os.PathLike[str] | str,
     losses: Sequence[float] | np.ndarray,
     *,
-    parts: Optional[np.ndarray] = None,
+    parts: Optional[Mapping[str, Any]] = None,
     overwrite: bool = False,
     title: str = "loss",
 ) -> pathlib.Path:
     """Draw the loss per iteration with matplotlib: a log-scale y axis, the total and its terms apart.
 
-    The total is a thick line; with ``parts`` the weighted content, style and TV terms are thin
-    ones (a term that is never positive is left out). Non-finite and non-positive values leave
-    gaps. A log axis because the loss falls by decades: on a linear one it is a flat line after
-    the first few percent of the run. Written atomically like ``image.save_image``.
+    The total is a thick line; with ``parts`` every term is a thin one. A term with no finite
+    positive value (0 throughout, e.g. a TV weight of 0) cannot be drawn on a log axis: it is named
+    under the chart instead of being dropped silently. Non-finite and non-positive values leave
+    gaps; short runs (up to 30 iterations) get a marker on every point, so a value between two gaps
+    is still seen, and the iteration axis has whole-number ticks. A log axis because the loss falls
+    by decades: on a linear one it is a flat line after the first few percent of the run. Written
+    atomically like ``image.save_image``.
 
     Args:
       path: output file (any extension of ``image.IMAGE_EXTENSIONS``).
       losses: one total per iteration.
-      parts: iterations × 3: content, style, TV (``Result.loss_parts``).
+      parts: term name -> one weighted value per iteration (``Result.parts()``: content, style,
+        TV, temporal: the terms the run has).
       overwrite: replace an existing file.
       title: drawn above the chart.
 
@@ -188,6 +220,7 @@ def save_loss_plot(
         raise ImageError(f"{path}: the loss plot needs matplotlib; {PLOT_EXTRA}")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     p = check_output_path(path, overwrite=overwrite)
     fmt = IMAGE_EXTENSIONS[p.suffix.lower()]
@@ -197,21 +230,24 @@ def save_loss_plot(
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     curves = [("total", y, 2.2)]
-    if parts is not None:
-        q = np.asarray(parts, np.float64).reshape(len(y), 3)
-        curves += [(name, q[:, k], 1.2) for k, name in enumerate(("content", "style", "tv"))]
-    drawn = 0
+    for name, values in (parts or {}).items():
+        curves.append((name, np.asarray(values, np.float64).reshape(len(y)), 1.2))
+    drawn, zero = 0, []
+    marker = "o" if len(y) <= 30 else None
     for name, values, width in curves:
         shown = np.where(np.isfinite(values) & (values > 0), values, np.nan)
         if np.isfinite(shown).any():
-            ax.plot(x, shown, label=name, linewidth=width, marker="o" if len(y) == 1 else None)
+            ax.plot(x, shown, label=name, linewidth=width, marker=marker, markersize=3)
             drawn += 1
+        elif name != "total" and np.isfinite(values).any():
+            zero.append(name)
     if drawn:
         ax.set_yscale("log")
         ax.legend()
     else:
         ax.text(0.5, 0.5, "no finite positive loss", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("iteration")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("iteration" + (f"   (not drawn, 0 throughout: {', '.join(zero)})" if zero else ""))
     ax.set_ylabel("loss (log scale)" if drawn else "loss")
     ax.set_title(title.replace("\n", " "))
     ax.grid(True, which="both", alpha=0.3)

@@ -61,7 +61,7 @@ def shard_rows(tree: Any, mesh: Mesh, image_hw: tuple[int, int]) -> Any:
     the EMA, Adam's moments, each L-BFGS history slot (shape ``(memory, H, W, 3)``).
 
     Args:
-      tree: a pytree of arrays (e.g. an ``engine.LoopState``).
+      tree: a pytree of arrays (e.g. an ``loop.LoopState``).
       mesh: from :func:`spatial_mesh`.
       image_hw: the image's (H, W).
 

@@ -6,7 +6,7 @@
 Runs ``scale_by_torch_lbfgs(100)`` updates (and, for comparison, a copy of the update as it
 was before the performance log's L-BFGS changes) on an S×S×3 image inside a jitted ``lax.scan``
 with a cheap stand-in gradient, (a) the update alone and (b) the update plus the engine's
-"keep the old state if the step was not finite" selection (``engine.keep_if_ok``; the copy of the
+"keep the old state if the step was not finite" selection (``loop.keep_if_ok``; the copy of the
 old update gets the plain ``where`` over the whole state the engine used before). The memory
 starts with ``--stored`` pairs. A measurement, not a test.
 """
@@ -26,7 +26,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nst_jax.engine import keep_if_ok  # noqa: E402
+from nst_jax.loop import keep_if_ok  # noqa: E402
 from nst_jax.optimizers import TorchLBFGSState, scale_by_torch_lbfgs  # noqa: E402
 
 

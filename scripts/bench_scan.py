@@ -37,8 +37,8 @@ def child(args) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from nst_jax import engine, network, objective, preset, vgg
-    from nst_jax.engine import init_state, initial_variable
+    from nst_jax import driver, loop as engine, network, objective, preset, vgg
+    from nst_jax.loop import init_state, initial_variable
     from nst_jax.targets import compute_targets
     from nst_jax.weights import synthetic_params
 
@@ -98,7 +98,10 @@ def child(args) -> dict:
     else:
         if v == "scan":
             def prog(p, t, s):
-                return engine.run_chunk(p, t, values, s, jnp.asarray(n, jnp.int32), program=program, spec=conv, length=n)
+                # the engine as it is: a batch of one (squeezed inside the compiled chunk)
+                s1, rows = engine.run_chunk(p, *driver.stack([(t, values, s)]), jnp.asarray([n], jnp.int32),
+                                            program=program, spec=conv, length=n)
+                return jax.tree.map(lambda x: x[0], (s1, rows))
         else:
             unroll = 1
             if v.startswith("scan_unroll"):

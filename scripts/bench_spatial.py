@@ -37,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from machine import cpu_model_and_features
-    from nst_jax import engine, network, preset, sharding, vgg, weights
-    from nst_jax.targets import compute_targets
+    from nst_jax import driver, loop, network, preset, sharding, vgg, weights
 
     net = weights.synthetic_params("vgg19", seed=0)
     p, spec = network.net_spec(net, vgg.CAFFE)
@@ -49,22 +48,19 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for optimizer in args.optimizers.split(","):
         cfg = preset("default").replace(optimizer=optimizer, conv_algorithm="direct")
-        program, values = cfg.program(), cfg.values()
         for side in (int(s) for s in args.sizes.split(",")):
             rng = np.random.default_rng(0)
             content = jnp.asarray(rng.random((side, side, 3)), jnp.float32)
-            targets = compute_targets(network.direct_params(p, spec), spec, content, content, program)
-            state = engine.init_state(engine.from_rgb(content, program, spec), program, values)
-            run_p = network.engine_params(p, program, spec, content.shape)
+            prep = driver.prepare(net, [content], [content], [cfg], convention=vgg.CAFFE, init_images=[content])
             single = None
             for n in counts:
-                call = (run_p, targets, values, state)
-                if n > 1:
-                    mesh = sharding.spatial_mesh(jax.devices()[:n], side)
-                    call = (*sharding.replicate((run_p, targets, values), mesh),
-                            sharding.shard_rows(state, mesh, (side, side)))
-                compiled = engine.run_chunk.lower(*call, jnp.asarray(1, jnp.int32), program=program, spec=spec,
-                                                  length=program.chunk_size).compile()
+                call = (prep.params, prep.targets, prep.values, prep.state)
+                if n > 1:  # one image's rows over n devices: a 1 × n batch × spatial mesh
+                    mesh = sharding.batch_mesh(jax.devices()[:n], n, side)
+                    call = (sharding.replicate(prep.params, mesh),
+                            *sharding.shard_batch(call[1:], mesh, (side, side)))
+                compiled = loop.run_chunk.lower(*call, jnp.asarray([1], jnp.int32), program=prep.program, spec=prep.spec,
+                                                  length=prep.program.chunk_size).compile()
                 m = compiled.memory_analysis()
                 hlo = compiled.as_text()
                 ops = [len(re.findall(r"\s" + op + r"(?:-start)?\(", hlo))

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         started from it, at the same working size."""
         cfg: StyleConfig = preset(args.preset).replace(iterations=1, chunk_size=1, size=max(h, w))
         style = image.resize(image.load_image(style_path), (h, w), cfg.resample)
-        return float(np.mean([stylize(c, style, net, cfg, init_image=o).loss_parts[0, 1]
+        return float(np.mean([stylize(c, style, net, cfg, init_image=o).parts()["style"][0]
                               for o, c in zip(outs, frames)]))
 
     def paint(clip: str, method: str, iterations: int, more: list[str]):

@@ -164,7 +164,7 @@ def prepare_inputs(args: argparse.Namespace, cfg, workdir: Path) -> dict[str, An
     import jax.numpy as jnp
 
     from nst_jax import network, vgg
-    from nst_jax.engine import initial_variable
+    from nst_jax.loop import initial_variable
 
     h, w = cfg.shape
     content = _load(args.content, (h, w), cfg.resample) if args.content else _smooth_image(h, w, args.seed + 1)
@@ -243,11 +243,10 @@ def child_jax(spec: dict, direct: bool = False) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from nst_jax import engine, network, vgg
+    from nst_jax import driver, loop, vgg
     from nst_jax.batching import stylize_many
-    from nst_jax.engine import init_state, stylize
-    from nst_jax.network import engine_params, uses_winograd
-    from nst_jax.targets import compute_targets
+    from nst_jax.engine import stylize
+    from nst_jax.network import uses_winograd
 
     cfg = _config(spec)
     if direct:
@@ -278,18 +277,22 @@ def child_jax(spec: dict, direct: bool = False) -> dict:
     out["warmup_s"] = out["first_run_s"] - out["second_run_s"]
     out["first_run_losses_match"] = bool(np.array_equal(first_losses, run_losses, equal_nan=True))
 
-    conv = network.with_pixel_scale(network.as_spec(base, params), cfg.pixel_scale)
-    program, values = cfg.program(), cfg.values()
-    run_params = engine_params(params, program, conv, content.shape)  # what stylize runs (Winograd kernels added)
+    v0 = jnp.asarray(data["v0"])  # the start every child shares, as a one-member state
+
+    def fresh_state():
+        return driver.stack([loop.init_state(v0, cfg.program(), cfg.values())])
+
+    # what stylize runs: driver.prepare's arguments (Winograd kernels added, targets, values, state)
     t0 = time.perf_counter()
-    targets = jax.block_until_ready(compute_targets(params, conv, content, style, cfg))
+    prep = jax.block_until_ready(driver.prepare(params, [content], [style], [cfg], convention=base,
+                                                resume=fresh_state()))
     out["setup_s"] = time.perf_counter() - t0  # targets (steady)
-    v0 = jnp.asarray(data["v0"])
-    n_arr = jnp.asarray(n, jnp.int32)
-    state_shape = jax.eval_shape(lambda: init_state(v0, cfg.program(), cfg.values()))  # lowering needs shapes only
+    program, conv, run_params, targets, values = prep.program, prep.spec, prep.params, prep.targets, prep.values
+    n_arr = jnp.asarray([n], jnp.int32)
+    state_shape = jax.eval_shape(fresh_state)  # lowering needs shapes only
     jax.clear_caches()  # the chunk compiled by stylize above would be reused: time a fresh compile
     t0 = time.perf_counter()
-    lowered = engine.run_chunk.lower(run_params, targets, values, state_shape, n_arr, program=program, spec=conv, length=n)
+    lowered = loop.run_chunk.lower(run_params, targets, values, state_shape, n_arr, program=program, spec=conv, length=n)
     t1 = time.perf_counter()
     compiled = lowered.compile()
     out["trace_s"], out["compile_s"] = t1 - t0, time.perf_counter() - t1
@@ -297,12 +300,12 @@ def child_jax(spec: dict, direct: bool = False) -> dict:
     faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(reps):
         state = None  # the previous repeat's state: freed before the next is made
-        state = jax.block_until_ready(init_state(v0, cfg.program(), cfg.values()))
+        state = jax.block_until_ready(fresh_state())
         t0 = time.perf_counter()
         state, chunk_losses = compiled(run_params, targets, values, state, n_arr)
         jax.block_until_ready((state, chunk_losses))
         times.append(time.perf_counter() - t0)
-        losses, evals = np.asarray(chunk_losses)[:, 0], int(state.evals)  # rows: total, content, style, tv
+        losses, evals = np.asarray(chunk_losses)[0, :, 0], int(state.evals[0])  # rows: total, then the terms
     out["minor_faults_per_iteration"] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / (reps * n)
     out["times_s"] = times
     out["evaluations"] = evals

@@ -49,7 +49,7 @@ def images():
 
 
 class CompileCounter:
-    """Counts the engine chunk's traces and every backend compilation, through ``jax.monitoring``."""
+    """Counts the engine chunk's traces (``loop.chunk``: one image or a batch) and every backend compilation, through ``jax.monitoring``."""
 
     def __init__(self, fun_name: str = "chunk"):
         self.fun_name, self.traces, self.compiles = fun_name, 0, []

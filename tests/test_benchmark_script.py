@@ -14,7 +14,7 @@ import bench_torch as bt
 import benchmark
 import torch_reference as ref
 from conftest import random_image
-from nst_jax import engine, network, vgg
+from nst_jax import loop, network, vgg
 from nst_jax.objective import make_loss_fn
 
 
@@ -29,7 +29,7 @@ def test_torch_side_computes_the_recipes_loss(name, vgg19_params):
     spec = network.with_pixel_scale(network.as_spec(vgg.TORCHVISION if name == "pytorch" else vgg.CAFFE), cfg.pixel_scale)
     conv = spec.convention
     content, style, image = random_image(40, 48, 1), random_image(40, 48, 2), random_image(40, 48, 3)
-    v = np.asarray(engine.from_rgb(jnp.asarray(image), cfg, spec))
+    v = np.asarray(loop.from_rgb(jnp.asarray(image), cfg, spec))
     want = float(make_loss_fn(vgg19_params, content, style, cfg, convention=conv)(jnp.asarray(image))[0])
     features = ref.vgg_features(vgg19_params, cfg.pooling)
     space = bt.Space(conv, cfg.variable_space, torch.device("cpu"))

@@ -48,8 +48,12 @@ def test_stylize_writes_output_intermediates_montage_and_loss_plot(workdir, caps
     for k in (2, 4):
         assert Image.open(workdir / "out" / f"result_{k:05d}.png").size == (48, 36)
     assert not (workdir / "out" / "result_00006.png").exists()  # the last one is the output itself
-    montage = Image.open(workdir / "out" / "montage.png")
-    assert montage.size[1] == 36 and montage.size[0] > 3 * 48
+    # content | result | style, drawn at 256 px at least (a 36-px montage could not be looked at),
+    # each named above its panel: dark text in the white strip over the panels
+    montage = np.asarray(Image.open(workdir / "out" / "montage.png").convert("L"))
+    assert 256 + 10 < montage.shape[0] < 256 + 60 and montage.shape[1] > 3 * 256 * 48 // 36
+    strip = montage[: montage.shape[0] - 256 - 8]
+    assert (strip < 100).any() and (strip > 250).mean() > 0.7
     assert Image.open(workdir / "out" / "loss.png").format == "PNG"
     assert "6 iterations" in stdout
 

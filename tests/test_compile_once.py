@@ -91,7 +91,7 @@ def test_sweep_of_four_style_weights_times_two_styles_is_one_program(optimizer, 
     weights = [1e1, 1e2, 1e3, 1e4]
     configs = [c for s in styles for c in cfg.sweep(style_weight=weights)]
     members = [s for s in styles for _ in weights]
-    with CompileCounter("_chunk_batch") as count:
+    with CompileCounter() as count:
         many = stylize_many(content, members, vgg19_params, cfg, configs=configs, batch_size=8,
                             convention=vgg.CAFFE)
     assert count.traces == 1 and len(many) == 8
@@ -132,7 +132,7 @@ def test_cli_sweep_times_styles_writes_images_manifest_and_a_labelled_grid(tmp_p
     argv = ["stylize", str(tmp_path / "c.png"), str(tmp_path / "s1.png"), str(tmp_path / "s2.png"), "--batch",
             "--style-weight", "1e1,1e2,1e3,1e4", "--batch-size", "8", "-o", str(tmp_path / "out"),
             "--grid", str(tmp_path / "grid.png"), *common]
-    with CompileCounter("_chunk_batch") as count:
+    with CompileCounter() as count:
         assert cli.main(argv) == 0, capsys.readouterr().err
     assert count.traces == 1
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())

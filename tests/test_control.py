@@ -297,7 +297,7 @@ def test_coarse_to_fine_resume_equals_the_uninterrupted_run(vgg19_params, tmp_pa
     """A checkpoint taken in the middle of the second scale (state, every scale's losses, each
     finished scale's evaluations), loaded and resumed, ends where the uninterrupted run ends."""
     from nst_jax import checkpoint
-    from nst_jax.engine import init_state
+    from nst_jax.loop import init_state
 
     cfg = SMALL.replace(init="noise", iterations=8, **changes)  # 8 iterations, then 4 on the second scale
     full = control.stylize_controlled(CONTENT, STYLE, vgg19_params, cfg, scales=SCALES, seed=3, convention=vgg.CAFFE)

@@ -19,7 +19,8 @@ from PIL import Image
 
 from nst_jax import StyleConfig, checkpoint, cli, cli_plan, engine, vgg, weights
 from nst_jax.errors import ConfigError
-from nst_jax.engine import init_state, stylize
+from nst_jax.engine import stylize
+from nst_jax.loop import init_state
 
 from conftest import random_image
 
@@ -80,7 +81,7 @@ CASES = [
     ("bad shape syntax", ["{d}/content.png", "{d}/style.png", "--shape", "big"], "HEIGHTxWIDTH"),
     ("blend count", ["{d}/content.png", "{d}/style.png", "--style-blend-weights", "1,1"], "blend weights"),
     ("ema with lbfgs", ["{d}/content.png", "{d}/style.png", "--optimizer", "lbfgs", "--ema", "0.9"], "ema_decay"),
-    ("batch + resume", ["{d}/content.png", "{d}/style.png", "--batch", "--resume", "{d}/x.npz"], "--resume"),
+    ("batch + resume", ["{d}/content.png", "{d}/style.png", "--batch", "--resume", "{d}/x.npz"], "give -o a directory"),
     ("bad resume file", ["{d}/content.png", "{d}/style.png", "--resume", "{d}/text.png"], "checkpoint"),
 ]
 

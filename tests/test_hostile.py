@@ -366,11 +366,11 @@ def _real_checkpoint(d: Path, path: Path, outputs=()) -> Path:
     """A checkpoint this run would accept: made with the CLI's own config and a fresh state."""
     import jax.numpy as jnp
 
-    from nst_jax import cli, engine
+    from nst_jax import cli, loop
 
     args = cli.build_parser().parse_args(_base_args(d))
     cfg, _, _ = cli.config_from_args(args)
-    state = engine.init_state(jnp.zeros((32, 32, 3), jnp.float32), cfg.program(), cfg.values())
+    state = loop.init_state(jnp.zeros((32, 32, 3), jnp.float32), cfg.program(), cfg.values())
     net = weights.load_weights(d / "syn.h5")
     checkpoint.save(path, state, np.zeros(int(state.step), np.float32), config=cfg, seed=0,
                     weights_fingerprint=net.fingerprint, content_shape=(32, 32, 3), outputs=outputs)

@@ -866,7 +866,7 @@ def test_loss_plot_is_log_scale_with_the_terms_apart(tmp_path, monkeypatch):
 
     n = 200
     total = np.exp(-np.linspace(0, 9, n)) * 1e6 + 10
-    parts = np.stack([np.full(n, 5.0), total - 5.0 - 1e-3, np.full(n, 1e-3)], axis=1)
+    parts = {"content": np.full(n, 5.0), "style": total - 5.0 - 1e-3, "tv": np.full(n, 1e-3)}
     seen = {}
     real_plot = Axes.plot
 
@@ -880,12 +880,18 @@ def test_loss_plot_is_log_scale_with_the_terms_apart(tmp_path, monkeypatch):
     figures.save_loss_plot(tmp_path / "l.png", total, parts=parts)
     assert sorted(k for k in seen if k != "yscale") == ["content", "style", "total", "tv"]
     np.testing.assert_allclose(seen["total"], total)
-    np.testing.assert_allclose(seen["tv"], parts[:, 2])
+    np.testing.assert_allclose(seen["tv"], parts["tv"])
     assert seen["yscale"].get_yscale() == "log"
-    # a term that is never positive is left out; non-finite values are gaps
+    # a term that is never positive cannot be drawn on the log axis: it is named under the chart;
+    # non-finite values are gaps; a short run has whole-number iteration ticks
     seen.clear()
-    figures.save_loss_plot(tmp_path / "m.png", [3.0, np.nan, 1.0], parts=np.array([[1, 2, 0], [np.nan] * 3, [1, 0, 0.0]]))
+    figures.save_loss_plot(tmp_path / "m.png", [3.0, np.nan, 1.0],
+                           parts={"content": [1, np.nan, 1], "style": [2, np.nan, 0], "tv": [0, np.nan, 0.0]})
     assert "tv" not in seen and np.isnan(seen["total"][1])
+    ax = seen["yscale"]
+    assert "0 throughout: tv" in ax.get_xlabel()
+    ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks), ax.get_xticks()
 
 
 def test_loss_plot_without_matplotlib_is_one_clear_error(tmp_path, monkeypatch):

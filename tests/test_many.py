@@ -128,7 +128,7 @@ def test_memory_estimate_against_xlas_compiled_peak(optimizer, precision, remat,
     within ``RUN_OVERHEAD_BYTES``."""
     import jax.numpy as jnp
 
-    from nst_jax import engine, network, preset
+    from nst_jax import driver, loop, network, preset
     from nst_jax.memory import RUN_OVERHEAD_BYTES
     from nst_jax.targets import compute_targets
 
@@ -139,9 +139,10 @@ def test_memory_estimate_against_xlas_compiled_peak(optimizer, precision, remat,
     for side in (64, 128):
         content = jnp.asarray(random_image(side, side, 1))
         targets = compute_targets(network.direct_params(p, spec), spec, content, content, program)
-        state = engine.init_state(engine.from_rgb(content, program, spec), program, values)
+        state = loop.init_state(loop.from_rgb(content, program, spec), program, values)
         run_p = network.engine_params(p, program, spec, content.shape)
-        m = engine.run_chunk.lower(run_p, targets, values, state, jnp.asarray(1, jnp.int32), program=program,
+        batch = driver.stack([(targets, values, state)])  # a batch of one: the one-image program
+        m = loop.run_chunk.lower(run_p, *batch, jnp.asarray([1], jnp.int32), program=program,
                                    spec=spec, length=program.chunk_size).compile().memory_analysis()
         peak[side] = (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
                       - m.alias_size_in_bytes)

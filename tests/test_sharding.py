@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     import jax, jax.numpy as jnp, numpy as np
     from PIL import Image
-    from nst_jax import StyleConfig, cli, engine, network, sharding, stylize, vgg, weights
+    from nst_jax import StyleConfig, cli, driver, loop, network, sharding, stylize, vgg, weights
     from nst_jax.targets import compute_targets
     from conftest import random_image
 
@@ -63,13 +63,14 @@ SCRIPT = textwrap.dedent(
     for side, devs in ((96, 1), (96, 4)):
         c = jnp.asarray(random_image(side, side, 3))
         targets = compute_targets(network.direct_params(p, spec), spec, c, c, program)
-        state = engine.init_state(engine.from_rgb(c, program, spec), program, values)
+        state = loop.init_state(loop.from_rgb(c, program, spec), program, values)
         run_p = network.engine_params(p, program, spec, c.shape)
-        args = (run_p, targets, values, state)
+        targets, values_b, state = driver.stack([(targets, values, state)])  # a batch of one
+        args = (run_p, targets, values_b, state)
         if devs > 1:
-            mesh = sharding.spatial_mesh(jax.devices()[:devs], side)
-            args = (*sharding.replicate((run_p, targets, values), mesh), sharding.shard_rows(state, mesh, (side, side)))
-        compiled = engine.run_chunk.lower(*args, jnp.asarray(5, jnp.int32), program=program, spec=spec,
+            mesh = sharding.batch_mesh(jax.devices()[:devs], devs, side)
+            args = (sharding.replicate(run_p, mesh), *sharding.shard_batch((targets, values_b, state), mesh, (side, side)))
+        compiled = loop.run_chunk.lower(*args, jnp.asarray([5], jnp.int32), program=program, spec=spec,
                                           length=program.chunk_size).compile()
         hlo = compiled.as_text()
         ops = {{op: len(re.findall(r"\\s" + op + r"(?:-start)?\\(", hlo)) for op in ("all-gather", "collective-permute", "all-reduce")}}

@@ -10,7 +10,8 @@ import scipy.linalg
 from PIL import Image
 
 from nst_jax import StyleConfig, image, losses, vgg
-from nst_jax.engine import initial_variable, stylize
+from nst_jax.engine import stylize
+from nst_jax.loop import initial_variable
 from nst_jax.objective import make_loss_fn
 from nst_jax.targets import compute_targets
 

@@ -49,7 +49,7 @@ def test_reported_evaluations_are_the_objectives_counted_calls(linesearch, vgg19
     """``Result.evaluations`` equals the number of times the objective actually ran, counted from
     inside the compiled loop by a host callback around the engine's objective (a callback fires
     only for evaluations that run: not for a ``lax.cond`` branch not taken, nor for a trace)."""
-    import nst_jax.engine as engine_module
+    import nst_jax.loop as engine_module
 
     calls = []
     real = engine_module.network_objective

@@ -1,0 +1,63 @@
+"""Loss terms by name: every term of ``objective.TERMS`` reaches the loss rows, ``Result.parts()``,
+the progress callback, the loss plot and the batch manifest, temporal included."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nst_jax import StyleConfig, figures, objective, stylize, stylize_many, vgg
+
+from conftest import random_image
+
+SMALL = dict(content_layers=("relu2_2",), style_layers=("relu1_1", "relu2_1"), size=32)
+
+
+def test_every_term_is_a_named_part_and_the_parts_sum_to_the_total(vgg19_params):
+    content, style = random_image(24, 32, 1), random_image(24, 32, 2)
+    warped = random_image(24, 32, 3)
+    weights = np.random.default_rng(0).random((24, 32)).astype(np.float32)
+    cfg = StyleConfig(**SMALL, optimizer="adam", iterations=4, learning_rate=0.02, tv_loss="l2", tv_weight=1e-3,
+                      temporal_weight=7.0)
+    seen = []
+    r = stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, temporal=(warped, weights),
+                callback=lambda p: seen.append(dict(p.parts)))
+    assert tuple(r.parts()) == objective.PART_NAMES == ("content", "style", "tv", "temporal")
+    assert set(seen[-1]) == set(objective.PART_NAMES)
+    total = sum(r.parts().values())
+    np.testing.assert_allclose(total, r.losses, rtol=1e-5)
+    # the temporal part at the start image (the content), transcribed with numpy: Caffe's input is
+    # BGR 0-255 less the mean, so the difference is 255·(content − warped) per channel
+    diff = 255.0 * (content.astype(np.float64) - warped)
+    want = 7.0 * np.sum(weights[..., None] * diff**2) / diff.size
+    np.testing.assert_allclose(r.parts()["temporal"][0], want, rtol=1e-4)
+    # a run without a temporal target or a TV term has neither part
+    plain = stylize(content, style, vgg19_params, cfg.replace(tv_loss="none"), convention=vgg.CAFFE)
+    assert tuple(plain.parts()) == ("content", "style")
+    np.testing.assert_allclose(sum(plain.parts().values()), plain.losses, rtol=1e-5)
+
+
+def test_the_loss_plot_draws_every_part_of_a_run(vgg19_params, tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    content, style = random_image(24, 32, 1), random_image(24, 32, 2)
+    cfg = StyleConfig(**SMALL, optimizer="adam", iterations=3, learning_rate=0.02, tv_loss="l2", tv_weight=1e-3)
+    r = stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE,
+                temporal=(random_image(24, 32, 3), np.ones((24, 32), np.float32)))
+    labels = []
+    real = Axes.plot
+    monkeypatch.setattr(Axes, "plot", lambda self, *a, label=None, **k: (labels.append(label), real(self, *a, **k))[1])
+    figures.save_loss_plot(tmp_path / "l.png", r.losses, parts=r.parts())
+    assert labels == ["total", "content", "style", "tv", "temporal"]
+
+
+def test_a_batch_reports_the_parts_of_each_member(vgg19_params):
+    content = random_image(24, 32, 1)
+    styles = [random_image(24, 32, 2), random_image(24, 32, 3)]
+    cfg = StyleConfig(**SMALL, optimizer="adam", iterations=3, learning_rate=0.02, tv_loss="l1")
+    configs = [cfg, cfg.replace(style_weight=cfg.style_weight * 10)]
+    many = stylize_many(content, styles, vgg19_params, cfg, configs=configs, convention=vgg.CAFFE, batch_size=2)
+    for i in range(2):
+        parts = many[i].parts()
+        assert tuple(parts) == ("content", "style", "tv")
+        np.testing.assert_allclose(sum(parts.values()), many.losses[i], rtol=1e-5)
+
