@@ -28,11 +28,11 @@ from typing import Any, NamedTuple, Optional, Sequence, Union
 import jax
 import numpy as np
 
-from . import losses, resnet, vgg
+from . import losses, network, optimizers, vgg
 from .errors import ConfigError
 
-OPTIMIZERS = ("sgd", "adam", "lbfgs")
-ARCHS = vgg.ARCHS + ("resnet50",)
+OPTIMIZERS = tuple(optimizers.OPTIMIZERS)  # the optimisers' table
+ARCHS = tuple(network.NETWORKS)  # the networks' table
 VARIABLE_SPACES = ("network", "rgb")
 INITS = ("content", "style", "noise", "randn", "blend")
 NOISE_INITS = ("noise", "randn", "blend")  # the start images a seed changes
@@ -253,7 +253,7 @@ class StyleConfig:
             value = getattr(self, name)
             if isinstance(value, str) and value in old:
                 object.__setattr__(self, name, old[value])
-        _choice("arch", self.arch, ARCHS)
+        _choice("arch", self.arch, tuple(network.NETWORKS))
         _choice("pooling", self.pooling, vgg.POOLINGS)
         if self.pixel_scale is not None:
             _positive("pixel_scale", self.pixel_scale)
@@ -263,10 +263,7 @@ class StyleConfig:
                 raise ConfigError(f"{field} must be a sequence of layer names such as ('relu4_2',); got {layers!r}")
             object.__setattr__(self, field, tuple(layers))
         try:
-            if self.arch == "resnet50":
-                resnet.validate_layers(self.content_layers + self.style_layers)
-            else:
-                vgg.validate_layers(self.arch, self.content_layers + self.style_layers)
+            network.NETWORKS[self.arch].validate_layers(self.arch, self.content_layers + self.style_layers)
         except ValueError as err:
             raise ConfigError(str(err)) from None
         if not self.content_layers and not self.style_layers:
@@ -316,7 +313,7 @@ class StyleConfig:
         _choice("style_loss", self.style_loss, STYLE_LOSSES)
         _choice("tv_loss", self.tv_loss, losses.TV_LOSSES)
         _choice("tv_space", self.tv_space, VARIABLE_SPACES)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("optimizer", self.optimizer, tuple(optimizers.OPTIMIZERS))  # the table as it is now
         _choice("adam_eps_mode", self.adam_eps_mode, ADAM_EPS_MODES)
         _choice("lbfgs_linesearch", self.lbfgs_linesearch, LINESEARCHES)
         _choice("variable_space", self.variable_space, VARIABLE_SPACES)

@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence
 import jax
 
 from .config import StyleConfig
+from .optimizers import OPTIMIZERS
 
 
 # Per pixel of the content, what XLA's compiled chunk holds (CPU, default preset, direct
@@ -33,7 +34,8 @@ def estimate_bytes_per_result(height: int, width: int, config: StyleConfig) -> i
     VGG19 activations up to conv5_1 are about 320 floats per input pixel; the backward pass keeps
     them and adds as much again for the gradients (scaled by ``PRECISION_FACTOR`` for bf16 and
     ``REMAT_FACTOR`` for remat, as measured); the image-sized state (the variable, Adam's moments,
-    the best iterate, ...) is 8 images; L-BFGS keeps ``2 · memory`` image-sized float32 vectors.
+    the best iterate, ...) is 8 images; an optimiser's own (L-BFGS: ``2 · memory``) come from
+    ``optimizers.OPTIMIZERS``.
 
     Args:
       height, width: the content's working size.
@@ -47,8 +49,7 @@ def estimate_bytes_per_result(height: int, width: int, config: StyleConfig) -> i
     if config.remat:
         activations *= REMAT_FACTOR
     bytes_ = pixels * activations + pixels * 3 * 4 * 8
-    if config.optimizer == "lbfgs":
-        bytes_ += 2 * config.lbfgs_memory * pixels * 3 * 4
+    bytes_ += OPTIMIZERS[config.optimizer].state_images(config) * pixels * 3 * 4
     return int(bytes_)
 
 

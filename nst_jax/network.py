@@ -1,5 +1,10 @@
 """The network as the engine runs it: named features of a preprocessed image, for VGG or ResNet50.
 
+Networks are chosen by name from ``NETWORKS`` (``StyleConfig.arch``): each entry is a ``Backbone``,
+the one interface the engine uses (its layer table, layer validation, features, and whether its
+3×3 convolutions may run as Winograd). The networks themselves are one module each (``vgg``,
+``resnet``); a new one is a module and one entry here.
+
 A loaded network (``weights.Network``) carries its params (pytree leaves) and its static facts:
 architecture, input convention, and for ResNet50 where its stride sits. The engine passes the params
 as arguments of its compiled functions and the static facts as one hashable ``NetSpec``.
@@ -9,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +38,42 @@ class NetSpec:
     stride_on: str = "1x1"
     pool1_pad: int = 1
 
-    @property
-    def is_resnet(self) -> bool:
-        return self.arch == "resnet50"
+
+def _vgg_features(params: Any, xn: Array, layers: Sequence[str], program: Any, spec: NetSpec,
+                  precision: Any) -> dict[str, Array]:
+    # custom_vjp: hand-written VJPs for the convolutions and max/avg poolings, which XLA's CPU
+    # backend runs several times faster than JAX's own rules, most of all inside the chunk's
+    # while loop (see vgg._conv3x3_custom_vjp, vgg._max_pool_vjp; BENCHMARKS.md "Performance log").
+    return vgg.features(params, xn, layers, pooling=program.pooling, custom_vjp=True, remat=program.remat,
+                        precision=precision)
+
+
+def _resnet_features(params: Any, xn: Array, layers: Sequence[str], program: Any, spec: NetSpec,
+                     precision: Any) -> dict[str, Array]:
+    return resnet.features(params, xn, layers, stride_on=spec.stride_on, pool1_pad=spec.pool1_pad,
+                           precision=precision)
+
+
+class Backbone(NamedTuple):
+    """One feature network's interface.
+
+    ``layer_names(arch)``: its layers in order; ``validate_layers(arch, layers)`` raises
+    ``ValueError`` naming an unknown one; ``features(params, xn, layers, program, spec, precision)``
+    its named activations; ``winograd``: whether its 3×3 convolutions may run as Winograd
+    F(4×4, 3×3) (``engine_params`` adds the transformed kernels).
+    """
+
+    layer_names: Callable[[str], tuple[str, ...]]
+    validate_layers: Callable[[str, Sequence[str]], None]
+    features: Callable[..., dict[str, Array]]
+    winograd: bool
+
+
+VGG = Backbone(vgg.layer_names, vgg.validate_layers, _vgg_features, True)
+RESNET = Backbone(lambda arch: resnet.layer_names(), lambda arch, layers: resnet.validate_layers(layers),
+                  _resnet_features, False)
+# Networks by name (``StyleConfig.arch``).
+NETWORKS: dict[str, Backbone] = {**{arch: VGG for arch in vgg.ARCHS}, **{arch: RESNET for arch in resnet.ARCHS}}
 
 
 def net_spec(network: Any, convention: Union[None, vgg.Convention, NetSpec] = None) -> tuple[dict, NetSpec]:
@@ -95,17 +133,11 @@ def features(params: Any, xn: Array, layers: Sequence[str], program: Any, spec: 
     Returns:
       dict name -> activation.
     """
-    if spec.is_resnet:
-        fn = functools.partial(resnet.features, stride_on=spec.stride_on, pool1_pad=spec.pool1_pad)
-    else:
-        # custom_vjp: hand-written VJPs for the convolutions and max/avg poolings, which XLA's CPU
-        # backend runs several times faster than JAX's own rules, most of all inside the chunk's
-        # while loop (see vgg._conv3x3_custom_vjp, vgg._max_pool_vjp; BENCHMARKS.md "Performance log").
-        fn = functools.partial(vgg.features, pooling=program.pooling, custom_vjp=True, remat=program.remat)
+    fn = functools.partial(NETWORKS[spec.arch].features, program=program, spec=spec)
     if program.precision == "bf16":
         # bfloat16 convolutions (AMX on recent Xeons, tensor cores on GPUs); losses stay float32.
         p16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
-        out = fn(p16, xn.astype(jnp.bfloat16), layers)
+        out = fn(p16, xn.astype(jnp.bfloat16), layers, precision=None)
         return {k: v.astype(jnp.float32) for k, v in out.items()}
     precision = jax.lax.Precision.HIGHEST if program.precision == "highest" else None
     return fn(params, xn, layers, precision=precision)
@@ -126,7 +158,7 @@ def uses_winograd(program: Any, spec: Union[NetSpec, vgg.Convention], shape: Opt
       shape: the working image's (H, W, ...), for "auto".
     """
     spec = as_spec(spec)
-    if spec.is_resnet or program.conv_algorithm == "direct":
+    if not NETWORKS[spec.arch].winograd or program.conv_algorithm == "direct":
         return False
     if program.conv_algorithm == "auto":
         big = shape is None or shape[0] * shape[1] >= WINOGRAD_AUTO_MIN_PIXELS
@@ -139,7 +171,7 @@ def engine_params(params: Any, program: Any, spec: Union[NetSpec, vgg.Convention
     step) when ``uses_winograd``, else without them. Params that already hold them (from
     ``vgg.with_winograd``: do that once when calling ``stylize`` many times) are not transformed again."""
     spec = as_spec(spec, params)
-    if spec.is_resnet:
+    if not NETWORKS[spec.arch].winograd:
         return params
     if uses_winograd(program, spec, shape):
         return vgg.with_winograd(params, all_layers(program))
@@ -148,4 +180,4 @@ def engine_params(params: Any, program: Any, spec: Union[NetSpec, vgg.Convention
 
 def direct_params(params: Any, spec: NetSpec) -> Any:
     """Params for one-off passes (the targets): direct convolutions only, so no Winograd compilation."""
-    return params if spec.is_resnet else vgg.without_winograd(params)
+    return vgg.without_winograd(params) if NETWORKS[spec.arch].winograd else params

@@ -8,13 +8,14 @@ scalars, so one compiled loop serves every value of them.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from .config import Values
+if TYPE_CHECKING:  # (config reads the table's names: an import at run time would be a cycle)
+    from .config import Values
 
 Array = jax.Array
 
@@ -69,7 +70,7 @@ class TorchLBFGSState(NamedTuple):
 
 
 # The fields the update itself leaves as they were after a non-finite evaluation (it stores a pair
-# only from a finite one), so the engine need not select them back (``engine.keep_if_ok``).
+# only from a finite one), so the engine need not select them back (``loop.keep_if_ok``).
 TorchLBFGSState.self_guarded = ("s_mem", "y_mem", "rho", "head", "size", "h_diag")  # type: ignore[attr-defined]
 
 
@@ -183,8 +184,51 @@ def exponential_decay(learning_rate: Any, decay_rate: Any, decay_steps: Any) -> 
     return schedule
 
 
+def _sgd(program: Any, values: Values, lr: Any) -> optax.GradientTransformationExtraArgs:
+    return optax.with_extra_args_support(optax.sgd(lr))
+
+
+def _adam(program: Any, values: Values, lr: Any) -> optax.GradientTransformationExtraArgs:
+    if program.adam_eps_mode == "sqrt_v":  # MATLAB's eps placement and float64 bias correction
+        return optax.chain(
+            scale_by_matlab_adam(values.adam_b1, values.adam_b2, values.adam_eps, values.adam_log_b1,
+                                 values.adam_log_b2),
+            optax.scale_by_learning_rate(lr))
+    return optax.with_extra_args_support(optax.adam(lr, b1=values.adam_b1, b2=values.adam_b2, eps=values.adam_eps))
+
+
+def _lbfgs(program: Any, values: Values, lr: Any) -> optax.GradientTransformationExtraArgs:
+    if program.lbfgs_linesearch == "zoom":
+        return optax.lbfgs(
+            learning_rate=None,
+            memory_size=program.lbfgs_memory,
+            linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=20, initial_guess_strategy="one"),
+        )
+    # No line search: torch.optim.LBFGS's update rule (see scale_by_torch_lbfgs for why not
+    # optax.lbfgs(linesearch=None): it keeps negative-curvature pairs and scales the first step
+    # differently). Its step size is the learning rate itself, never decayed (torch's).
+    return scale_by_torch_lbfgs(program.lbfgs_memory, values.learning_rate)
+
+
+class Optimizer(NamedTuple):
+    """One optimiser of the table: ``make(program, values, lr)`` builds its optax transform (``lr``:
+    the learning rate or its decay schedule); ``state_images(config)`` counts the image-sized
+    float32 buffers its state holds beyond Adam's two moments (``memory.estimate_bytes_per_result``)."""
+
+    make: Callable[[Any, "Values", Any], optax.GradientTransformationExtraArgs]
+    state_images: Callable[[Any], int]
+
+
+# Optimisers by name (``StyleConfig.optimizer``): a new one is one entry here.
+OPTIMIZERS: dict[str, Optimizer] = {
+    "sgd": Optimizer(_sgd, lambda config: 0),
+    "adam": Optimizer(_adam, lambda config: 0),
+    "lbfgs": Optimizer(_lbfgs, lambda config: 2 * config.lbfgs_memory),  # s and y pairs
+}
+
+
 def make_optimizer(program: Any, values: Values) -> optax.GradientTransformationExtraArgs:
-    """The optax optimiser a program names, with the values' numbers.
+    """The optax optimiser a program names (``OPTIMIZERS``), with the values' numbers.
 
     SGD (with optional exponential decay), Adam (optax's, or MATLAB's eps placement), L-BFGS
     (torch's rule without line search, or optax's with the zoom line search). Every update takes
@@ -197,22 +241,4 @@ def make_optimizer(program: Any, values: Values) -> optax.GradientTransformation
     lr: Any = values.learning_rate
     if program.lr_decay:
         lr = exponential_decay(values.learning_rate, values.lr_decay_rate, values.lr_decay_steps)
-    if program.optimizer == "sgd":
-        return optax.with_extra_args_support(optax.sgd(lr))
-    if program.optimizer == "adam":
-        if program.adam_eps_mode == "sqrt_v":
-            return optax.chain(
-                scale_by_matlab_adam(values.adam_b1, values.adam_b2, values.adam_eps, values.adam_log_b1,
-                                     values.adam_log_b2),
-                optax.scale_by_learning_rate(lr))
-        return optax.with_extra_args_support(optax.adam(lr, b1=values.adam_b1, b2=values.adam_b2, eps=values.adam_eps))
-    if program.lbfgs_linesearch == "zoom":
-        return optax.lbfgs(
-            learning_rate=None,
-            memory_size=program.lbfgs_memory,
-            linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=20, initial_guess_strategy="one"),
-        )
-    # No line search: torch.optim.LBFGS's update rule (see scale_by_torch_lbfgs for why not
-    # optax.lbfgs(linesearch=None): it keeps negative-curvature pairs and scales the first step
-    # differently).
-    return scale_by_torch_lbfgs(program.lbfgs_memory, values.learning_rate)
+    return OPTIMIZERS[program.optimizer].make(program, values, lr)

@@ -61,3 +61,24 @@ def test_a_batch_reports_the_parts_of_each_member(vgg19_params):
         assert tuple(parts) == ("content", "style", "tv")
         np.testing.assert_allclose(sum(parts.values()), many.losses[i], rtol=1e-5)
 
+
+def test_an_optimizer_is_one_entry_of_the_table(vgg19_params, monkeypatch):
+    """A new optimiser is one ``optimizers.OPTIMIZERS`` entry: the config accepts its name, the
+    engine runs it (here optax's AdamW, its weight decay visible against plain Adam), and the
+    memory estimate counts its state."""
+    import optax
+
+    from nst_jax import memory, optimizers
+
+    def adamw(program, values, lr):
+        return optax.with_extra_args_support(optax.adamw(lr, weight_decay=50.0))
+
+    monkeypatch.setitem(optimizers.OPTIMIZERS, "adamw-test", optimizers.Optimizer(adamw, lambda config: 1))
+    content, style = random_image(24, 32, 1), random_image(24, 32, 2)
+    cfg = StyleConfig(**SMALL, optimizer="adamw-test", iterations=3, learning_rate=0.02)
+    r = stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE)
+    a = stylize(content, style, vgg19_params, cfg.replace(optimizer="adam"), convention=vgg.CAFFE)
+    assert len(r.losses) == 3 and not np.allclose(r.image, a.image)
+    extra = memory.estimate_bytes_per_result(24, 32, cfg) - memory.estimate_bytes_per_result(
+        24, 32, cfg.replace(optimizer="adam"))
+    assert extra == 24 * 32 * 3 * 4  # its one image-sized buffer
