@@ -248,6 +248,35 @@ def _placed(prep: Prepared, n: int, devices: Optional[Sequence[jax.Device]], spa
     return sharding.replicate(prep.params, mesh), targets, values, state, mesh
 
 
+def _progress(prep: Prepared, state: LoopState, history: list[list[np.ndarray]], done: np.ndarray, total: int,
+              group: tuple[int, int]) -> Progress:
+    """A batch ``Progress`` between chunks: ``done`` iterations per member (the slowest live one's
+    is the batch's), the means of the live members' latest rows."""
+    n = len(history)
+    failed = np.asarray(state.failed)[:n]
+    so_far = _pad_rows(history)
+    latest = np.stack([h[-1][-1] if len(h[-1]) else np.full((ROW,), np.nan) for h in history])
+    alive = latest[~failed] if (~failed).any() else latest
+    with warnings.catch_warnings():  # a column of NaN (the zoom line search's parts) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(alive, axis=0)
+    batch_rgb = functools.partial(_batch_rgb, program=prep.program, spec=prep.spec)
+    return Progress(int(done[~failed].min() if (~failed).any() else done.max()), total,
+                    int(np.asarray(state.evals)[:n].sum()), float(means[0]), so_far[..., 0], state,
+                    lambda v: np.asarray(batch_rgb(v))[:n],
+                    parts={name: float(means[1 + PART_NAMES.index(name)]) for name in prep.terms},
+                    group=group[0], groups=group[1], rows=so_far)
+
+
+def _fresh_optimizer(prep: Prepared, state: LoopState, values: Any, mesh: Any) -> LoopState:
+    """The state with a fresh optimiser state for every member (an L-BFGS round's start)."""
+    fresh = jax.vmap(lambda v, vals: make_optimizer(prep.program, vals).init(v))(state.v, values)
+    fresh = jax.tree.map(jnp.copy, fresh)
+    if mesh is not None:
+        fresh = sharding.shard_batch(fresh, mesh, (int(np.shape(state.v)[1]), int(np.shape(state.v)[2])))
+    return state._replace(opt_state=fresh)
+
+
 def drive(
     prep: Prepared,
     total: int,
@@ -283,7 +312,6 @@ def drive(
     m = int(np.shape(state.step)[0])  # with padding
     length = int(chunk_size or program.chunk_size)  # the program's: fewer iterations stop inside it
     by_evals = program.iteration_unit == "evaluation"
-    batch_rgb = functools.partial(_batch_rgb, program=program, spec=spec)
     history: list[list[np.ndarray]] = [[] if head is None else [np.asarray(head[i], np.float32)] for i in range(n)]
     status = ["done"] * n
 
@@ -296,12 +324,10 @@ def drive(
     rounds_total = math.ceil(total / rounds) if rounds else 1
     round_index = min(int(counts(state).min()) // rounds, rounds_total) if rounds else 0
     round_start = counts(state)
-    stop = False
-    while not stop and round_index < rounds_total:
+    while status[0] != "stopped" and round_index < rounds_total:
+        limit = np.full((n,), total, np.int64)
         if rounds:
             limit = round_start + rounds + 1 if by_evals else np.minimum(round_start + rounds, total)
-        else:
-            limit = np.full((n,), total, np.int64)
         while True:
             c, failed = counts(state), np.asarray(state.failed)[:n]
             want = (c < limit) & ~failed
@@ -314,40 +340,23 @@ def drive(
             cl = np.asarray(chunk_rows)[:n]
             for i in range(n):
                 history[i].append(cl[i][~np.isnan(cl[i][:, 0])] if by_evals else cl[i][: steps[i]])
-            failed = np.asarray(state.failed)[:n]
-            if failed.all() or (counts(state) == c).all():
+            if np.asarray(state.failed)[:n].all() or (counts(state) == c).all():
                 break
             if callback is not None:
                 done = round_index * rounds + np.minimum(rounds, counts(state) - round_start) if rounds else counts(state)
-                so_far = _pad_rows(history)
-                latest = np.stack([h[-1][-1] if len(h[-1]) else np.full((ROW,), np.nan) for h in history])
-                alive = latest[~failed] if (~failed).any() else latest
-                with warnings.catch_warnings():  # a column of NaN (the zoom line search's parts) stays NaN
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    means = np.nanmean(alive, axis=0)
-                prog = Progress(int(done[~failed].min() if (~failed).any() else done.max()), total,
-                                int(np.asarray(state.evals)[:n].sum()), float(means[0]), so_far[..., 0], state,
-                                lambda v: np.asarray(batch_rgb(v))[:n],
-                                parts={name: float(means[1 + PART_NAMES.index(name)]) for name in prep.terms},
-                                group=group[0], groups=group[1], rows=so_far)
-                if callback(prog):
-                    stop = True
+                if callback(_progress(prep, state, history, done, total, group)):
                     status = ["stopped"] * n
                     break
         round_index += 1
-        if rounds and not stop and round_index < rounds_total:
-            fresh = jax.vmap(lambda v, vals: make_optimizer(program, vals).init(v))(state.v, values)
-            fresh = jax.tree.map(jnp.copy, fresh)
-            if mesh is not None:
-                fresh = sharding.shard_batch(fresh, mesh, (int(np.shape(state.v)[1]), int(np.shape(state.v)[2])))
-            state = state._replace(opt_state=fresh)
+        if rounds and status[0] != "stopped" and round_index < rounds_total:
+            state = _fresh_optimizer(prep, state, values, mesh)
             round_start = counts(state)
     failed = np.asarray(state.failed)[:n]
     status = ["nonfinite" if f else s for f, s in zip(failed, status)]
     final_v, best_v = final_iterates(state, program)
     return Run(
-        images=np.asarray(batch_rgb(final_v))[:n].astype(np.float32),
-        best_images=np.asarray(batch_rgb(best_v))[:n].astype(np.float32),
+        images=np.asarray(_batch_rgb(final_v, program=program, spec=spec))[:n].astype(np.float32),
+        best_images=np.asarray(_batch_rgb(best_v, program=program, spec=spec))[:n].astype(np.float32),
         rows=_pad_rows(history),
         evaluations=np.asarray(state.evals)[:n].astype(np.int64),
         steps=np.asarray(state.step)[:n].astype(np.int64),

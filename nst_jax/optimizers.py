@@ -8,14 +8,15 @@ scalars, so one compiled loop serves every value of them.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-if TYPE_CHECKING:  # (config reads the table's names: an import at run time would be a cycle)
-    from .config import Values
+# ``values`` below is a ``config.Values`` (the traced numbers): named in the docstrings, not imported,
+# because config reads this module's table (an import of config here would be a cycle).
+Values = Any
 
 Array = jax.Array
 
@@ -215,7 +216,7 @@ class Optimizer(NamedTuple):
     the learning rate or its decay schedule); ``state_images(config)`` counts the image-sized
     float32 buffers its state holds beyond Adam's two moments (``memory.estimate_bytes_per_result``)."""
 
-    make: Callable[[Any, "Values", Any], optax.GradientTransformationExtraArgs]
+    make: Callable[[Any, Values, Any], optax.GradientTransformationExtraArgs]
     state_images: Callable[[Any], int]
 
 

@@ -11,7 +11,7 @@ flow is known). Conventions:
 * Samples are bilinear (``jax.scipy.ndimage.map_coordinates``, order 1); a sample outside the
   image takes the nearest border pixel and is marked invalid in :func:`warp_valid`.
 
-The frame loops are in ``video``, flow estimation in ``flow``, the command in ``cli_video``.
+The frame loops are in ``video``, flow estimation in ``flow``, the command in ``cli.video``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ several), each frame blending in and held to its neighbours of the previous pass
 
 Frames are H×W×3 RGB in [0, 1] at the working size; flows come from the caller (a clip with known
 flow, ``scripts/make_clip.py``; ``flow.estimate`` for real footage). Files: ``video_io``; the
-``nst-jax video`` command: ``cli_video``.
+``nst-jax video`` command: ``cli.video``.
 """
 
 from __future__ import annotations

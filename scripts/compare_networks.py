@@ -36,7 +36,7 @@ import jax
 import numpy as np
 
 from nst_jax import figures, image, network, preset, vgg, weights
-from nst_jax.cli_plan import working_images
+from nst_jax.cli.plan import working_images
 from nst_jax.engine import stylize
 from nst_jax.errors import NSTError
 from nst_jax.objective import network_objective

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from nst_jax import cli, weights
+from nst_jax import preset as nst_jax_preset
 from nst_jax.engine import stylize
 from nst_jax.memory import memory_shortfall
 
@@ -181,16 +182,16 @@ def test_size_that_will_not_fit_is_a_clear_error_before_any_work(workdir, capsys
                         "--no-progress"], capsys)
     assert code == 2 and "needs about" in err and not (workdir / "toolarge_batch" / "manifest.json").exists()
     # the suggested size does fit the same estimate
-    need, free, fits = memory_shortfall(384, 512, cli.preset("default"), free=free_bytes)
+    need, free, fits = memory_shortfall(384, 512, nst_jax_preset("default"), free=free_bytes)
     assert need > free and 16 <= fits < 512 and f"--size {fits} " in errors[0]
-    assert memory_shortfall(fits * 3 // 4, fits, cli.preset("default"), free=free) is None
-    assert memory_shortfall(384, 512, cli.preset("default"), free=64 * 2**30) is None
+    assert memory_shortfall(fits * 3 // 4, fits, nst_jax_preset("default"), free=free) is None
+    assert memory_shortfall(384, 512, nst_jax_preset("default"), free=64 * 2**30) is None
     # split over 4 devices, each needs a quarter of the optimisation (the one-off style pass, which
     # peaks before the optimisation does, and the host-side images are not split) and a size twice
     # as long fits
     from nst_jax.memory import estimate_bytes_per_result, estimate_run_bytes
 
-    cfg = cli.preset("default")
+    cfg = nst_jax_preset("default")
     one, four = (estimate_run_bytes(384, 512, cfg, style_shapes=[(384, 512)], devices=n) for n in (1, 4))
     per = estimate_bytes_per_result(384, 512, cfg) + 4 * cfg.iterations
     style_pass = 384 * 512 * 320 * 4  # one forward pass at the style's size, float32

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from nst_jax import StyleConfig, checkpoint, cli, cli_plan, engine, vgg, weights
+from nst_jax import StyleConfig, checkpoint, cli, engine, vgg, weights
+from nst_jax.cli import plan as cli_plan
 from nst_jax.errors import ConfigError
 from nst_jax.engine import stylize
 from nst_jax.loop import init_state
@@ -140,7 +141,7 @@ def test_nonfinite_loss_keeps_the_best_image_before_it(files, capsys, tmp_path):
     code, _, err = run(argv, capsys)
     assert code == 2 and "became non-finite" in err and "--lr" in err
     # the same run in the library: where the losses go, and the iterate of each step
-    cfg, _, _ = cli.config_from_args(cli.build_parser().parse_args([str(a) for a in argv]))
+    cfg = cli.config_from_args(cli.build_parser().parse_args([str(a) for a in argv])).cfg
     net = weights.load_weights(files / "syn.h5")
     content, styles, _, _ = cli_plan.working_images(str(files / "content.png"), [str(files / "style.png")], cfg, None)
     full = stylize(content, styles[0], net.params, cfg, convention=net.convention)

@@ -369,7 +369,7 @@ def _real_checkpoint(d: Path, path: Path, outputs=()) -> Path:
     from nst_jax import cli, loop
 
     args = cli.build_parser().parse_args(_base_args(d))
-    cfg, _, _ = cli.config_from_args(args)
+    cfg = cli.config_from_args(args).cfg
     state = loop.init_state(jnp.zeros((32, 32, 3), jnp.float32), cfg.program(), cfg.values())
     net = weights.load_weights(d / "syn.h5")
     checkpoint.save(path, state, np.zeros(int(state.step), np.float32), config=cfg, seed=0,

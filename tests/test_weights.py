@@ -1,4 +1,4 @@
-"""Tests of nst_jax.weights and nst_jax.cli_weights.
+"""Tests of nst_jax.weights and nst_jax.cli.weights.
 
 References are independent of the code under test: torchvision-layout files are written with the
 real ``torch.save`` (torch is a test dependency), Keras files are built with h5py following the
@@ -26,7 +26,8 @@ import h5py
 import numpy as np
 import pytest
 
-from nst_jax import cli_weights, vgg, weights
+from nst_jax import vgg, weights
+from nst_jax.cli import weights as cli_weights
 from nst_jax.errors import NSTError, WeightsError
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -152,7 +153,7 @@ def test_torch_reader_does_not_import_torch(torch_files, tmp_path):
     out = tmp_path / "o.h5"
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` would now fail
-        "from nst_jax import weights, cli_weights\n"
+        "from nst_jax import weights\nfrom nst_jax.cli import weights as cli_weights\n"
         f"net = weights.convert({str(src)!r}, {str(out)!r})\n"
         "assert net.arch == 'vgg19'\n"
         "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"

@@ -181,7 +181,7 @@ def test_cli_conv_option_sets_the_config():
     from nst_jax import cli
 
     args = cli.build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png", "--conv", "winograd"])
-    cfg, _, _ = cli.config_from_args(args)
+    cfg = cli.config_from_args(args).cfg
     assert cfg.conv_algorithm == "winograd"
     args = cli.build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png", "--preset", "keras"])
     assert cli.config_from_args(args)[0].conv_algorithm == "direct"

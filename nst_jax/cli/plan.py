@@ -11,8 +11,8 @@ import dataclasses
 import pathlib
 from typing import Optional, Sequence
 
-from .config import StyleConfig
-from .errors import ConfigError, ImageError, NSTError
+from ..config import StyleConfig
+from ..errors import ConfigError, ImageError, NSTError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,8 +36,8 @@ def plan_sizes(content_path: str, style_paths: Sequence[str], cfg: StyleConfig, 
       ImageError: an input is missing, unreadable or over ``max_pixels``.
       ConfigError: a working size (``--size``, ``--shape``, ``--style-scale``) over ``max_pixels``.
     """
-    from . import image
-    from .scales import run_shapes, style_working_shape
+    from .. import image
+    from ..scales import run_shapes, style_working_shape
 
     limit = image.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     h0, w0 = image.image_size(content_path, max_pixels=limit)
@@ -63,7 +63,7 @@ def plan_sizes(content_path: str, style_paths: Sequence[str], cfg: StyleConfig, 
 
 def content_working_shape(cfg: StyleConfig, h0: int, w0: int) -> tuple[int, int]:
     """The content's working (H, W): the fixed shape, or ``size`` on ``size_side`` (aspect kept)."""
-    from . import image
+    from .. import image
 
     if cfg.shape is not None:
         return cfg.shape
@@ -85,14 +85,14 @@ def working_images(content_path: str, style_paths: Sequence[str], cfg: StyleConf
     Returns:
       (content, styles, init, original content (H, W)).
     """
-    from . import image
+    from .. import image
 
     kw = {} if max_pixels is None else {"max_pixels": max_pixels}
     content_full = image.load_image(content_path, **kw)
     h0, w0 = content_full.shape[:2]
     shape = content_working_shape(cfg, h0, w0)
     content = image.resize(content_full, shape, cfg.resample)
-    from .scales import style_working_shape
+    from ..scales import style_working_shape
 
     styles = []
     for path in style_paths:
@@ -112,20 +112,21 @@ def working_images(content_path: str, style_paths: Sequence[str], cfg: StyleConf
 # commands
 
 
-def check_memory(args: argparse.Namespace, plan: Plan, cfg: StyleConfig, *, batch: int = 1, regions: int = 0,
-                 held_bytes: int = 0) -> None:
+def check_memory(plan: Plan, cfg: StyleConfig, *, skip: bool = False, devices: Optional[int] = None, batch: int = 1,
+                 regions: int = 0, held_bytes: int = 0) -> None:
     """A clear error before the run (before any image is decoded) when it will not fit in free memory.
 
     Counts everything image-sized the run holds: the content's optimisation (times the batch),
     each style's forward pass at its own size, the decoded inputs, masks and the losses, and
     ``held_bytes`` that the command keeps besides (video multi-pass: every frame and its flows).
+    ``skip``: ``--skip-memory-check``; ``devices``: the devices the image is split over.
     """
-    from . import memory
+    from .. import memory
 
-    if getattr(args, "skip_memory_check", False):
+    if skip:
         return
     height, width = plan.content_shape
-    devices = getattr(args, "devices", None) or 1
+    devices = devices or 1
     import jax
 
     if jax.default_backend() == "cpu":
@@ -152,7 +153,7 @@ def check_memory(args: argparse.Namespace, plan: Plan, cfg: StyleConfig, *, batc
 
 
 def style_list(args: argparse.Namespace) -> list[str]:
-    from . import image
+    from .. import image
 
     styles = list(args.styles)
     if args.styles_dir:

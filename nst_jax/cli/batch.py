@@ -19,8 +19,8 @@ import sys
 import time
 from typing import Any, Optional
 
-from .config import VALUES, StyleConfig, fields_of
-from .errors import ConfigError, ImageError, NSTError
+from ..config import VALUES, StyleConfig, fields_of
+from ..errors import ConfigError, ImageError, NSTError
 
 def _last_finite(values: Any) -> Optional[float]:
     import numpy as np
@@ -54,7 +54,7 @@ def members_of(n_styles: int, per_style: bool, sweep: dict[str, tuple[float, ...
     Args:
       n_styles: the style images given.
       per_style: one result per style (``--batch``); else each member blends all the styles.
-      sweep: field -> values (from ``cli_options.config_from_args``).
+      sweep: field -> values (from ``options.config_from_args``).
       seeds: the seeds.
     """
     style_axis: list[Optional[int]] = list(range(n_styles)) if per_style else [None]
@@ -163,7 +163,7 @@ def _done_arrays(done: Any) -> Optional[dict]:
     """The finished groups' results (a ``batching.ManyResult``) as ``checkpoint.save_batch`` takes them."""
     import numpy as np
 
-    from .checkpoint import STATUSES
+    from ..checkpoint import STATUSES
 
     if done is None:
         return None
@@ -175,9 +175,9 @@ def _done_arrays(done: Any) -> Optional[dict]:
 
 def _resume_of(arrays: tuple, cfg: StyleConfig, configs: list, seeds: list) -> Any:
     """A ``batching.ManyResume`` from ``checkpoint.load_batch``'s (state, rows, done arrays)."""
-    from .batching import ManyResult, ManyResume
-    from .checkpoint import STATUSES
-    from .objective import active_terms
+    from ..batching import ManyResult, ManyResume
+    from ..checkpoint import STATUSES
+    from ..objective import active_terms
 
     state, rows, done, _ = arrays
     if done is None:
@@ -190,28 +190,37 @@ def _resume_of(arrays: tuple, cfg: StyleConfig, configs: list, seeds: list) -> A
     return ManyResume(finished, state, rows)
 
 
-def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[str], styles: list[str],
-              sweep: dict[str, tuple[float, ...]]) -> int:
-    """Every member (styles x swept values x seeds) optimised together; writes the images, a manifest
-    and the optional grid."""
-    import jax
+@dataclasses.dataclass(frozen=True)
+class BatchPlan:
+    """A batch command resolved once: its members (this host's share ``mine``), every path it
+    writes (checked before any work), the checkpoint, and which existing files it may replace."""
 
-    from tqdm import tqdm
+    members: list[Member]
+    mine: list[int]
+    style_names: list[str]
+    seeds: tuple[int, ...]
+    outdir: pathlib.Path
+    outs: list[pathlib.Path]
+    manifest: pathlib.Path
+    grid: Optional[pathlib.Path]
+    checkpoint: pathlib.Path
+    may_replace: Any
+    written: tuple[str, ...]
+    resume_header: dict
+    host: int
+    hosts: int
 
-    from . import batching, checkpoint, cli, cli_plan, control, driver, figures, files, image, loop, scales
 
-    if not args.distributed and (args.coordinator or args.num_processes is not None or args.process_id is not None):
-        raise ConfigError("--coordinator/--num-processes/--process-id set up --distributed; give it too")
-    args.format = args.format or "png"
-    if args.distributed:
-        init_distributed(args)
-    host, hosts = jax.process_index(), jax.process_count()
-    per_style = bool(args.batch or args.styles_dir)
-    seeds = tuple(args.seed)
-    members = members_of(len(styles), per_style, sweep, seeds)
-    ext = "." + args.format.lower().lstrip(".")
+def _plan_batch(args: argparse.Namespace, parsed: Any, styles: list[str], host: int, hosts: int) -> BatchPlan:
+    """Every member and every path the batch writes, checked against the inputs before any work."""
+    from .. import checkpoint, files, image
+    from . import common
+
+    members = members_of(len(styles), bool(args.batch or args.styles_dir), parsed.sweep, parsed.seeds)
+    fmt = args.format or "png"
+    ext = "." + fmt.lower().lstrip(".")
     if ext not in image.IMAGE_EXTENSIONS:  # a format is an extension, never a path ("png/../../x.png")
-        raise ConfigError(f"--format {args.format!r:.60}: give one of "
+        raise ConfigError(f"--format {fmt!r:.60}: give one of "
                           f"{', '.join(sorted(e.lstrip('.') for e in image.IMAGE_EXTENSIONS))}")
     outdir = pathlib.Path(args.output)
     if outdir.exists() and not outdir.is_dir():
@@ -222,7 +231,7 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
     if args.grid and hosts > 1:
         raise ConfigError("--grid needs every result in one process; it does not work with --distributed")
     style_names = [pathlib.Path(s).stem for s in styles]
-    names = output_names(pathlib.Path(args.content).stem, members, style_names, seeds, ext)
+    names = output_names(pathlib.Path(args.content).stem, members, style_names, parsed.seeds, ext)
     mine = list(range(host, len(members), hosts))  # each host runs and writes its own share
     if hosts > 1 and (args.checkpoint_every or args.resume or args.checkpoint):
         raise ConfigError("--checkpoint-every/--checkpoint/--resume: not with --distributed (one checkpoint per "
@@ -231,116 +240,163 @@ def cmd_batch(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[st
     # removed when the batch is complete; a resumed batch may replace the files its interrupted part wrote.
     ckpt = pathlib.Path(args.checkpoint) if args.checkpoint else outdir / "batch.ckpt.npz"
     resume_header = checkpoint.read_header(args.resume) if args.resume is not None else {}
-    may_replace = cli._replaceable(args, resume_header.get("outputs", []))
+    may_replace = common.replaceable(args, resume_header.get("outputs", []))
     outs = [image.check_output_path(outdir / names[i], overwrite=may_replace(outdir / names[i])) for i in mine]
-    manifest_path = outdir / ("manifest.json" if hosts == 1 else f"manifest-{host}.json")
-    if manifest_path.exists() and not may_replace(manifest_path):
-        raise ImageError(f"{manifest_path}: already exists; pass --overwrite to replace it")
-    grid_path = (image.check_output_path(args.grid, overwrite=may_replace(pathlib.Path(args.grid)))
-                 if args.grid else None)
+    manifest = outdir / ("manifest.json" if hosts == 1 else f"manifest-{host}.json")
+    if manifest.exists() and not may_replace(manifest):
+        raise ImageError(f"{manifest}: already exists; pass --overwrite to replace it")
+    grid = image.check_output_path(args.grid, overwrite=may_replace(pathlib.Path(args.grid))) if args.grid else None
     resuming_same = args.resume is not None and pathlib.Path(args.resume).resolve() == ckpt.resolve()
     files.refuse_clashes({"content": args.content, **{f"style {i + 1}": st for i, st in enumerate(styles)},
                           "--weights": args.weights, "--resume": args.resume},
-                         {**{f"output {k + 1} ({o.name})": o for k, o in enumerate(outs)}, "manifest": manifest_path,
-                          "--grid": grid_path, "checkpoint": None if resuming_same else ckpt})
+                         {**{f"output {k + 1} ({o.name})": o for k, o in enumerate(outs)}, "manifest": manifest,
+                          "--grid": grid, "checkpoint": None if resuming_same else ckpt})
     # (one label a member: two resolving to one file are found)
     if ckpt.exists() and not (args.overwrite or resuming_same):
         raise ImageError(f"{ckpt}: an interrupted batch's checkpoint is there; continue it with --resume {ckpt}, "
                          "or pass --overwrite to start afresh")
-    written = [str(pathlib.Path(q).expanduser().resolve()) for q in [*outs, manifest_path, grid_path, ckpt]
-               if q is not None]
-    if init_path is not None:
-        raise ConfigError("--init FILE is not supported with several results; use --init content/noise/...")
-    configs = [cfg.replace(**dict(m.values)) for m in members]  # validates every swept value
-    # Sizes and memory from the headers, before any image is decoded; an explicit --batch-size
-    # is checked as given (the default batch is what fits).
-    plan = cli_plan.plan_sizes(args.content, styles, cfg, args.max_pixels, scales=cli._scales(args.scales))
-    net = cli._load_network(cfg, args.weights, download=not args.no_download)
-    cli._warn_not_pretrained(net)
-    cli_plan.check_memory(args, plan, cfg, batch=min(args.batch_size or 1, max(len(mine), 1)))
-    content, style_imgs, _, hw = cli_plan.working_images(args.content, styles, cfg, args.max_pixels)
-    blend = cfg.style_blend_weights
-    blended = style_imgs if blend is None else list(zip(style_imgs, blend))
-    specs = [style_imgs[members[i].style] if per_style else blended for i in mine]
-    n_scales = len(scales.run_shapes(tuple(content.shape[:2]), cli._scales(args.scales)))
-    if n_scales > 1 and (args.checkpoint_every or args.resume or args.checkpoint):
-        raise ConfigError("--checkpoint-every/--checkpoint/--resume with several results work with one scale; "
-                          "drop --scales or run the results one at a time")
-    group = args.batch_size or resume_header.get("batch", {}).get("group_size") or \
-        batching.default_batch_size(int(content.shape[0]), int(content.shape[1]), cfg, len(mine))
-    chunk = cli._period_chunk([args.checkpoint_every or 0], cfg.iterations, cfg.chunk_size)
-    member_configs = [configs[i] for i in mine]
-    member_seeds = [members[i].seed for i in mine]
-    described = [_member_description(members[i], styles) for i in mine]
-    ckpt_meta = dict(config=cfg, members=described, weights_fingerprint=net.fingerprint,
-                     content_shape=tuple(content.shape))
-    resume = None
-    if args.resume is not None:
-        def template(g: int):  # a fresh stacked state of the running group
-            one = loop.init_state(jax.numpy.zeros(content.shape, jax.numpy.float32), cfg.program(), cfg.values())
-            return driver.stack([one] * g)
+    written = tuple(str(pathlib.Path(q).expanduser().resolve()) for q in [*outs, manifest, grid, ckpt] if q is not None)
+    return BatchPlan(members, mine, style_names, parsed.seeds, outdir, outs, manifest, grid, ckpt, may_replace,
+                     written, resume_header, host, hosts)
 
-        loaded = checkpoint.load_batch(args.resume, template, group_size=args.batch_size,
-                                       max_rows=2 * cfg.iterations + 64, **ckpt_meta)
-        resume = _resume_of(loaded, cfg, member_configs, member_seeds)
-        done = 0 if resume.done is None else len(resume.done)
-        print(f"resuming {args.resume}: {done} of {len(mine)} results done, the next {len(resume.rows)} at "
-              f"iteration {loaded[3]['iteration']}", file=sys.stderr)
-    per_member = sum(scales.scale_iterations(cfg, n_scales, args.iterations_per_scale))
-    groups = -(-len(mine) // group)
-    bar = tqdm(total=per_member * groups, disable=args.no_progress, unit="it", dynamic_ncols=True, file=sys.stderr,
-               desc=f"{len(mine)} results" + (f", {groups} groups of {group}" if groups > 1 else ""))
-    with cli._Signals() as signals:
-        def callback(p) -> bool:
-            # groups run one after another: the bar counts every group's iterations
-            bar.update(p.group * per_member + p.overall_iteration - bar.n)
-            post = {"group": f"{p.group + 1}/{p.groups}"} if p.groups > 1 else {}
-            post["mean_loss"] = f"{p.loss:.4g}"
-            post.update({name: f"{value:.3g}" for name, value in p.parts.items()})
-            bar.set_postfix(**post)
-            stop = signals.received is not None
-            if n_scales == 1 and (stop or (args.checkpoint_every and p.iteration % args.checkpoint_every == 0)):
-                checkpoint.save_batch(ckpt, p.batch_state, p.rows, _done_arrays(p.done), group_size=group,
-                                      outputs=written, **ckpt_meta)
-            return stop
 
-        t0 = time.time()
-        many = control.stylize_many_controlled(content, specs, net, cfg, configs=member_configs,
-                                               seeds=member_seeds, callback=callback, chunk_size=chunk,
-                                               batch_size=group, scales=cli._scales(args.scales),
-                                               iterations_per_scale=args.iterations_per_scale,
-                                               color_match_method=args.color_match,
-                                               devices=cli._devices(args.devices), spatial=args.spatial,
-                                               resume=resume)
-        elapsed = time.time() - t0
-        bar.close()
-    entries, written = [], []
+def _load_resume(args: argparse.Namespace, bp: BatchPlan, cfg: StyleConfig, configs: list, content: Any,
+                 meta: dict) -> Any:
+    """The ``batching.ManyResume`` of ``--resume`` (None without it)."""
+    import jax
+
+    from .. import checkpoint, driver, loop
+
+    if args.resume is None:
+        return None
+
+    def template(g: int):  # a fresh stacked state of the running group
+        one = loop.init_state(jax.numpy.zeros(content.shape, jax.numpy.float32), cfg.program(), cfg.values())
+        return driver.stack([one] * g)
+
+    loaded = checkpoint.load_batch(args.resume, template, group_size=args.batch_size,
+                                   max_rows=2 * cfg.iterations + 64, **meta)
+    resume = _resume_of(loaded, cfg, configs, [bp.members[i].seed for i in bp.mine])
+    done = 0 if resume.done is None else len(resume.done)
+    print(f"resuming {args.resume}: {done} of {len(bp.mine)} results done, the next {len(resume.rows)} at "
+          f"iteration {loaded[3]['iteration']}", file=sys.stderr)
+    return resume
+
+
+def _callback(args: argparse.Namespace, bp: BatchPlan, bar: Any, signals: Any, per_member: int, checkpointing: bool,
+              group: int, meta: dict):
+    """The progress callback: the bar (every group's iterations, and the group it is on), the
+    checkpoints, and a stop on a signal."""
+    from .. import checkpoint
+
+    def callback(p) -> bool:
+        bar.update(p.group * per_member + p.overall_iteration - bar.n)
+        post = {"group": f"{p.group + 1}/{p.groups}"} if p.groups > 1 else {}
+        post["mean_loss"] = f"{p.loss:.4g}"
+        post.update({name: f"{value:.3g}" for name, value in p.parts.items()})
+        bar.set_postfix(**post)
+        stop = signals.received is not None
+        if checkpointing and (stop or (args.checkpoint_every and p.iteration % args.checkpoint_every == 0)):
+            checkpoint.save_batch(bp.checkpoint, p.batch_state, p.rows, _done_arrays(p.done), group_size=group,
+                                  outputs=bp.written, **meta)
+        return stop
+
+    return callback
+
+
+def _write_results(args: argparse.Namespace, bp: BatchPlan, many: Any, cfg: StyleConfig, hw: Any, styles: list[str],
+                   manifest: dict) -> list[dict]:
+    """Each result's image, the grid and the manifest; returns the manifest's entries."""
+    from .. import figures, image
+    from . import common
+
+    entries, pictures = [], []
     for k in range(len(many)):
-        r, m = many[k], members[mine[k]]
-        working, img = cli._output_image(r, cfg, hw)
-        written.append(working)
-        image.save_image(outs[k], img, overwrite=may_replace(outs[k]), rounding=cfg.save_rounding)
-        entries.append({"output": str(outs[k]), "style": styles[m.style] if m.style is not None else styles,
+        r, m = many[k], bp.members[bp.mine[k]]
+        working, img = common.output_image(r, cfg, hw)
+        pictures.append(working)
+        image.save_image(bp.outs[k], img, overwrite=bp.may_replace(bp.outs[k]), rounding=cfg.save_rounding)
+        entries.append({"output": str(bp.outs[k]), "style": styles[m.style] if m.style is not None else styles,
                         "values": dict(m.values), "seed": m.seed, "final_loss": r.final_loss,
                         "final_parts": {name: _last_finite(v) for name, v in r.parts().items()},
                         "iterations": r.iterations, "evaluations": r.evaluations, "status": r.status})
-    if grid_path is not None and len(written) == len(members):
-        rows, row_labels, col_labels = grid_layout(members, style_names, seeds)
-        picture = figures.grid([[written[i] for i in row] for row in rows], row_labels, col_labels)
-        image.save_image(grid_path, picture, overwrite=may_replace(grid_path))
-    manifest = {"content": args.content, "preset": args.preset, "weights": net.path, "host": host, "hosts": hosts,
-                "seconds": round(elapsed, 3), "sweep": {k: list(v) for k, v in sweep.items()},
-                "seeds": list(seeds), "grid": None if grid_path is None else str(grid_path),
-                "config": cfg.to_dict(), "results": entries}
-    image.write_file_atomic(manifest_path, json.dumps(manifest, indent=2).encode(), overwrite=True)
-    bad = [e for e in entries if e["status"] == "nonfinite"]
+    if bp.grid is not None and len(pictures) == len(bp.members):
+        rows, row_labels, col_labels = grid_layout(bp.members, bp.style_names, bp.seeds)
+        picture = figures.grid([[pictures[i] for i in row] for row in rows], row_labels, col_labels)
+        image.save_image(bp.grid, picture, overwrite=bp.may_replace(bp.grid))
+    manifest = {**manifest, "grid": None if bp.grid is None else str(bp.grid), "config": cfg.to_dict(),
+                "results": entries}
+    image.write_file_atomic(bp.manifest, json.dumps(manifest, indent=2).encode(), overwrite=True)
+    return entries
+
+
+def cmd_batch(args: argparse.Namespace, parsed: Any, styles: list[str], devices: Optional[int], spatial: int) -> int:
+    """Every member (styles x swept values x seeds) optimised together; writes the images, a manifest
+    and the optional grid."""
+    import jax
+
+    from tqdm import tqdm
+
+    from .. import batching, control, scales
+    from . import common, plan
+
+    if not args.distributed and (args.coordinator or args.num_processes is not None or args.process_id is not None):
+        raise ConfigError("--coordinator/--num-processes/--process-id set up --distributed; give it too")
+    if args.distributed:
+        init_distributed(args)
+    cfg = parsed.cfg
+    bp = _plan_batch(args, parsed, styles, jax.process_index(), jax.process_count())
+    if parsed.init_path is not None:
+        raise ConfigError("--init FILE is not supported with several results; use --init content/noise/...")
+    configs = [cfg.replace(**dict(bp.members[i].values)) for i in bp.mine]  # validates every swept value
+    # Sizes and memory from the headers, before any image is decoded; an explicit --batch-size
+    # is checked as given (the default batch is what fits).
+    run_scales = common.parse_scales(args.scales)
+    sizes = plan.plan_sizes(args.content, styles, cfg, args.max_pixels, scales=run_scales)
+    net = common.load_network(cfg, args.weights, download=not args.no_download)
+    common.warn_not_pretrained(net)
+    plan.check_memory(sizes, cfg, skip=args.skip_memory_check, devices=devices,
+                      batch=min(args.batch_size or 1, max(len(bp.mine), 1)))
+    content, style_imgs, _, hw = plan.working_images(args.content, styles, cfg, args.max_pixels)
+    blended = style_imgs if cfg.style_blend_weights is None else list(zip(style_imgs, cfg.style_blend_weights))
+    specs = [blended if bp.members[i].style is None else style_imgs[bp.members[i].style] for i in bp.mine]
+    n_scales = len(scales.run_shapes(tuple(content.shape[:2]), run_scales))
+    if n_scales > 1 and (args.checkpoint_every or args.resume or args.checkpoint):
+        raise ConfigError("--checkpoint-every/--checkpoint/--resume with several results work with one scale; "
+                          "drop --scales or run the results one at a time")
+    device_list = common.devices(devices)  # (a bad --devices is one error line before any work)
+    group = args.batch_size or bp.resume_header.get("batch", {}).get("group_size") or \
+        batching.default_batch_size(int(content.shape[0]), int(content.shape[1]), cfg, len(bp.mine))
+    meta = dict(config=cfg, members=[_member_description(bp.members[i], styles) for i in bp.mine],
+                weights_fingerprint=net.fingerprint, content_shape=tuple(content.shape))
+    resume = _load_resume(args, bp, cfg, configs, content, meta)
+    per_member = sum(scales.scale_iterations(cfg, n_scales, args.iterations_per_scale))
+    groups = -(-len(bp.mine) // group)
+    bar = tqdm(total=per_member * groups, disable=args.no_progress, unit="it", dynamic_ncols=True, file=sys.stderr,
+               desc=f"{len(bp.mine)} results" + (f", {groups} groups of {group}" if groups > 1 else ""))
+    with common.Signals() as signals:
+        t0 = time.time()
+        many = control.stylize_many_controlled(
+            content, specs, net, cfg, configs=configs, seeds=[bp.members[i].seed for i in bp.mine],
+            callback=_callback(args, bp, bar, signals, per_member, n_scales == 1, group, meta),
+            chunk_size=common.period_chunk([args.checkpoint_every or 0], cfg.iterations, cfg.chunk_size),
+            batch_size=group, scales=run_scales, iterations_per_scale=args.iterations_per_scale,
+            color_match_method=parsed.color_match, devices=device_list, spatial=spatial, resume=resume)
+        elapsed = time.time() - t0
+        bar.close()
+    entries = _write_results(args, bp, many, cfg, hw, styles, {
+        "content": args.content, "preset": args.preset, "weights": net.path, "host": bp.host, "hosts": bp.hosts,
+        "seconds": round(elapsed, 3), "sweep": {k: list(v) for k, v in parsed.sweep.items()},
+        "seeds": list(bp.seeds)})
     if signals.received is not None:
-        print(f"stopped; {len(entries)} results saved in {outdir}; resume with --resume {ckpt}", file=sys.stderr)
+        print(f"stopped; {len(entries)} results saved in {bp.outdir}; resume with --resume {bp.checkpoint}",
+              file=sys.stderr)
         return signals.exit_code
-    if ckpt.exists() and all(e["status"] != "stopped" for e in entries):
-        ckpt.unlink()  # the batch is complete: its checkpoint has served
+    if bp.checkpoint.exists() and all(e["status"] != "stopped" for e in entries):
+        bp.checkpoint.unlink()  # the batch is complete: its checkpoint has served
+    bad = [e for e in entries if e["status"] == "nonfinite"]
     if bad:
-        raise NSTError(f"{len(bad)} of {len(entries)} results stopped on a non-finite loss (see {manifest_path})")
-    print(f"{outdir}: {len(entries)} results, manifest {manifest_path.name}"
-          + (f", grid {grid_path}" if grid_path is not None else ""))
+        raise NSTError(f"{len(bad)} of {len(entries)} results stopped on a non-finite loss (see {bp.manifest})")
+    print(f"{bp.outdir}: {len(entries)} results, manifest {bp.manifest.name}"
+          + (f", grid {bp.grid}" if bp.grid is not None else ""))
     return 0

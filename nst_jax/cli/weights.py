@@ -12,8 +12,8 @@ import argparse
 import pathlib
 from typing import Any
 
-from . import resnet, vgg, weights
-from .errors import WeightsError
+from .. import resnet, vgg, weights
+from ..errors import WeightsError
 
 
 def add_parser(subparsers: Any) -> None:

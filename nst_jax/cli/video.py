@@ -12,16 +12,17 @@ pass. The video file is encoded from the frame folder at the end, with the input
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import pathlib
 import sys
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
-from .errors import ConfigError, ImageError, NSTError
+from ..errors import ConfigError, ImageError, NSTError
 
 METHODS = ("sequential", "multipass", "independent")
 # What multi-pass holds per pixel of every frame, in float32s: the frames (3), both flows (2 + 2),
@@ -32,8 +33,8 @@ JOB_FILE = "job.json"
 
 def add_parser(sub: Any, add_config_options: Callable[[argparse.ArgumentParser], None]) -> None:
     """The ``video`` subcommand (its config options are the ``stylize`` ones)."""
-    from .flow import FLOW_METHODS
-    from .presets import PRESETS
+    from ..flow import FLOW_METHODS
+    from ..presets import PRESETS
 
     v = sub.add_parser("video", help="paint a video (file or folder of frames) with temporal consistency",
                        description="Paint every frame of IN in the style of STYLE (Ruder et al. 2016: optical-flow "
@@ -107,7 +108,7 @@ def _frame_name(t: int) -> str:
 def _held_job(work: pathlib.Path) -> tuple[bool, Optional[dict]]:
     """(whether ``work/job.json`` exists, the job it records or None when unreadable or not a small
     regular file: a FIFO there must not hang the run)."""
-    from . import files
+    from .. import files
 
     marker = work / JOB_FILE
     if not (marker.exists() or marker.is_symlink()):
@@ -125,7 +126,7 @@ def _held_job(work: pathlib.Path) -> tuple[bool, Optional[dict]]:
 
 def _prepare_work_dir(work: pathlib.Path, job: dict, overwrite: bool, label: str) -> int:
     """Make sure ``work`` is this job's frame folder; return how many frames are already done."""
-    from . import files
+    from .. import files
 
     marker = work / JOB_FILE
     if work.exists() and not work.is_dir():
@@ -148,11 +149,34 @@ def _prepare_work_dir(work: pathlib.Path, job: dict, overwrite: bool, label: str
     return done
 
 
-def _refuse_unsupported(args: argparse.Namespace, cfg: Any) -> None:
-    """Options the video job would ignore: refused in one line rather than accepted and ignored.
-    Fills in the multi-pass defaults."""
-    from .presets import preset
+@dataclasses.dataclass(frozen=True)
+class VideoRun:
+    """The video job's own settings, resolved from the arguments once (with the config, what the
+    library is given): the method and its numbers, the flow, the seed and colour match, devices."""
 
+    method: str
+    flow: str
+    long_term: tuple[int, ...]
+    passes: int
+    blend: float
+    seed: int
+    color_match: str
+    devices: Optional[int]
+    spatial: int
+    progress: bool
+
+
+def _video_run(args: argparse.Namespace, parsed: Any) -> VideoRun:
+    """Options the video job would ignore, refused in one line rather than accepted and ignored; the
+    others checked and resolved (multi-pass defaults filled in)."""
+    from ..presets import preset
+    from . import common
+
+    cfg = parsed.cfg
+    if parsed.sweep or len(parsed.seeds) > 1:
+        raise ConfigError("a video runs one set of values and one seed (no comma lists)")
+    if parsed.init_path is not None:
+        raise ConfigError("--init takes content, noise, ... for a video, not an image file")
     own = preset(args.preset)
     given = {"--passes": args.passes is not None, "--blend": args.blend is not None,
              "--batch-size": args.batch_size is not None, "--long-term": args.long_term != (1,)}
@@ -160,8 +184,6 @@ def _refuse_unsupported(args: argparse.Namespace, cfg: Any) -> None:
                           ("--long-term", "sequential")):
         if given[name] and args.method != methods:
             raise ConfigError(f"{name} applies to --method {methods} only, not {args.method}")
-    args.passes = 4 if args.passes is None else args.passes
-    args.blend = 0.75 if args.blend is None else args.blend
     refused = [name for name, used in (
         ("--content-mask", bool(args.content_mask)),
         ("--scales", bool(args.scales)),
@@ -172,43 +194,40 @@ def _refuse_unsupported(args: argparse.Namespace, cfg: Any) -> None:
         raise ConfigError(f"{', '.join(refused)}: `nst-jax video` does not apply {'these' if len(refused) > 1 else 'this'} "
                           "yet (each frame is painted in one scale, without masks); run without "
                           f"{'them' if len(refused) > 1 else 'it'}, or paint frames one by one with `nst-jax stylize`")
-
-
-def cmd_video(args: argparse.Namespace) -> int:
-    """Run ``nst-jax video`` (see the module docstring)."""
-
-    from . import cli, cli_plan, files, flow, image, video_io
-    from .cli_options import config_from_args
-    from .scales import style_working_shape
-
-    cfg, init_path, sweep = config_from_args(args)
-    if sweep or len(args.seed) > 1:
-        raise ConfigError("a video runs one set of values and one seed (no comma lists)")
-    if init_path is not None:
-        raise ConfigError("--init takes content, noise, ... for a video, not an image file")
-    _refuse_unsupported(args, cfg)
     for name in ("every", "passes", "batch_size", "max_frames"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "passes" else 1):
             raise ConfigError(f"--{name.replace('_', '-')} must be positive; got {value}")
     if args.fps is not None and not 0 < args.fps <= 1000:
         raise ConfigError(f"--fps must be in (0, 1000]; got {args.fps}")
-    if not 0.0 <= args.blend <= 1.0:
-        raise ConfigError(f"--blend must be in [0, 1]; got {args.blend}")
-    cli.apply_mesh(args, batched=args.method == "multipass")
-    start, stop = _selection(args.frames)
-    limit = args.max_pixels or image.DEFAULT_MAX_PIXELS
+    blend = 0.75 if args.blend is None else args.blend
+    if not 0.0 <= blend <= 1.0:
+        raise ConfigError(f"--blend must be in [0, 1]; got {blend}")
+    devices, spatial = common.resolve_mesh(args, batched=args.method == "multipass")
+    return VideoRun(args.method, args.flow, tuple(args.long_term), 4 if args.passes is None else args.passes, blend,
+                    parsed.seeds[0], parsed.color_match, devices, spatial, not args.no_progress)
+
+
+class _Output(NamedTuple):
+    """Where the job writes: -o, whether it is a video file, the frame folder, the flow cache, its
+    frame rate, and whether -o existed before."""
+
+    out: pathlib.Path
+    to_file: bool
+    work: pathlib.Path
+    cache_root: pathlib.Path
+    rate: Any
+    exists_before: bool
+
+
+def _plan_output(args: argparse.Namespace, clip: Any) -> _Output:
+    """Every path the job writes or clears, checked against every input before any work (with
+    --overwrite too): -o, the frame folder (restarting a job empties it), the flow cache."""
+    from .. import files, video_io
+
     out = pathlib.Path(args.output).expanduser()
     to_file = video_io.is_video_path(out)
-    if args.fps is not None and not to_file:
-        raise ConfigError("--fps sets the frame rate of a video file; -o is a folder of frames (they have none)")
-    if not to_file and out.suffix.lower() in image.IMAGE_EXTENSIONS:
-        raise ConfigError(f"{out}: -o is a video file ({', '.join(sorted(video_io.VIDEO_EXTENSIONS))}) or a folder")
-    clip = video_io.probe(args.input, fps=args.fps, max_pixels=limit,
-                          max_frames=args.max_frames or video_io.DEFAULT_MAX_FRAMES)
     rate = video_io.frame_rate(args.fps if args.fps is not None else clip.fps / args.every) if to_file else None
-    # Every path the job writes or clears, checked against every input before any work (with
-    # --overwrite too): -o, the frame folder (restarting a job empties it), the flow cache.
     work = out.with_name(out.name + ".frames") if to_file else out
     cache_root = out.parent / ".nst-flow"
     inputs = {"IN": args.input, **{f"style {i + 1}": s for i, s in enumerate(args.styles)}, "--weights": args.weights}
@@ -224,112 +243,154 @@ def cmd_video(args: argparse.Namespace) -> int:
         raise ImageError(f"{out}: already exists; pass --overwrite to replace it")
     if to_file and not video_io.have_pyav():
         raise ImageError(f"writing a video file needs PyAV: {video_io.VIDEO_EXTRA} (or give -o a folder)")
-    shape = cli_plan.content_working_shape(cfg, clip.height, clip.width)
-    if to_file:  # yuv420p needs even sizes
-        shape = (max(2, shape[0] // 2 * 2), max(2, shape[1] // 2 * 2))
-    cfg = cfg.replace(shape=shape)
-    style_paths = list(args.styles)
-    style_shapes = []
+    return _Output(out, to_file, work, cache_root, rate, exists_before)
+
+
+def _audio(args: argparse.Namespace, clip: Any, out: _Output) -> tuple[Any, Optional[str]]:
+    """(the file whose audio is copied, or None; a note when it is dropped), decided before any frame is painted."""
+    from .. import video_io
+
+    if not (out.to_file and clip.kind == "file" and clip.has_audio):
+        return None, None
+    if args.fps is not None and abs(args.fps - float(clip.fps / args.every)) > 1e-3:
+        return None, "audio dropped: --fps changes the clip's timing"
+    why = video_io.audio_copy_problem(clip.path, out.out)
+    return (clip.path, None) if not why else (None, f"audio dropped: {why}")
+
+
+def _style_shapes(style_paths: list[str], shape: tuple[int, int], cfg: Any, limit: int) -> list:
+    from .. import image
+    from ..scales import style_working_shape
+
+    shapes = []
     for path in style_paths:
         sh, sw = image.image_size(path, max_pixels=limit)
         try:
-            style_shapes.append(style_working_shape((sh, sw), shape, cfg))
+            shapes.append(style_working_shape((sh, sw), shape, cfg))
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
+    return shapes
+
+
+def _finish(args: argparse.Namespace, clip: Any, out: _Output, count: int, start: int, stop: Optional[int],
+            audio: Any, audio_note: Optional[str]) -> None:
+    """The video file encoded from the frame folder (with the audio), or the folder's summary."""
+    from .. import video_io
+
+    if out.to_file:
+        assert out.rate is not None  # (planned with the output's kind, before any work)
+        if audio_note:
+            print(f"note: {audio_note}", file=sys.stderr)
+        begin = start / float(clip.fps)
+        end = None if stop is None else stop / float(clip.fps)
+        notes = video_io.write_video(out.out, [out.work / _frame_name(t) for t in range(count)], out.rate,
+                                     audio_from=audio, audio_start=begin, audio_stop=end, overwrite=True)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        print(f"{out.out}: {count} frames at {float(out.rate):.3g} fps{' with audio' if audio and not notes else ''} "
+              f"(the frames stay in {out.work})")
+    else:
+        if clip.kind == "file" and clip.has_audio:
+            print("note: audio dropped: the output is a folder of frames", file=sys.stderr)
+        print(f"{out.out}: {count} frames")
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    """Run ``nst-jax video`` (see the module docstring)."""
+    from .. import flow, image, video_io
+    from . import common, plan
+    from .options import config_from_args
+
+    parsed = config_from_args(args)
+    run = _video_run(args, parsed)
+    cfg = parsed.cfg
+    start, stop = _selection(args.frames)
+    limit = args.max_pixels or image.DEFAULT_MAX_PIXELS
+    target = pathlib.Path(args.output).expanduser()
+    if args.fps is not None and not video_io.is_video_path(target):
+        raise ConfigError("--fps sets the frame rate of a video file; -o is a folder of frames (they have none)")
+    if not video_io.is_video_path(target) and target.suffix.lower() in image.IMAGE_EXTENSIONS:
+        raise ConfigError(f"{target}: -o is a video file ({', '.join(sorted(video_io.VIDEO_EXTENSIONS))}) or a folder")
+    clip = video_io.probe(args.input, fps=args.fps, max_pixels=limit,
+                          max_frames=args.max_frames or video_io.DEFAULT_MAX_FRAMES)
+    out = _plan_output(args, clip)
+    shape = plan.content_working_shape(cfg, clip.height, clip.width)
+    if out.to_file:  # yuv420p needs even sizes
+        shape = (max(2, shape[0] // 2 * 2), max(2, shape[1] // 2 * 2))
+    cfg = cfg.replace(shape=shape)
+    style_paths = list(args.styles)
+    style_shapes = _style_shapes(style_paths, shape, cfg, limit)
     n_sel = len(range(start, min(stop or clip.frames, clip.frames), args.every))
     if n_sel == 0:
         raise ImageError(f"{clip.path}: --frames {args.frames} selects no frames of its {clip.frames}")
-    audio, audio_note = None, None
-    if to_file and clip.kind == "file" and clip.has_audio:
-        if args.fps is not None and abs(args.fps - float(clip.fps / args.every)) > 1e-3:
-            audio_note = "audio dropped: --fps changes the clip's timing"
-        else:  # decided now, not after every frame is painted
-            why = video_io.audio_copy_problem(clip.path, out)
-            audio, audio_note = (clip.path, None) if not why else (None, f"audio dropped: {why}")
-    net = cli._load_network(cfg, args.weights, download=not args.no_download)
-    cli._warn_not_pretrained(net)
+    audio, audio_note = _audio(args, clip, out)
+    net = common.load_network(cfg, args.weights, download=not args.no_download)
+    common.warn_not_pretrained(net)
     batch, held = 1, 0
-    if args.method == "multipass":
-        from .batching import default_batch_size
+    if run.method == "multipass":
+        from ..batching import default_batch_size
 
         batch = args.batch_size or default_batch_size(shape[0], shape[1], cfg, n_sel)
         # multi-pass holds every working-size frame, both flows, the last pass, its start images
         # and temporal targets: 17 floats a pixel a frame, and the batch's results
         held = n_sel * shape[0] * shape[1] * 4 * MULTIPASS_FLOATS_PER_PIXEL
-    plan = cli_plan.Plan(shape, tuple(style_shapes), (clip.height, clip.width), clip.height * clip.width)
-    cli_plan.check_memory(args, plan, cfg, batch=batch, held_bytes=held)
+    sizes = plan.Plan(shape, tuple(style_shapes), (clip.height, clip.width), clip.height * clip.width)
+    plan.check_memory(sizes, cfg, skip=args.skip_memory_check, devices=run.devices, batch=batch, held_bytes=held)
     job = {"input": _file_key(args.input) if clip.kind == "file" else flow.FlowCache.key_for(args.input),
            "styles": [_file_key(s) for s in style_paths], "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
-           "frames": [start, stop, args.every], "method": args.method, "flow": args.flow, "seed": args.seed[0],
-           "weights": net.fingerprint, "color_match": args.color_match,
-           **({"passes": args.passes, "blend": args.blend} if args.method == "multipass" else {}),
-           **({"long_term": list(args.long_term)} if args.long_term != (1,) else {})}
-    if exists_before and not args.overwrite and _held_job(work)[1] != job:
-        raise ImageError(f"{out}: already exists; pass --overwrite to replace it")
-    done = _prepare_work_dir(work, job, args.overwrite, "remove it or give another -o")
+           "frames": [start, stop, args.every], "method": run.method, "flow": run.flow, "seed": run.seed,
+           "weights": net.fingerprint, "color_match": run.color_match,
+           **({"passes": run.passes, "blend": run.blend} if run.method == "multipass" else {}),
+           **({"long_term": list(run.long_term)} if run.long_term != (1,) else {})}
+    if out.exists_before and not args.overwrite and _held_job(out.work)[1] != job:
+        raise ImageError(f"{out.out}: already exists; pass --overwrite to replace it")
+    done = _prepare_work_dir(out.work, job, args.overwrite, "remove it or give another -o")
     flow_key = flow.FlowCache.key_for(args.input, frames=[start, stop, args.every], shape=list(shape),
-                                      method=args.flow, resample=cfg.resample)
-    cache = flow.FlowCache(cache_root /
+                                      method=run.flow, resample=cfg.resample)
+    cache = flow.FlowCache(out.cache_root /
                            f"{clip.path.stem[:40]}-{hashlib.sha256(json.dumps(flow_key).encode()).hexdigest()[:12]}",
                            flow_key, shape)
-    styles = []
-    for path, st_shape in zip(style_paths, style_shapes):
-        styles.append(image.resize(image.load_image(path, max_pixels=limit), st_shape, cfg.resample))
+    styles = [image.resize(image.load_image(path, max_pixels=limit), st_shape, cfg.resample)
+              for path, st_shape in zip(style_paths, style_shapes)]
     blend = cfg.style_blend_weights
     style_arg: Any = styles if blend is None else list(zip(styles, blend))
-    devices = cli._devices(getattr(args, "devices", None))
+    devices = common.devices(run.devices)
     frames = video_io.read_frames(clip, start=start, stop=stop, every=args.every, shape=shape, resample=cfg.resample,
                                   max_pixels=limit, max_frames=args.max_frames or video_io.DEFAULT_MAX_FRAMES)
     t0 = time.time()
-    ran = 0
-    with cli._Signals() as signals:
-        if args.method == "multipass":
-            status, count, ran = _multipass(args, cfg, net, frames, style_arg, cache, work, done, batch, devices,
+    with common.Signals() as signals:
+        if run.method == "multipass":
+            status, count, ran = _multipass(run, cfg, net, frames, style_arg, cache, out.work, done, batch, devices,
                                             signals)
         else:
-            status, count, ran = _frame_by_frame(args, cfg, net, frames, style_arg, cache, work, done, devices,
+            status, count, ran = _frame_by_frame(run, cfg, net, frames, style_arg, cache, out.work, done, devices,
                                                  signals, n_sel)
     if status == "stopped":
-        print(f"stopped: {count} frames are done in {work}; run the same command again to resume", file=sys.stderr)
+        print(f"stopped: {count} frames are done in {out.work}; run the same command again to resume", file=sys.stderr)
         return signals.exit_code
     if count == 0:
         raise ImageError(f"{clip.path}: --frames {args.frames} selects no frames")
     if ran:
         print(f"{ran} frames painted in {time.time() - t0:.1f} s ({(time.time() - t0) / ran:.2f} s a frame)",
               file=sys.stderr)
-    if to_file:
-        assert rate is not None  # (planned with the output's kind, before any work)
-        if audio_note:
-            print(f"note: {audio_note}", file=sys.stderr)
-        begin = start / float(clip.fps)
-        end = None if stop is None else stop / float(clip.fps)
-        notes = video_io.write_video(out, [work / _frame_name(t) for t in range(count)], rate, audio_from=audio,
-                                     audio_start=begin, audio_stop=end, overwrite=True)
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-        print(f"{out}: {count} frames at {float(rate):.3g} fps{' with audio' if audio and not notes else ''} "
-              f"(the frames stay in {work})")
-    else:
-        if clip.kind == "file" and clip.has_audio:
-            print("note: audio dropped: the output is a folder of frames", file=sys.stderr)
-        print(f"{out}: {count} frames")
+    _finish(args, clip, out, count, start, stop, audio, audio_note)
     return 0
 
 
-def _frame_by_frame(args, cfg, net, frames, style_arg, cache, work, done, devices, signals, total):
+def _frame_by_frame(run: VideoRun, cfg, net, frames, style_arg, cache, work, done, devices, signals, total):
     """The sequential (or independent) method: the library's stream (``video.iter_frames``), each
     frame written as it comes; returns (status, frames done, frames run)."""
     from tqdm import tqdm
 
-    from . import image
-    from .video import iter_frames
+    from .. import image
+    from ..video import iter_frames
 
-    bar = tqdm(total=total, initial=min(done, total), disable=args.no_progress, unit="frame", dynamic_ncols=True,
+    bar = tqdm(total=total, initial=min(done, total), disable=not run.progress, unit="frame", dynamic_ncols=True,
                file=sys.stderr)
 
     def flows(t: int, j: int, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tag = "" if j == 1 else str(j)  # the long-term pairs (t, t - j) are cached beside the short ones
-        return cache.flow(f"back{tag}", t, a, b, args.flow), cache.flow(f"fwd{tag}", t, b, a, args.flow)
+        return cache.flow(f"back{tag}", t, a, b, run.flow), cache.flow(f"fwd{tag}", t, b, a, run.flow)
 
     def keep(picture: np.ndarray) -> np.ndarray:  # the picture as written (8-bit), as a resumed run reads it
         return image.to_uint8(picture, cfg.save_rounding).astype(np.float32) / 255.0
@@ -338,12 +399,13 @@ def _frame_by_frame(args, cfg, net, frames, style_arg, cache, work, done, device
         return signals.received is not None
 
     stream = iter_frames((f for _, f in frames), style_arg, net, cfg,
-                         None if args.method == "independent" else flows, long_term=args.long_term,
-                         seed=args.seed[0], color_match_method=args.color_match, devices=devices, start=done,
+                         None if run.method == "independent" else flows, long_term=run.long_term,
+                         seed=run.seed, color_match_method=run.color_match, devices=devices, start=done,
                          earlier=lambda t: image.load_image(work / _frame_name(t)), keep=keep, callback=callback)
     count = min(done, total)
     ran = 0
     for f in stream:
+        assert f.result is not None  # (iter_frames paints every frame it yields)
         if f.result.status == "nonfinite":
             raise NSTError(f"frame {f.t}: the loss became NaN or infinite; lower --lr or the weights")
         if f.result.status == "stopped" or signals.received is not None:
@@ -358,17 +420,17 @@ def _frame_by_frame(args, cfg, net, frames, style_arg, cache, work, done, device
     return "done", count, ran
 
 
-def _multipass(args, cfg, net, frames, style_arg, cache, work, done, batch, devices, signals):
+def _multipass(run: VideoRun, cfg, net, frames, style_arg, cache, work, done, batch, devices, signals):
     """The multi-pass method: every working-size frame in memory, a pass a batch; resumable by pass."""
-    from . import files, image
-    from .video import stylize_multipass
+    from .. import files, image
+    from ..video import stylize_multipass
 
     contents = [f for _, f in frames]
     n = len(contents)
     if n == 0:
         return "done", 0, 0
-    back: list = [None] + [cache.flow("back", t, contents[t], contents[t - 1], args.flow) for t in range(1, n)]
-    fwd: list = [None] + [cache.flow("fwd", t, contents[t - 1], contents[t], args.flow) for t in range(1, n)]
+    back: list = [None] + [cache.flow("back", t, contents[t], contents[t - 1], run.flow) for t in range(1, n)]
+    fwd: list = [None] + [cache.flow("fwd", t, contents[t - 1], contents[t], run.flow) for t in range(1, n)]
     if done >= n:
         return "done", n, 0
     start = None
@@ -377,7 +439,7 @@ def _multipass(args, cfg, net, frames, style_arg, cache, work, done, batch, devi
         got = _read_pass(saved, (n, *contents[0].shape))
         if got is not None:
             start = got
-            print(f"resuming after pass {start[0]} of {args.passes + 1}", file=sys.stderr)
+            print(f"resuming after pass {start[0]} of {run.passes + 1}", file=sys.stderr)
     stopped = [False]
 
     def callback(p: int, images: np.ndarray) -> bool:
@@ -387,13 +449,13 @@ def _multipass(args, cfg, net, frames, style_arg, cache, work, done, batch, devi
             np.lib.format.write_array(f, images.astype("<f4"), allow_pickle=False)
 
         files.atomic_write(saved, write, overwrite=True)
-        print(f"pass {p + 1}/{args.passes + 1} done", file=sys.stderr)
+        print(f"pass {p + 1}/{run.passes + 1} done", file=sys.stderr)
         stopped[0] = signals.received is not None
         return stopped[0]
 
-    results = stylize_multipass(contents, style_arg, net, cfg, back, fwd, passes=args.passes, blend=args.blend,
-                                seed=args.seed[0], batch_size=batch, devices=devices, start=start, spatial=args.spatial,
-                                callback=callback, color_match_method=args.color_match)
+    results = stylize_multipass(contents, style_arg, net, cfg, back, fwd, passes=run.passes, blend=run.blend,
+                                seed=run.seed, batch_size=batch, devices=devices, start=start, spatial=run.spatial,
+                                callback=callback, color_match_method=run.color_match)
     if stopped[0]:
         return "stopped", 0, 0
     images = np.stack([r.output for r in results])
@@ -407,7 +469,7 @@ def _read_pass(path: pathlib.Path, shape: tuple) -> Optional[tuple[int, np.ndarr
     """(passes done, frames) from a pass file this job wrote, checked before reading; None if unusable."""
     import os
 
-    from . import files
+    from .. import files
 
     try:
         with open(path, "rb") as f:

@@ -3,18 +3,18 @@
 One place for names, types, defaults and help: every field's metadata (``config._f``) says its
 part, its help line, its choices, how its text parses and which option sets it. ``--set FIELD=VALUE``
 reaches every field with the same parser. A value option marked ``sweep`` takes a comma list; the
-values then run as one vmapped program (``cli_batch``).
+values then run as one vmapped program (``cli.batch``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
-from .config import INITS, NOISE_INITS, PICTURES, PROGRAM, RUN, VALUES, StyleConfig, field_names
-from .errors import ConfigError
-from .presets import preset
+from ..config import INITS, NOISE_INITS, PICTURES, PROGRAM, RUN, VALUES, StyleConfig, field_names
+from ..errors import ConfigError
+from ..presets import preset
 
 SEED_MAX = 2**32 - 1
 
@@ -150,12 +150,27 @@ def add_config_options(p: argparse.ArgumentParser) -> dict[str, argparse._Argume
     return groups
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[StyleConfig, Optional[str], dict[str, tuple[float, ...]]]:
-    """The preset with the command line's overrides.
+class Parsed(NamedTuple):
+    """What a run's options say, resolved once (the arguments are never changed after parsing).
+
+    ``cfg``: the preset with the overrides (each swept field at its first value); ``init_path``:
+    an init image or None; ``sweep``: field -> values for every value option given a comma list
+    of two or more; ``seeds``: the seeds (``(0,)`` when not given); ``color_match``: the colour
+    transfer of ``--preserve-colors match`` ("chol" when not given).
+    """
+
+    cfg: StyleConfig
+    init_path: Optional[str]
+    sweep: dict[str, tuple[float, ...]]
+    seeds: tuple[int, ...]
+    color_match: str
+
+
+def config_from_args(args: argparse.Namespace) -> Parsed:
+    """The preset with the command line's overrides, and the run's own options resolved.
 
     Returns:
-      (config, an init image path or None, the sweep: field -> values for every value option given
-      a comma list of two or more; the config holds each swept field's first value).
+      ``Parsed``.
     """
     cfg = preset(args.preset)
     changes: dict[str, Any] = {}
@@ -199,22 +214,24 @@ def config_from_args(args: argparse.Namespace) -> tuple[StyleConfig, Optional[st
         changes[key] = parse_field(fields[key], text)
         sweep.pop(key, None)
     cfg = cfg.replace(**changes)
-    _refuse_ignored(args, cfg, init_path)
-    return cfg, init_path, sweep
+    seeds, color_match = _refuse_ignored(args, cfg, init_path)
+    return Parsed(cfg, init_path, sweep, seeds, color_match)
 
 
-def _refuse_ignored(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[str]) -> None:
-    """Run options that this config would ignore, refused in one line; their defaults filled in."""
+def _refuse_ignored(args: argparse.Namespace, cfg: StyleConfig, init_path: Optional[str]) -> tuple[tuple[int, ...], str]:
+    """Run options that this config would ignore, refused in one line.
+
+    Returns:
+      (the seeds, the colour-match method), their defaults filled in.
+    """
     if getattr(args, "seed", None) is not None and (init_path is not None or cfg.init not in NOISE_INITS):
         raise ConfigError(f"--seed seeds the start image's noise, and this run starts from "
                           f"{init_path or 'the ' + cfg.init + ' image'} without noise; give --init noise (or randn, "
                           "blend) or leave --seed out")
-    if hasattr(args, "seed"):
-        args.seed = args.seed if args.seed is not None else (0,)
     if getattr(args, "color_match", None) is not None and cfg.preserve_colors != "match":
         raise ConfigError("--color-match picks the colour transfer of --preserve-colors match; this run has "
                           f"--preserve-colors {cfg.preserve_colors}")
-    if hasattr(args, "color_match"):
-        args.color_match = args.color_match or "chol"
     if getattr(args, "command", None) != "video" and cfg.temporal_weight != preset(args.preset).temporal_weight:
         raise ConfigError("--temporal-weight weighs the temporal term of `nst-jax video`; a still image has none")
+    seed = getattr(args, "seed", None)
+    return (tuple(seed) if seed is not None else (0,)), (getattr(args, "color_match", None) or "chol")

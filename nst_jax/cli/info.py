@@ -10,8 +10,8 @@ import pathlib
 import sys
 from typing import Any, Sequence
 
-from .errors import NSTError
-from .presets import DESCRIPTIONS, PRESETS, preset
+from ..errors import NSTError
+from ..presets import DESCRIPTIONS, PRESETS, preset
 
 
 def _short_value(v: Any) -> str:
@@ -23,6 +23,7 @@ def _short_value(v: Any) -> str:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
+    """``nst-jax presets [NAME] [--json]``."""
     if args.name:
         cfg = preset(args.name)
         if args.json:
@@ -44,13 +45,23 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(bench_args: Sequence[str]) -> int:
-    script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
-    if not script.exists():
+    """``nst-jax bench``: ``scripts/benchmark.py`` of a source checkout, run as its own process (the
+    package never imports from ``scripts/``; the benchmark needs torch, the bench extra)."""
+    import subprocess
+
+    script = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
+    if not script.is_file():
         raise NSTError("nst-jax bench runs scripts/benchmark.py from a source checkout: clone the repository and "
                        "pip install -e '.[bench]'")
-    sys.path.insert(0, str(script.parent))
-    try:
-        import benchmark  # noqa: PLC0415 - lives in scripts/, with torch as its dependency
-    except ImportError as err:
-        raise NSTError(f"the benchmark needs the bench extra ({err}): pip install -e '.[bench]'") from None
-    return int(benchmark.main(list(bench_args)) or 0)
+    return subprocess.call([sys.executable, str(script), *bench_args])
+
+
+def add_parser(sub: Any) -> None:
+    """The ``presets`` and ``bench`` commands' options."""
+    pr = sub.add_parser("presets", help="list the presets and their settings")
+    pr.add_argument("name", nargs="?", help="show every field of one preset")
+    pr.add_argument("--json", action="store_true")
+    bn = sub.add_parser("bench", help="benchmark against PyTorch (scripts/benchmark.py; needs a checkout and torch)",
+                        description="Run scripts/benchmark.py: the same recipe in nst-jax and PyTorch, side by side.",
+                        add_help=False)
+    bn.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for scripts/benchmark.py (--help lists them)")
