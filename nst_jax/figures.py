@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from nst_jax import files
 from nst_jax.errors import ImageError
 from nst_jax.image import IMAGE_EXTENSIONS, check_output_path, resize
-from nst_jax.image._common import _JPEG_QUALITY
+from nst_jax.image.common import JPEG_QUALITY
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,5 +256,5 @@ def save_loss_plot(
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())  # type: ignore[attr-defined]
     pil = Image.fromarray(rgba[..., :3].copy())
-    params: dict[str, Any] = {"quality": _JPEG_QUALITY} if fmt in ("JPEG", "WEBP") else {}
+    params: dict[str, Any] = {"quality": JPEG_QUALITY} if fmt in ("JPEG", "WEBP") else {}
     return files.atomic_write(p, lambda f: pil.save(f, format=fmt, **params), overwrite=overwrite)

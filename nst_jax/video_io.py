@@ -31,7 +31,7 @@ import numpy as np
 
 from . import files, image
 from .errors import ImageError
-from .image._common import _name, _one_line
+from .image.common import path_text, one_line
 
 __all__ = ["VIDEO_EXTENSIONS", "VIDEO_EXTRA", "Clip", "audio_copy_problem", "frame_rate", "have_pyav", "is_video_path", "probe", "read_frames",
            "write_video"]
@@ -89,7 +89,7 @@ def _folder_frames(p: pathlib.Path) -> list[pathlib.Path]:
 
 def _open(p: pathlib.Path):
     av = _av()
-    name = _name(p)
+    name = path_text(p)
     if not p.exists():
         raise ImageError(f"{name}: no such file")
     if not p.is_file():
@@ -97,7 +97,7 @@ def _open(p: pathlib.Path):
     try:
         container = av.open(str(p), "r", options={"protocol_whitelist": "file"})
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as e:
-        raise ImageError(f"{name}: not a video FFmpeg can read ({_one_line(e)[:200]})") from None
+        raise ImageError(f"{name}: not a video FFmpeg can read ({one_line(e)[:200]})") from None
     fmt = {f.strip() for f in (container.format.name or "").split(",")}
     if fmt & _REFERENCING_FORMATS:
         container.close()
@@ -129,7 +129,7 @@ def probe(path: os.PathLike[str] | str, *, fps: Optional[float] = None, max_pixe
       ImageError: missing, not a video, no video stream, no frames, too large.
     """
     p = pathlib.Path(path).expanduser()
-    name = _name(p)
+    name = path_text(p)
     if p.is_dir():
         frames = _folder_frames(p)
         if not frames:
@@ -170,7 +170,7 @@ def _count_packets(container: Any, stream: Any, name: str, max_frames: int) -> i
                 if n > max_frames:
                     raise ImageError(f"{name}: more than {max_frames:,} frames, over the limit (--max-frames)")
     except av.FFmpegError as e:
-        raise ImageError(f"{name}: cannot read the video's packets ({_one_line(e)[:200]})") from None
+        raise ImageError(f"{name}: cannot read the video's packets ({one_line(e)[:200]})") from None
     if n == 0:
         raise ImageError(f"{name}: the video stream holds no frames")
     return n
@@ -224,7 +224,7 @@ def audio_copy_problem(source: os.PathLike[str] | str, output: os.PathLike[str] 
         return ""
     except (av.FFmpegError, ValueError, TypeError, OSError) as e:
         what = f"{codec} audio" if "codec" in locals() else "audio"
-        return f"a {ext} file cannot hold the input's {what} ({_one_line(e)[:120]})"
+        return f"a {ext} file cannot hold the input's {what} ({one_line(e)[:120]})"
     finally:
         for c in (out, src):
             if c is not None:
@@ -253,7 +253,7 @@ def read_frames(clip: Clip, *, start: int = 0, stop: Optional[int] = None, every
     Raises:
       ImageError: a frame that cannot be decoded, or whose size differs from the first frame's.
     """
-    name = _name(clip.path)
+    name = path_text(clip.path)
     if every < 1 or start < 0:
         raise ImageError(f"{name}: bad frame selection (start {start}, every {every})")
 
@@ -294,7 +294,7 @@ def read_frames(clip: Clip, *, start: int = 0, stop: Optional[int] = None, every
                 rgb = frame.to_ndarray(format="rgb24")
                 yield checked(i, rgb.astype(np.float32) / 255.0)
         except av.FFmpegError as e:
-            raise ImageError(f"{name}: cannot decode frame {i + 1} ({_one_line(e)[:200]})") from None
+            raise ImageError(f"{name}: cannot decode frame {i + 1} ({one_line(e)[:200]})") from None
         if i < 0:
             raise ImageError(f"{name}: no frames could be decoded (unreadable codec?)")
     finally:
@@ -434,7 +434,7 @@ def write_video(path: os.PathLike[str] | str, frames: Sequence[os.PathLike[str] 
                     packet.stream = a
                     out.mux(packet)
         except (av.FFmpegError, ValueError) as e:
-            raise ImageError(f"{p}: encoding failed ({_one_line(e)[:200]})") from None
+            raise ImageError(f"{p}: encoding failed ({one_line(e)[:200]})") from None
         finally:
             if src is not None:
                 src.close()
@@ -442,7 +442,7 @@ def write_video(path: os.PathLike[str] | str, frames: Sequence[os.PathLike[str] 
                 out.close()  # writes the trailer: a container can refuse a stream only here
             except (av.FFmpegError, ValueError) as e:
                 if sys.exc_info()[0] is None:  # (not while another error is on its way out)
-                    raise ImageError(f"{p}: encoding failed at the end ({_one_line(e)[:200]})") from None
+                    raise ImageError(f"{p}: encoding failed at the end ({one_line(e)[:200]})") from None
 
     files.atomic_write(p, encode, overwrite=overwrite)
     return notes

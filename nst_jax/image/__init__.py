@@ -35,7 +35,7 @@ the data are written to a temporary file in the destination directory and moved 
 ``os.replace``, so a failed write never leaves a partial file or damages an existing one.
 """
 
-from nst_jax.image._common import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, RESIZE_METHODS, ROUNDINGS, SIDES
+from nst_jax.image.common import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, RESIZE_METHODS, ROUNDINGS, SIDES
 from nst_jax.image.geometry import resize, working_shape
 from nst_jax.image.read import image_size, load_image, load_region_mask
 from nst_jax.image.write import check_output_path, save_image, to_uint8, write_file_atomic

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from nst_jax.errors import ConfigError
-from nst_jax.image._common import RESIZE_METHODS, SIDES
+from nst_jax.image.common import RESIZE_METHODS, SIDES
 
 def working_shape(height: int, width: int, size: int, side: str = "long") -> tuple[int, int]:
     """The (H, W) an image is resized to.

@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 
 from nst_jax.errors import ConfigError, ImageError, NSTWarning
 from nst_jax.image import sixteen
-from nst_jax.image._common import _PIXEL_LIMIT_LOCK, DEFAULT_MAX_PIXELS, _name, _one_line
+from nst_jax.image.common import PIXEL_LIMIT_LOCK, DEFAULT_MAX_PIXELS, path_text, one_line
 
 # --------------------------------------------------------------------------------------------
 # loading
@@ -39,7 +39,7 @@ def load_image(path: os.PathLike[str] | str, *, max_pixels: int = DEFAULT_MAX_PI
       ImageError: missing file, a directory, unreadable, empty, not an image, truncated or
         corrupt, larger than ``max_pixels``, or an unsupported colour mode. One line naming the file.
     """
-    name = _name(path)
+    name = path_text(path)
     p = pathlib.Path(path)
     _check_readable(p, name)
     with _pillow_limit(None):  # _load sets the limit itself once the header is checked
@@ -50,7 +50,7 @@ def load_image(path: os.PathLike[str] | str, *, max_pixels: int = DEFAULT_MAX_PI
 def _pillow_limit(limit: int | None) -> Iterator[None]:
     """Pillow's decompression-bomb limit replaced by ours (``None``: off) for one load, under a lock,
     with its warning silenced (our own check, on the header, gives the one-line error)."""
-    with _PIXEL_LIMIT_LOCK:
+    with PIXEL_LIMIT_LOCK:
         old_limit = Image.MAX_IMAGE_PIXELS
         try:
             Image.MAX_IMAGE_PIXELS = limit
@@ -77,7 +77,7 @@ def image_size(path: os.PathLike[str] | str, *, max_pixels: int = DEFAULT_MAX_PI
     Raises:
       ImageError: as :func:`load_image`, for what the header shows.
     """
-    name = _name(path)
+    name = path_text(path)
     p = pathlib.Path(path)
     _check_readable(p, name)
     with _pillow_limit(None):  # our own check follows at once
@@ -108,7 +108,7 @@ def _check_readable(p: pathlib.Path, name: str) -> None:
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
     except OSError as e:
-        raise ImageError(f"{name}: cannot access file ({_one_line(e)})") from None
+        raise ImageError(f"{name}: cannot access file ({one_line(e)})") from None
     if p.is_dir():
         raise ImageError(f"{name}: is a directory, not an image file")
     if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block the read or never end
@@ -213,9 +213,9 @@ def _open(p: pathlib.Path, name: str) -> Image.Image:
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
     except Image.DecompressionBombError as e:
-        raise ImageError(f"{name}: {_one_line(e)}; pass --max-pixels N to raise the limit") from None
+        raise ImageError(f"{name}: {one_line(e)}; pass --max-pixels N to raise the limit") from None
     except Exception as e:  # noqa: BLE001 - any failure parsing an untrusted header
-        raise ImageError(f"{name}: cannot read image ({_one_line(e)})") from None
+        raise ImageError(f"{name}: cannot read image ({one_line(e)})") from None
 
 
 def _decode(open_fn: Callable[[], Image.Image], name: str, *, close: bool = True) -> Image.Image:
@@ -233,9 +233,9 @@ def _decode(open_fn: Callable[[], Image.Image], name: str, *, close: bool = True
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
-        raise ImageError(f"{name}: {_one_line(e)}; pass --max-pixels N to raise the limit") from None
+        raise ImageError(f"{name}: {one_line(e)}; pass --max-pixels N to raise the limit") from None
     except Exception as e:  # noqa: BLE001 - any failure decoding an untrusted file
-        raise ImageError(f"{name}: cannot read image, the file is truncated or corrupt ({_one_line(e)})") from None
+        raise ImageError(f"{name}: cannot read image, the file is truncated or corrupt ({one_line(e)})") from None
     finally:
         if close and im is not None:
             im.close()
@@ -250,7 +250,7 @@ def _frame_count(im: Image.Image, name: str) -> int:
     try:
         return 2 if bool(getattr(im, "is_animated", False)) else 1
     except Exception as e:  # noqa: BLE001
-        raise ImageError(f"{name}: cannot read image ({_one_line(e)})") from None
+        raise ImageError(f"{name}: cannot read image ({one_line(e)})") from None
 
 
 def _to_rgb_float(im: Image.Image, name: str, icc: bytes | None, notes: list[str]) -> np.ndarray:
@@ -319,7 +319,7 @@ def _to_rgb_float(im: Image.Image, name: str, icc: bytes | None, notes: list[str
     except ImageError:
         raise
     except Exception as e:  # noqa: BLE001 - Pillow conversion of an odd file
-        raise ImageError(f"{name}: unsupported image (mode {im.mode}: {_one_line(e)})") from None
+        raise ImageError(f"{name}: unsupported image (mode {im.mode}: {one_line(e)})") from None
 
 
 def _composite(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
@@ -351,7 +351,7 @@ def _apply_icc(im: Image.Image, icc: bytes, name: str, notes: list[str]) -> Imag
             return im
         return out
     except Exception as e:  # noqa: BLE001 - a broken or mismatched profile is not fatal
-        notes.append(f"{name}: ICC profile could not be applied, ignored ({_one_line(e)})")
+        notes.append(f"{name}: ICC profile could not be applied, ignored ({one_line(e)})")
         return im
 
 
@@ -375,7 +375,7 @@ def load_region_mask(path: os.PathLike[str] | str, regions: int, shape: tuple[in
       float32 array regions×H×W.
     """
     p = pathlib.Path(path)
-    name = _name(p)
+    name = path_text(p)
     if regions < 1:
         raise ConfigError("a region mask needs at least one style")
     image_size(p, max_pixels=max_pixels)  # exists, readable, within max_pixels: before decoding
@@ -400,7 +400,7 @@ def _load_region_mask(p: pathlib.Path, name: str, regions: int, shape: tuple[int
     except ImageError:
         raise
     except Exception as err:  # noqa: BLE001 - any failure decoding an untrusted file
-        raise ImageError(f"{name}: cannot read the mask ({_one_line(err)})") from None
+        raise ImageError(f"{name}: cannot read the mask ({one_line(err)})") from None
     if regions == 1:
         return np.ones((1, *shape), np.float32)
     if regions == 2:

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 
 from nst_jax.errors import ImageError
-from nst_jax.image._common import _one_line
+from nst_jax.image.common import one_line
 
 __all__ = ["PYPNG_MAX_PIXELS", "Fallback", "Samples", "orient", "read_png16", "read_tiff16", "sixteen_bit_format", "to_rgb"]
 
@@ -146,7 +146,7 @@ def read_png16(p: pathlib.Path, name: str, size: tuple[int, int], *, decoder: st
             w, h, planes, interlaced = r.width, r.height, r.planes, bool(r.interlace)
             key = getattr(r, "transparent", None)
     except Exception as e:  # noqa: BLE001 - untrusted header
-        raise ImageError(f"{name}: cannot read image ({_one_line(e)})") from None
+        raise ImageError(f"{name}: cannot read image ({one_line(e)})") from None
     if (w, h) != tuple(size) or planes not in (2, 3, 4):
         raise ImageError(f"{name}: the PNG header disagrees with itself ({w}x{h}, {planes} channels)")
     try:
@@ -154,7 +154,7 @@ def read_png16(p: pathlib.Path, name: str, size: tuple[int, int], *, decoder: st
     except ImageError:
         raise
     except Exception as e:  # noqa: BLE001 - a damaged chunk or stream
-        raise ImageError(f"{name}: cannot read image, the file is truncated or corrupt ({_one_line(e)})") from None
+        raise ImageError(f"{name}: cannot read image, the file is truncated or corrupt ({one_line(e)})") from None
     codecs: Any = None
     if decoder in ("auto", "imagecodecs"):
         try:
@@ -183,7 +183,7 @@ def read_png16(p: pathlib.Path, name: str, size: tuple[int, int], *, decoder: st
     except (Fallback, ImageError):
         raise
     except Exception as e:  # noqa: BLE001 - any failure decoding an untrusted file
-        raise ImageError(f"{name}: cannot read image, the file is truncated or corrupt ({_one_line(e)})") from None
+        raise ImageError(f"{name}: cannot read image, the file is truncated or corrupt ({one_line(e)})") from None
     values = values.reshape(h, w, -1)
     if key is not None and values.shape[2] == planes + 1:
         values = values[..., :planes]  # imagecodecs turns tRNS into alpha; the key is applied in to_rgb
@@ -233,7 +233,7 @@ def read_tiff16(p: pathlib.Path, name: str, size: tuple[int, int]) -> Samples:
     except (Fallback, ImageError):
         raise
     except Exception as e:  # noqa: BLE001 - any failure decoding an untrusted file
-        raise ImageError(f"{name}: cannot read image, the file is truncated or corrupt ({_one_line(e)})") from None
+        raise ImageError(f"{name}: cannot read image, the file is truncated or corrupt ({one_line(e)})") from None
     if values.shape != (h, w, spp):
         raise ImageError(f"{name}: decoded {values.shape}, not the header's {h}x{w}x{spp}")
     return Samples(values.astype(np.uint16, copy=False), alpha=(spp == 4 and extra == (2,)), key=None)

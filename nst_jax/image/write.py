@@ -12,7 +12,7 @@ from PIL import Image
 
 from nst_jax import files
 from nst_jax.errors import ConfigError, ImageError, NSTWarning
-from nst_jax.image._common import _JPEG_QUALITY, _WEBP_QUALITY, IMAGE_EXTENSIONS, ROUNDINGS, _name
+from nst_jax.image.common import JPEG_QUALITY, WEBP_QUALITY, IMAGE_EXTENSIONS, ROUNDINGS, path_text
 
 # --------------------------------------------------------------------------------------------
 # saving
@@ -37,7 +37,7 @@ def check_output_path(path: os.PathLike[str] | str, *, overwrite: bool = False, 
     Raises:
       ImageError: one line naming the path and what to do.
     """
-    name = _name(path)
+    name = path_text(path)
     p = pathlib.Path(path)
     ext = p.suffix.lower()
     if ext not in IMAGE_EXTENSIONS:
@@ -128,7 +128,7 @@ def save_image(
     p = check_output_path(path, overwrite=overwrite)
     fmt = IMAGE_EXTENSIONS[p.suffix.lower()]
     if bit_depth == 16 and fmt not in ("PNG", "TIFF"):
-        raise ImageError(f"{_name(p)}: 16-bit output is supported for PNG and TIFF only; use .png or .tif")
+        raise ImageError(f"{path_text(p)}: 16-bit output is supported for PNG and TIFF only; use .png or .tif")
 
     a = np.asarray(image)
     if a.ndim == 3 and a.shape[2] == 1:
@@ -136,7 +136,7 @@ def save_image(
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)) or a.shape[0] < 1 or a.shape[1] < 1:
         raise ValueError(f"image must be H×W×3 or H×W, got shape {a.shape}")
     if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-        warnings.warn(f"{_name(p)}: image has non-finite values, written as 0", NSTWarning, stacklevel=2)
+        warnings.warn(f"{path_text(p)}: image has non-finite values, written as 0", NSTWarning, stacklevel=2)
 
     if bit_depth == 16:
         data16 = _quantise(_as_unit_float(a), 65535, rounding).astype(np.uint16)
@@ -148,9 +148,9 @@ def save_image(
         pil = Image.fromarray(to_uint8(a, rounding))
         params: dict[str, Any] = {}
         if fmt == "JPEG":
-            params = {"quality": _JPEG_QUALITY}
+            params = {"quality": JPEG_QUALITY}
         elif fmt == "WEBP":
-            params = {"quality": _WEBP_QUALITY}
+            params = {"quality": WEBP_QUALITY}
         elif fmt == "TIFF":
             params = {"compression": "tiff_deflate"} if _has_libtiff() else {}
 

@@ -40,12 +40,12 @@ generations (``res2a_branch2a`` / ``bn2a_branch2a``, eps 1e-3; ``conv2_block1_1_
 
 Layout (one module per format): ``native`` (the converted format), ``keras``, ``torch_pickle`` (the
 restricted torch reader), ``convert``, ``download``, ``synthetic``; ``h5safe`` is the one way any of
-them touches an HDF5 file from a stranger; ``_common`` holds the ``Network`` value and the checks.
+them touches an HDF5 file from a stranger; ``common`` holds the ``Network`` value and the checks.
 """
 
 from __future__ import annotations
 
-from ._common import ALL_ARCHS, FORMAT, FORMAT_VERSION, Network, PathLike, convention_name
+from .common import ALL_ARCHS, FORMAT, FORMAT_VERSION, Network, PathLike, convention_name
 from .convert import convert
 from .download import DEFAULT_TIMEOUT, SOURCE_NAMES, SOURCES, download
 from .native import default_weights_dir, describe, load_weights, resolve_weights, save_weights

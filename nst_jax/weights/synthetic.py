@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 
 from .. import resnet, vgg
-from ._common import PathLike, Network, _check_arch, _convention_of, _layer_table
+from .common import PathLike, Network, check_arch, convention_of, layer_table
 from .native import load_weights, save_weights
 
 # --------------------------------------------------------------------------------------------
@@ -42,7 +42,7 @@ def synthetic_params(arch: str = "vgg19", seed: int = 0) -> dict:
                 "bn_shift": rng.standard_normal(cout, dtype=np.float32) * np.float32(0.05),
             }
         return params
-    for name, kshape, bshape in _layer_table(arch):
+    for name, kshape, bshape in layer_table(arch):
         std = math.sqrt(2.0 / (9 * kshape[2]))
         kernel = rng.standard_normal(kshape, dtype=np.float32) * np.float32(std)
         bias = rng.standard_normal(bshape, dtype=np.float32) * np.float32(0.01)
@@ -70,8 +70,8 @@ def write_synthetic(
     Returns:
       The loaded ``Network``.
     """
-    convention = _convention_of(convention, vgg.CAFFE)
-    _check_arch(arch)
+    convention = convention_of(convention, vgg.CAFFE)
+    check_arch(arch)
     if arch in resnet.ARCHS and stride_on is None:
         stride_on = "1x1"
     save_weights(

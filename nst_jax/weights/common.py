@@ -19,11 +19,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 FORMAT = "nst-jax-weights"
 FORMAT_VERSION = 1
 
-_UNDERSTOOD = (
+UNDERSTOOD = (
     "understood formats: Keras HDF5 (legacy .h5 or Keras 3 .weights.h5), "
     "torchvision .pth (zip or legacy), nst-jax converted .h5"
 )
-_GET_WEIGHTS = (
+GET_WEIGHTS = (
     "get weights with `nst-jax weights download`, convert a file you have with "
     "`nst-jax weights convert FILE`, or make random test weights with `nst-jax weights synthetic -o PATH`"
 )
@@ -83,45 +83,45 @@ jax.tree_util.register_dataclass(
 # --------------------------------------------------------------------------------------------
 
 
-def _fail(message: object) -> WeightsError:
+def fail(message: object) -> WeightsError:
     """A WeightsError whose message is guaranteed to be one line."""
     return WeightsError(" ".join(str(message).split()))
 
 
-def _short(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _layer_table(arch: str) -> tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]:
+def layer_table(arch: str) -> tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...]:
     """(name, kernel shape HWIO, bias shape) per layer: the one place a new arch would plug in."""
     if arch not in vgg.ARCHS:
-        raise _fail(f"unknown architecture {arch!r}; this version supports {', '.join(vgg.ARCHS)}")
+        raise fail(f"unknown architecture {arch!r}; this version supports {', '.join(vgg.ARCHS)}")
     return tuple(
         (s.name, (3, 3, s.in_channels, s.out_channels), (s.out_channels,)) for s in vgg.conv_specs(arch)
     )
 
 
-def _check_arch(arch: str) -> None:
+def check_arch(arch: str) -> None:
     if arch not in ALL_ARCHS:
-        raise _fail(f"unknown architecture {arch!r}; this version supports {', '.join(ALL_ARCHS)}")
+        raise fail(f"unknown architecture {arch!r}; this version supports {', '.join(ALL_ARCHS)}")
 
 
-def _param_table(arch: str) -> tuple[tuple[str, tuple[tuple[str, tuple[int, ...]], ...]], ...]:
+def param_table(arch: str) -> tuple[tuple[str, tuple[tuple[str, tuple[int, ...]], ...]], ...]:
     """(layer name, ((part, shape), ...)) per layer, for every architecture."""
     if arch in resnet.ARCHS:
         return tuple((name, tuple(parts.items())) for name, parts in resnet.param_shapes().items())
-    return tuple((name, (("kernel", kshape), ("bias", bshape))) for name, kshape, bshape in _layer_table(arch))
+    return tuple((name, (("kernel", kshape), ("bias", bshape))) for name, kshape, bshape in layer_table(arch))
 
 
-def _arch_by_count(n: int) -> Optional[str]:
+def arch_by_count(n: int) -> Optional[str]:
     for arch in vgg.ARCHS:
         if len(vgg.conv_specs(arch)) == n:
             return arch
     return None
 
 
-def _sha256_file(path: pathlib.Path) -> str:
+def sha256_file(path: pathlib.Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -129,22 +129,22 @@ def _sha256_file(path: pathlib.Path) -> str:
     return h.hexdigest()
 
 
-def _as_str(value: Any) -> str:
+def as_str(value: Any) -> str:
     if isinstance(value, (bytes, np.bytes_)):
         return bytes(value).decode("utf-8", "replace")
     if isinstance(value, np.ndarray) and value.shape == ():
-        return _as_str(value[()])
+        return as_str(value[()])
     return str(value)
 
 
-def _convention_of(value: Union[None, str, vgg.Convention], default: vgg.Convention) -> vgg.Convention:
+def convention_of(value: Union[None, str, vgg.Convention], default: vgg.Convention) -> vgg.Convention:
     if value is None:
         return default
     if isinstance(value, vgg.Convention):
         return value
     if isinstance(value, str) and value.lower() in vgg.CONVENTIONS:
         return vgg.CONVENTIONS[value.lower()]
-    raise _fail(f"unknown input convention {value!r}; valid: {', '.join(vgg.CONVENTIONS)}")
+    raise fail(f"unknown input convention {value!r}; valid: {', '.join(vgg.CONVENTIONS)}")
 
 
 def convention_name(convention: vgg.Convention) -> str:
@@ -155,37 +155,37 @@ def convention_name(convention: vgg.Convention) -> str:
     return "custom"
 
 
-def _check_params(params: Mapping[str, Any], arch: str, where: str, *, strict: bool) -> dict:
+def check_params(params: Mapping[str, Any], arch: str, where: str, *, strict: bool) -> dict:
     """Validate ``params`` against the layer table; return float32 copies.
 
     ``where`` is appended to messages (" in FILE"); ``strict`` also rejects unknown layers.
     """
-    table = _param_table(arch)
+    table = param_table(arch)
     if not isinstance(params, Mapping):
-        raise _fail(f"params must be a dict of layers, got {type(params).__name__}{where}")
+        raise fail(f"params must be a dict of layers, got {type(params).__name__}{where}")
     if strict:
         extra = sorted(set(params) - {name for name, _ in table})
         if extra:
-            raise _fail(f"unexpected layer(s) {', '.join(map(str, extra))} for {arch}{where}")
+            raise fail(f"unexpected layer(s) {', '.join(map(str, extra))} for {arch}{where}")
     out: dict[str, dict[str, np.ndarray]] = {}
     for name, parts in table:
         if name not in params:
-            raise _fail(f"layer {name} is missing{where}")
+            raise fail(f"layer {name} is missing{where}")
         layer = params[name]
         out[name] = {}
         for part, expected in parts:
             if not isinstance(layer, Mapping) or part not in layer:
-                raise _fail(f"layer {name}: {part} is missing{where}")
+                raise fail(f"layer {name}: {part} is missing{where}")
             arr = np.asarray(layer[part])
             if tuple(arr.shape) != expected:
-                raise _fail(f"layer {name}: {part} has shape {tuple(arr.shape)}, expected {expected}{where}")
+                raise fail(f"layer {name}: {part} has shape {tuple(arr.shape)}, expected {expected}{where}")
             # Integer arrays are refused, not converted: real weights are floating point, and an
             # integer array means a quantised or damaged file whose scale nst-jax cannot know.
             if not np.issubdtype(arr.dtype, np.floating):
-                raise _fail(f"layer {name}: {part} has dtype {arr.dtype}, expected floating point (float32){where}")
+                raise fail(f"layer {name}: {part} has dtype {arr.dtype}, expected floating point (float32){where}")
             arr = np.ascontiguousarray(arr, dtype=np.float32)
             if not np.isfinite(arr).all():
-                raise _fail(f"layer {name}: {part} has non-finite values (NaN or Inf){where}")
+                raise fail(f"layer {name}: {part} has non-finite values (NaN or Inf){where}")
             out[name][part] = arr
     return out
 
@@ -196,10 +196,10 @@ def _check_params(params: Mapping[str, Any], arch: str, where: str, *, strict: b
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # torch's legacy format starts with pickle.dump(MAGIC_NUMBER, protocol 2).
-_TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
-def _sniff(path: pathlib.Path) -> str:
+def sniff(path: pathlib.Path) -> str:
     """'empty', 'hdf5', 'zip', 'pickle' or 'unknown', from the first bytes."""
     size = path.stat().st_size
     if size == 0:
@@ -223,7 +223,7 @@ def _sniff(path: pathlib.Path) -> str:
 
 
 @dataclasses.dataclass
-class _Parsed:
+class Parsed:
     """What a converter found: the conv params and defaults for the converted file."""
 
     arch: str
@@ -239,7 +239,7 @@ class _Parsed:
 
 
 
-class _ConvertedSource(Exception):
+class ConvertedSource(Exception):
     """Internal signal: the source is already an nst-jax file."""
 
 
@@ -261,8 +261,8 @@ def check_inflation(info: Any, label: str, *, max_bytes: int, ratio_from: int = 
       WeightsError: naming the entry.
     """
     if info.file_size > max_bytes:
-        raise _fail(f"{label}: {info.filename} declares {info.file_size:,} bytes, more than the weights it should "
+        raise fail(f"{label}: {info.filename} declares {info.file_size:,} bytes, more than the weights it should "
                     f"hold ({max_bytes:,} at most); refused")
     if info.file_size > ratio_from and info.file_size > MAX_INFLATION * max(info.compress_size, 1):
-        raise _fail(f"{label}: {info.filename} would inflate {info.compress_size:,} bytes to {info.file_size:,} "
+        raise fail(f"{label}: {info.filename} would inflate {info.compress_size:,} bytes to {info.file_size:,} "
                     f"(over {MAX_INFLATION}x; weights do not compress like that): a zip bomb, refused")

@@ -1,0 +1,89 @@
+"""The package's shape, read from its source with ``ast``: imports point down (no cycle, counting
+the imports inside functions too), and no module imports another's private name."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _modules(root: pathlib.Path) -> dict[str, pathlib.Path]:
+    out = {}
+    for p in (root / "nst_jax").rglob("*.py"):
+        name = ".".join(p.relative_to(root).with_suffix("").parts)
+        out[name[: -len(".__init__")] if name.endswith(".__init__") else name] = p
+    return out
+
+
+def _imports(name: str, path: pathlib.Path, modules: dict[str, pathlib.Path]) -> list[tuple[str, str]]:
+    """(module imported, name imported from it or "") for every ``from``/``import`` of the package,
+    at any depth of the file (function-local imports included)."""
+    out = []
+    base = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = base.split(".")
+                target = ".".join(parts[: len(parts) - (node.level - 1)] + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                full = f"{target}.{alias.name}"
+                if full in modules:
+                    out.append((full, ""))
+                elif target in modules:
+                    out.append((target, alias.name))
+        elif isinstance(node, ast.Import):
+            out += [(a.name, "") for a in node.names if a.name in modules]
+    return out
+
+
+def check(root: pathlib.Path) -> tuple[list[str], list[list[str]]]:
+    """(private names imported across modules, import cycles) of the package under ``root``."""
+    modules = _modules(root)
+    graph: dict[str, set[str]] = {}
+    private = []
+    for name, path in modules.items():
+        edges = _imports(name, path, modules)
+        # a package's __init__ re-exporting its own modules is not an arrow back up
+        graph[name] = {t for t, _ in edges if t != name and not name.startswith(t + ".")}
+        private += [f"{name} imports {t}.{n}" for t, n in edges if n.startswith("_") and not n.startswith("__")]
+        private += [f"{name} imports the private module {t}" for t, _ in edges
+                    if any(part.startswith("_") and not part.startswith("__") for part in t.split("."))]
+    cycles: list[list[str]] = []
+
+    def visit(m: str, stack: list[str], done: set[str]) -> None:
+        if m in stack:
+            cycles.append(stack[stack.index(m):] + [m])
+            return
+        if m in done:
+            return
+        done.add(m)
+        for t in sorted(graph.get(m, ())):
+            visit(t, stack + [m], done)
+
+    seen: set[str] = set()
+    for m in sorted(graph):
+        visit(m, [], seen)
+    return private, cycles
+
+
+def test_no_import_cycle_and_no_private_name_across_modules():
+    private, cycles = check(ROOT)
+    assert not private, private
+    assert not cycles, cycles[:5]
+
+
+def test_the_structure_check_sees_a_cycle_and_a_private_import(tmp_path):
+    """The check above can fail: two modules importing each other (one inside a function) and a
+    private name imported across modules are both caught."""
+    pkg = tmp_path / "nst_jax"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from . import b\n")
+    (pkg / "b.py").write_text("from .a import f\nfrom .a import _hidden\n")
+    private, cycles = check(tmp_path)
+    assert private == ["nst_jax.b imports nst_jax.a._hidden"]
+    assert cycles and set(cycles[0]) == {"nst_jax.a", "nst_jax.b"}
