@@ -290,11 +290,11 @@ def _callback(args: argparse.Namespace, bp: BatchPlan, bar: Any, signals: Any, p
     from .. import checkpoint
 
     def callback(p) -> bool:
-        bar.update(p.group * per_member + p.overall_iteration - bar.n)
         post = {"group": f"{p.group + 1}/{p.groups}"} if p.groups > 1 else {}
         post["mean_loss"] = f"{p.loss:.4g}"
         post.update({name: f"{value:.3g}" for name, value in p.parts.items()})
-        bar.set_postfix(**post)
+        bar.set_postfix(post, refresh=False)  # (drawn with the count, below: one line, never a stale group)
+        bar.update(p.group * per_member + p.overall_iteration - bar.n)
         stop = signals.received is not None
         if checkpointing and (stop or (args.checkpoint_every and p.iteration % args.checkpoint_every == 0)):
             checkpoint.save_batch(bp.checkpoint, p.batch_state, p.rows, _done_arrays(p.done), group_size=group,

@@ -123,11 +123,11 @@ def _callback(run: OneRun, net: Any, content: Any, bar: Any, signals: common.Sig
     cfg = run.cfg
 
     def callback(p) -> bool:
-        bar.update(p.overall_iteration - bar.n)
         post = dict(loss=f"{p.loss:.4g}", **{name: f"{v:.3g}" for name, v in p.parts.items()}, evals=p.evaluations)
         if multi:
             post["scale"] = f"{p.scale_index + 1}/{p.num_scales} {p.scale_shape[0]}x{p.scale_shape[1]}"
-        bar.set_postfix(**post)
+        bar.set_postfix(post, refresh=False)  # (drawn with the count, below)
+        bar.update(p.overall_iteration - bar.n)
         if run.save_every and p.overall_iteration % run.save_every == 0 and p.overall_iteration < p.total_iterations:
             path = common.intermediate_path(run.out, p.overall_iteration)
             image.save_image(path, p.restored_image(), overwrite=run.may_replace(path), rounding=cfg.save_rounding)
