@@ -122,6 +122,27 @@ def _concat(parts: Sequence[ManyResult], config: StyleConfig) -> ManyResult:
     )
 
 
+def _members(content: ImageLike, n: int, config: StyleConfig, configs: Optional[Sequence[StyleConfig]],
+             seeds: Optional[Sequence[int]], temporal: Optional[Sequence[Any]]) -> tuple[list, list, list[int]]:
+    """Each member's content, config and seed, checked against the member count."""
+    if n == 0:
+        raise ConfigError("stylize_many needs at least one style")
+    content = jnp.asarray(content, jnp.float32)
+    configs = [config] * n if configs is None else list(configs)
+    if len(configs) != n:
+        raise ConfigError(f"{len(configs)} configs for {n} styles")
+    check_same_program(config, configs)
+    contents = [content[i] for i in range(content.shape[0])] if content.ndim == 4 else [content] * n
+    if len(contents) != n:
+        raise ConfigError(f"{len(contents)} content images for {n} styles")
+    if temporal is not None and len(temporal) != n:
+        raise ConfigError(f"{len(temporal)} temporal targets for {n} members")
+    seeds = [0] * n if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != n:
+        raise ConfigError(f"{len(seeds)} seeds for {n} styles")
+    return contents, configs, seeds
+
+
 def stylize_many(
     content: ImageLike,
     styles: Sequence[Any],
@@ -173,22 +194,8 @@ def stylize_many(
     Returns:
       ``ManyResult``.
     """
-    content = jnp.asarray(content, jnp.float32)
     n = len(styles)
-    if n == 0:
-        raise ConfigError("stylize_many needs at least one style")
-    configs = [config] * n if configs is None else list(configs)
-    if len(configs) != n:
-        raise ConfigError(f"{len(configs)} configs for {n} styles")
-    check_same_program(config, configs)
-    contents = [content[i] for i in range(content.shape[0])] if content.ndim == 4 else [content] * n
-    if len(contents) != n:
-        raise ConfigError(f"{len(contents)} content images for {n} styles")
-    if temporal is not None and len(temporal) != n:
-        raise ConfigError(f"{len(temporal)} temporal targets for {n} members")
-    seeds = [0] * n if seeds is None else [int(s) for s in seeds]
-    if len(seeds) != n:
-        raise ConfigError(f"{len(seeds)} seeds for {n} styles")
+    contents, configs, seeds = _members(content, n, config, configs, seeds, temporal)
     total = config.iterations if iterations is None else int(iterations)
     h, w = contents[0].shape[:2]
     batch = batch_size or default_batch_size(h, w, config, n)

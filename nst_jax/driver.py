@@ -175,19 +175,20 @@ def prepare(
     # Targets with the direct convolutions: computed once, so compiling Winograd for them (seconds)
     # would buy nothing; they agree with Winograd's to ~1e-6. The loop runs the engine params.
     direct_p = direct_params(p, spec)
-    targets, values, v0 = [], [], []
-    for i, (content, style, cfg) in enumerate(zip(content_arrays, styles, configs)):
-        t = compute_targets(direct_p, spec, content, style, program, cfg.style_blend_weights,
-                            None if masks is None else masks[i], None if style_masks is None else style_masks[i])
-        targets.append(t._replace(temporal=_member_temporal(None if temporal is None else temporal[i], content, i)))
-        values.append(cfg.values())
-        if resume is None:
-            images, _ = style_images(style, cfg.style_blend_weights)
-            key = keys[i] if keys is not None else jax.random.PRNGKey(0 if seeds is None else int(seeds[i]))
-            v0.append(initial_variable(content, images[0], cfg, spec, key,
-                                       None if init_images is None else init_images[i], values[-1]))
+
+    def pick(seq: Optional[Sequence[Any]], i: int) -> Any:
+        return None if seq is None else seq[i]
+
+    targets = [compute_targets(direct_p, spec, c, s, program, cfg.style_blend_weights, pick(masks, i),
+                               pick(style_masks, i))._replace(temporal=_member_temporal(pick(temporal, i), c, i))
+               for i, (c, s, cfg) in enumerate(zip(content_arrays, styles, configs))]
+    values = [cfg.values() for cfg in configs]
     if resume is None:
-        state = stack([init_state(v, program, vals) for v, vals in zip(v0, values)])
+        keys = keys if keys is not None else [jax.random.PRNGKey(0 if seeds is None else int(s)) for s in
+                                              (seeds or [0] * n)]
+        firsts = [style_images(s, cfg.style_blend_weights)[0][0] for s, cfg in zip(styles, configs)]
+        state = stack([init_state(initial_variable(c, s0, cfg, spec, k, pick(init_images, i), vals), program, vals)
+                       for i, (c, s0, cfg, k, vals) in enumerate(zip(content_arrays, firsts, configs, keys, values))])
     else:
         state = resume
         if tuple(np.shape(state.v)) != (n, *content_arrays[0].shape):
