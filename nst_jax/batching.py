@@ -36,7 +36,7 @@ class ManyResult:
     """N runs done together. ``images``/``best_images``: N×H×W×3; ``losses``: N×iterations;
     ``evaluations``: per result; ``status``: per result ("done", "stopped", "nonfinite");
     ``configs``: each result's config (they differ in values only, e.g. in a sweep); ``loss_parts``:
-    N×iterations×len(``objective.PART_NAMES``), the weighted terms; ``terms``: the terms this run
+    N×iterations×len(``objective.part_names()``), the weighted terms; ``terms``: the terms this run
     has. Members shorter than others (stopped, non-finite) are NaN-padded."""
 
     images: np.ndarray
@@ -90,7 +90,7 @@ def default_batch_size(height: int, width: int, config: StyleConfig, n: int) -> 
 class ManyResume(NamedTuple):
     """Where an interrupted ``stylize_many`` stands: ``done``, the results of its finished groups
     (None: none finished); ``state``, the stacked ``LoopState`` of the next group; ``rows``, that
-    group's loss rows so far (members × iterations × ``loop.ROW``)."""
+    group's loss rows so far (members × iterations × ``loop.row_size()``)."""
 
     done: Optional[ManyResult]
     state: LoopState

@@ -240,7 +240,7 @@ def save_batch(path: str | pathlib.Path, state: Any, rows: np.ndarray, done: Opt
     Args:
       path: destination (``.npz``).
       state: the running group's stacked ``loop.LoopState``.
-      rows: its loss rows so far (members × iterations × ``loop.ROW``).
+      rows: its loss rows so far (members × iterations × ``loop.row_size()``).
       done: the finished groups' results (keys of ``_DONE``: images, best images, rows, evaluations,
         steps, status codes into ``STATUSES``), or None.
       config: the batch's shared config; members: one JSON-able description per member (its swept

@@ -37,7 +37,7 @@ from .errors import ConfigError
 from .batching import ManyResult, ManyResume
 from .driver import Progress
 from .engine import Result
-from .loop import ROW, LoopState
+from .loop import LoopState, row_size
 from .targets import ImageLike
 
 __all__ = [
@@ -350,7 +350,7 @@ def stylize_controlled(
             init_image = _grey(color.luminance(init_image))
     total = sum(counts)
     losses: list[np.ndarray] = [np.asarray(l, np.float32).reshape(-1) for l, _ in resume_scales]
-    parts: list[np.ndarray] = [np.full((len(l), ROW - 1), np.nan, np.float32) for l in losses]
+    parts: list[np.ndarray] = [np.full((len(l), row_size() - 1), np.nan, np.float32) for l in losses]
     finished: list[tuple[np.ndarray, int]] = [(l, int(e)) for l, (_, e) in zip(losses, resume_scales)]
     evaluations = sum(e for _, e in finished)
     # a finished scale's iterations: its steps (one loss each), or its evaluations when those count
@@ -387,7 +387,7 @@ def stylize_controlled(
             devices=devices,
         )
         losses.append(res.losses)
-        parts.append(res.loss_parts if res.loss_parts is not None else np.full((len(res.losses), ROW - 1), np.nan))
+        parts.append(res.loss_parts if res.loss_parts is not None else np.full((len(res.losses), row_size() - 1), np.nan))
         finished.append((res.losses, res.evaluations))
         evaluations += res.evaluations
         iterations += res.iterations
@@ -507,7 +507,7 @@ def stylize_many_controlled(
         got = len(many)
         losses = [l[:got] for l in losses] + [many.losses]
         parts = [q[:got] for q in parts] + [many.loss_parts if many.loss_parts is not None
-                                            else np.full(many.losses.shape + (ROW - 1,), np.nan)]
+                                            else np.full(many.losses.shape + (row_size() - 1,), np.nan)]
         evaluations = evaluations[:got] + np.asarray(many.evaluations, np.int64)
         iterations += many.iterations
         nonfinite = [f or s == "nonfinite" for f, s in zip(nonfinite[:got], many.status)]

@@ -24,9 +24,9 @@ import numpy as np
 from . import sharding
 from .config import PROGRAM, RUN, StyleConfig, fields_of, stack_values
 from .errors import ConfigError
-from .loop import ROW, LoopState, final_iterates, init_state, initial_variable, run_chunk, to_rgb
+from .loop import LoopState, final_iterates, row_size, init_state, initial_variable, run_chunk, to_rgb
 from .network import NetSpec, direct_params, engine_params, net_spec, with_pixel_scale
-from .objective import PART_NAMES, active_terms
+from .objective import active_terms, part_names
 from .optimizers import make_optimizer
 from .targets import ImageLike, Targets, compute_targets, style_images
 
@@ -55,7 +55,7 @@ class Progress:
     group: int = 0
     groups: int = 1
     member: Optional[int] = None
-    rows: Optional[np.ndarray] = None  # the loss rows so far: N × iterations × ``loop.ROW``
+    rows: Optional[np.ndarray] = None  # the loss rows so far: N × iterations × ``loop.row_size()``
 
     @property
     def state(self) -> LoopState:
@@ -208,7 +208,7 @@ def prepare(
 @dataclasses.dataclass
 class Run:
     """What ``drive`` returns: per member (leading axis N) the final and best images (RGB [0, 1],
-    host), the loss rows (N × iterations × ``loop.ROW``, NaN-padded), evaluations, steps and
+    host), the loss rows (N × iterations × ``loop.row_size()``, NaN-padded), evaluations, steps and
     status ("done", "stopped", "nonfinite"); and the final stacked state."""
 
     images: np.ndarray
@@ -227,7 +227,7 @@ def _batch_rgb(v: Array, *, program: Any, spec: NetSpec) -> Array:
 
 
 def _pad_rows(history: list[list[np.ndarray]]) -> np.ndarray:
-    per = [np.concatenate(h) if h else np.zeros((0, ROW), np.float32) for h in history]
+    per = [np.concatenate(h) if h else np.zeros((0, row_size()), np.float32) for h in history]
     width = max(len(r) for r in per)
     return np.stack([np.pad(r, ((0, width - len(r)), (0, 0)), constant_values=np.nan) for r in per])
 
@@ -256,7 +256,7 @@ def _progress(prep: Prepared, state: LoopState, history: list[list[np.ndarray]],
     n = len(history)
     failed = np.asarray(state.failed)[:n]
     so_far = _pad_rows(history)
-    latest = np.stack([h[-1][-1] if len(h[-1]) else np.full((ROW,), np.nan) for h in history])
+    latest = np.stack([h[-1][-1] if len(h[-1]) else np.full((row_size(),), np.nan) for h in history])
     alive = latest[~failed] if (~failed).any() else latest
     with warnings.catch_warnings():  # a column of NaN (the zoom line search's parts) stays NaN
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -265,7 +265,7 @@ def _progress(prep: Prepared, state: LoopState, history: list[list[np.ndarray]],
     return Progress(int(done[~failed].min() if (~failed).any() else done.max()), total,
                     int(np.asarray(state.evals)[:n].sum()), float(means[0]), so_far[..., 0], state,
                     lambda v: np.asarray(batch_rgb(v))[:n],
-                    parts={name: float(means[1 + PART_NAMES.index(name)]) for name in prep.terms},
+                    parts={name: float(means[1 + part_names().index(name)]) for name in prep.terms},
                     group=group[0], groups=group[1], rows=so_far)
 
 
@@ -301,7 +301,7 @@ def drive(
       chunk_size: steps per compiled chunk (default the program's).
       callback: called between chunks with a batch ``Progress``; True stops every member.
       devices, spatial: shard the batch over these devices, ``spatial`` devices per member.
-      head: N × k × ``loop.ROW`` rows recorded before a resumed state (kept at the head).
+      head: N × k × ``loop.row_size()`` rows recorded before a resumed state (kept at the head).
       group: (this group, all groups), shown in ``Progress``.
 
     Returns:

@@ -16,8 +16,8 @@ import numpy as np
 from .config import StyleConfig
 from .driver import Progress, drive, prepare
 from .errors import ConfigError
-from .loop import ROW, LoopState
-from .objective import PART_NAMES
+from .loop import LoopState, row_size
+from .objective import part_names
 from .targets import ImageLike
 
 Array = jax.Array
@@ -32,7 +32,7 @@ class Result:
     ``image``: the last iterate (EMA of iterates when ``ema_decay`` is set); ``best_image``: the
     lowest-loss iterate (MATLAB's choice, with its quirk under ``select="after_best"``);
     ``output``: the one the config selects. ``losses``: total loss per iteration, evaluated at the
-    iterate before its update; ``loss_parts``: iterations × len(``objective.PART_NAMES``), its
+    iterate before its update; ``loss_parts``: iterations × len(``objective.part_names()``), its
     weighted terms (content, style, TV, temporal; NaN where unknown: resumed heads, the zoom line
     search); ``terms``: the names of the terms this run has (``parts()`` maps each to its column).
     ``status``: "done", "stopped" (callback asked) or "nonfinite".
@@ -54,7 +54,7 @@ class Result:
         """Each term this run has -> its weighted value per iteration (NaN where unknown)."""
         if self.loss_parts is None:
             return {}
-        return {name: self.loss_parts[:, PART_NAMES.index(name)] for name in self.terms}
+        return {name: self.loss_parts[:, part_names().index(name)] for name in self.terms}
 
     @property
     def output(self) -> np.ndarray:
@@ -127,7 +127,7 @@ def stylize(
     head = None
     if resume_losses is not None:
         losses = np.asarray(resume_losses, np.float32).reshape(-1, 1)
-        head = np.concatenate([losses, np.full((len(losses), ROW - 1), np.nan, np.float32)], axis=1)[None]
+        head = np.concatenate([losses, np.full((len(losses), row_size() - 1), np.nan, np.float32)], axis=1)[None]
 
     def single(p: Progress) -> Optional[bool]:
         assert callback is not None

@@ -24,13 +24,17 @@ from .config import StyleConfig, Values
 from .errors import ConfigError
 from . import vgg
 from .network import NetSpec, as_spec
-from .objective import PART_NAMES, network_objective
+from . import objective
+from .objective import network_objective
 from .optimizers import make_optimizer
 from .targets import ImageLike, Targets
 
 Array = jax.Array
-# A loss row: the total, then each term of ``objective.TERMS``.
-ROW = 1 + len(PART_NAMES)
+
+
+def row_size() -> int:
+    """The length of a loss row: the total, then each term of ``objective.TERMS``."""
+    return 1 + len(objective.TERMS)
 
 
 class LoopState(NamedTuple):
@@ -159,7 +163,7 @@ def step(params: Any, targets: Targets, values: Values, state: LoopState, progra
     """One optimiser step on one image: evaluate at the (clamped) iterate, update.
 
     Returns:
-      (state, row): ``row`` is [total, *objective.PART_NAMES] at the iterate before the update,
+      (state, row): ``row`` is [total, *objective.part_names()] at the iterate before the update,
       all NaN when the step failed; with the zoom line search the parts are NaN (its value comes
       from the line search's state, without them).
     """
@@ -168,7 +172,7 @@ def step(params: Any, targets: Targets, values: Values, state: LoopState, progra
     def loss_and_parts(v):
         total, parts = network_objective(params, targets, to_network(v, program, spec), values, program, spec)
         zero = jnp.zeros((), jnp.float32)  # a term this run does not have
-        return total, jnp.stack([parts.get(name, zero) for name in PART_NAMES])
+        return total, jnp.stack([parts.get(name, zero) for name in objective.part_names()])
 
     def loss(v):  # the line search's value_fn: the total alone
         return loss_and_parts(v)[0]
@@ -184,7 +188,7 @@ def step(params: Any, targets: Targets, values: Values, state: LoopState, progra
         # the line search stored at its accepted point.
         fresh = ~jnp.isfinite(optax.tree.get(state.opt_state, "value"))
         evals = fresh.astype(jnp.int32) + optax.tree.get(opt_state, "num_linesearch_steps")
-        parts = jnp.full((len(PART_NAMES),), jnp.nan, jnp.float32)
+        parts = jnp.full((row_size() - 1,), jnp.nan, jnp.float32)
     else:
         (value, parts), grad = jax.value_and_grad(loss_and_parts, has_aux=True)(v)
         # After a failure the step is undone anyway; a NaN value tells a self-guarding transform
@@ -222,7 +226,7 @@ def chunk_one(params: Any, targets: Targets, values: Values, state: LoopState, n
     With ``program.iteration_unit == "evaluation"``, ``n_active`` is instead the budget of function
     evaluations: a step runs while fewer have been made (SciPy's ``maxfun``).
 
-    Returns (state, losses): ``losses[i]`` is step i's row [total, *PART_NAMES] (``step``), NaN
+    Returns (state, losses): ``losses[i]`` is step i's row [total, *objective.part_names()] (``step``), NaN
     for the steps not run. A
     ``while_loop`` whose condition stops at ``n_active`` (not a ``scan`` with a ``lax.cond`` per
     step): XLA copied the whole state in and out of the ``cond`` every step, the L-BFGS memory
@@ -241,7 +245,7 @@ def chunk_one(params: Any, targets: Targets, values: Values, state: LoopState, n
         st, value = step(params, targets, values, st, program, spec)
         return st, i + 1, losses.at[i].set(value)
 
-    init = (state, jnp.zeros((), jnp.int32), jnp.full((length, ROW), jnp.nan, jnp.float32))
+    init = (state, jnp.zeros((), jnp.int32), jnp.full((length, row_size()), jnp.nan, jnp.float32))
     state, _, losses = jax.lax.while_loop(cond, body, init)
     return state, losses
 
@@ -253,7 +257,7 @@ def chunk(params: Any, targets: Targets, values: Values, state: LoopState, n_act
     A batch of one is squeezed (the one-image program, no ``vmap``); larger batches are ``vmap``ped.
 
     Returns:
-      (state, losses): losses N × length × ``ROW``.
+      (state, losses): losses N × length × ``row_size()``.
     """
     one = functools.partial(chunk_one, program=program, spec=spec, length=length)
     if n_active.shape[0] == 1:

@@ -121,7 +121,12 @@ TERMS: tuple[Term, ...] = (
     Term("tv", lambda program, targets: program.tv_loss != "none", _tv),
     Term("temporal", lambda program, targets: targets.temporal is not None, _temporal),
 )
-PART_NAMES: tuple[str, ...] = tuple(t.name for t in TERMS)
+
+
+def part_names() -> tuple[str, ...]:
+    """The names of every term, in the order of the engine's loss rows (read from ``TERMS`` when
+    called, so the table is the one place a term is declared)."""
+    return tuple(t.name for t in TERMS)
 
 
 def active_terms(program: Any, has_temporal: bool = False) -> tuple[str, ...]:

@@ -21,8 +21,8 @@ def test_every_term_is_a_named_part_and_the_parts_sum_to_the_total(vgg19_params)
     seen = []
     r = stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, temporal=(warped, weights),
                 callback=lambda p: seen.append(dict(p.parts)))
-    assert tuple(r.parts()) == objective.PART_NAMES == ("content", "style", "tv", "temporal")
-    assert set(seen[-1]) == set(objective.PART_NAMES)
+    assert tuple(r.parts()) == objective.part_names() == ("content", "style", "tv", "temporal")
+    assert set(seen[-1]) == set(objective.part_names())
     total = sum(r.parts().values())
     np.testing.assert_allclose(total, r.losses, rtol=1e-5)
     # the temporal part at the start image (the content), transcribed with numpy: Caffe's input is
@@ -82,3 +82,52 @@ def test_an_optimizer_is_one_entry_of_the_table(vgg19_params, monkeypatch):
     extra = memory.estimate_bytes_per_result(24, 32, cfg) - memory.estimate_bytes_per_result(
         24, 32, cfg.replace(optimizer="adam"))
     assert extra == 24 * 32 * 3 * 4  # its one image-sized buffer
+
+
+def test_a_new_term_is_one_entry_of_the_table(vgg19_params, tmp_path, monkeypatch, capsys):
+    """A new loss term is one ``objective.TERMS`` entry: with only that added (here a brightness
+    term, 0.01 · mean(network input)², made up for the test), the total, the loss rows,
+    ``Result.parts()``, the progress callback, the loss plot and a batch's manifest all carry it."""
+    import json
+
+    import jax
+    import jax.numpy as jnp
+    from PIL import Image
+
+    from nst_jax import cli, weights
+
+    def brightness(a):
+        return 0.01 * jnp.mean(a.xn) ** 2, {}
+
+    monkeypatch.setattr(objective, "TERMS", objective.TERMS + (objective.Term("brightness", lambda p, t: True,
+                                                                              brightness),))
+    try:
+        content, style = random_image(26, 34, 1), random_image(26, 34, 2)
+        # (a chunk length and sizes no other test uses: the compiled programs with the extra term
+        # are not reused by any other test, and the caches are cleared below)
+        cfg = StyleConfig(**SMALL, optimizer="adam", iterations=3, learning_rate=0.02, chunk_size=37)
+        seen = []
+        r = stylize(content, style, vgg19_params, cfg, convention=vgg.CAFFE, callback=lambda p: seen.append(p.parts))
+        assert tuple(r.parts()) == ("content", "style", "brightness") and "brightness" in seen[-1]
+        xn = vgg.CAFFE.to_network(jnp.asarray(content))  # the start image is the content
+        np.testing.assert_allclose(r.parts()["brightness"][0], 0.01 * float(jnp.mean(xn)) ** 2, rtol=1e-5)
+        np.testing.assert_allclose(sum(r.parts().values()), r.losses, rtol=1e-5)
+        from matplotlib.axes import Axes
+
+        labels = []
+        real = Axes.plot
+        monkeypatch.setattr(Axes, "plot", lambda self, *a, label=None, **k: (labels.append(label),
+                                                                            real(self, *a, **k))[1])
+        figures.save_loss_plot(tmp_path / "l.png", r.losses, parts=r.parts())
+        assert "brightness" in labels
+        weights.write_synthetic(tmp_path / "syn.h5", arch="vgg19", seed=0)
+        Image.fromarray((content * 255).astype(np.uint8)).save(tmp_path / "c.png")
+        Image.fromarray((style * 255).astype(np.uint8)).save(tmp_path / "s.png")
+        assert cli.main(["stylize", str(tmp_path / "c.png"), str(tmp_path / "s.png"), "-o", str(tmp_path / "out"),
+                         "--weights", str(tmp_path / "syn.h5"), "--size", "30", "--iterations", "2",
+                         "--chunk-size", "41", "--style-weight", "1,2", "--no-progress"]) == 0
+        manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+        assert all("brightness" in e["final_parts"] for e in manifest["results"])
+    finally:
+        capsys.readouterr()
+        jax.clear_caches()
