@@ -266,6 +266,26 @@ def _styles_at(style: Any, shape: tuple[int, int], config: StyleConfig, resample
     return _map_styles(style, lambda s: image.resize(s, style_working_shape(s.shape[:2], shape, config), resample))
 
 
+def _masks_at(masks: Optional[ImageLike], shape: tuple[int, int]) -> Optional[np.ndarray]:
+    """Region masks resized to a scale's shape (bilinear: soft edges between regions)."""
+    if masks is None:
+        return None
+    return np.stack([image.resize(np.asarray(m, np.float32), shape, "bilinear") for m in masks])
+
+
+def _first_scale(shapes: list, resume: Optional[LoopState], resume_scales: Sequence[Any]) -> int:
+    """The scale a resumed run continues (the number of finished scales), checked against this run."""
+    first = len(resume_scales)
+    if first and resume is None:
+        raise ConfigError("resume_scales needs the state of the scale after them (resume=)")
+    if first >= len(shapes):
+        raise ConfigError(f"the checkpoint finished {first} scales; this run has {len(shapes)}")
+    if resume is not None and tuple(np.shape(resume.v))[:2] != tuple(shapes[first]):
+        raise ConfigError(f"the checkpointed image is {tuple(np.shape(resume.v))[:2]}, scale {first + 1} of this run "
+                          f"is {shapes[first]}: resume with the same --size and --scales")
+    return first
+
+
 def stylize_controlled(
     content: ImageLike,
     style: Any,
@@ -334,14 +354,7 @@ def stylize_controlled(
     final = content.shape[:2]
     shapes = run_shapes(final, scales)
     counts = scale_iterations(config, len(shapes), iterations_per_scale)
-    first = len(resume_scales)
-    if first and resume is None:
-        raise ConfigError("resume_scales needs the state of the scale after them (resume=)")
-    if first >= len(shapes):
-        raise ConfigError(f"the checkpoint finished {first} scales; this run has {len(shapes)}")
-    if resume is not None and tuple(np.shape(resume.v))[:2] != tuple(shapes[first]):
-        raise ConfigError(f"the checkpointed image is {tuple(np.shape(resume.v))[:2]}, scale {first + 1} of this run "
-                          f"is {shapes[first]}: resume with the same --size and --scales")
+    first = _first_scale(shapes, resume, resume_scales)
     content_in, style_in, restore = prepare_colors(content, style, config, color_match_method=color_match_method,
                                                    resample=resample)
     if init_image is not None:
@@ -363,12 +376,7 @@ def stylize_controlled(
         # Gatys et al. 2017 use two scales; crowsonkb (and this) any number, √2 apart. Both start a
         # scale from the previous result upsampled; the content and style are resized from the
         # full-size inputs at every scale (never from the previous scale's copies).
-        if prev is not None:
-            init_k = image.resize(prev, shape, resample)
-        elif init_image is not None:
-            init_k = image.resize(init_image, shape, resample)
-        else:
-            init_k = None
+        start = prev if prev is not None else init_image
         res = engine.stylize(
             image.resize(content_in, shape, resample),
             _styles_at(style_in, shape, config, resample),
@@ -377,13 +385,12 @@ def stylize_controlled(
             iterations=n,
             seed=seed,
             callback=_wrap_callback(callback, k, len(shapes), shape, iterations, total, restore, finished),
-            init_image=init_k,
+            init_image=None if start is None else image.resize(start, shape, resample),
             convention=convention,
             chunk_size=chunk_size,
             resume=resume if k == first else None,
             resume_losses=resume_losses if k == first else None,
-            masks=None if masks is None else np.stack([image.resize(np.asarray(m, np.float32), shape, "bilinear")
-                                                       for m in masks]),
+            masks=_masks_at(masks, shape),
             devices=devices,
         )
         losses.append(res.losses)
@@ -412,6 +419,22 @@ def stylize_controlled(
         iterations_per_scale=counts,
         losses_per_scale=losses,
     )
+
+
+def _many_members(content: np.ndarray, n: int, seeds: Optional[Sequence[int]]) -> tuple[list[np.ndarray], list[int]]:
+    """Each member's content (one shared or one each, all of one size) and seed."""
+    if n == 0:
+        raise ConfigError("stylize_many_controlled needs at least one style")
+    contents = ([_as_image("content image", content)] * n if content.ndim == 3
+                else [_as_image("content image", c) for c in content])
+    if len(contents) != n:
+        raise ConfigError(f"{len(contents)} content images for {n} styles")
+    if any(c.shape[:2] != contents[0].shape[:2] for c in contents):
+        raise ConfigError("the content images of a batch must have one size")
+    out_seeds = [0] * n if seeds is None else [int(s) for s in seeds]
+    if len(out_seeds) != n:
+        raise ConfigError(f"{len(out_seeds)} seeds for {n} styles")
+    return contents, out_seeds
 
 
 def stylize_many_controlled(
@@ -458,18 +481,9 @@ def stylize_many_controlled(
     content = np.asarray(content, np.float32)
     resample = config.resample if resample is None else resample
     n = len(styles)
-    if n == 0:
-        raise ConfigError("stylize_many_controlled needs at least one style")
     shared = content.ndim == 3
-    contents = [_as_image("content image", content)] * n if shared else [_as_image("content image", c) for c in content]
-    if len(contents) != n:
-        raise ConfigError(f"{len(contents)} content images for {n} styles")
+    contents, seeds = _many_members(content, n, seeds)
     final = contents[0].shape[:2]
-    if any(c.shape[:2] != final for c in contents):
-        raise ConfigError("the content images of a batch must have one size")
-    seeds = [0] * n if seeds is None else [int(s) for s in seeds]
-    if len(seeds) != n:
-        raise ConfigError(f"{len(seeds)} seeds for {n} styles")
     shapes = run_shapes(final, scales)
     counts = scale_iterations(config, len(shapes), iterations_per_scale)
     if resume is not None and len(shapes) > 1:
