@@ -174,3 +174,67 @@ def test_cli_batch_resume_refuses_other_members_and_single_checkpoints(inputs, c
     assert "made by a single run" in capsys.readouterr().err
     assert cli.main(one + ["-o", str(d / "two.png"), "--resume", str(kept)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def _rewrite_npz(path, change):
+    import io
+
+    with np.load(path) as data:
+        members = {k: data[k] for k in data.files}
+    change(members)
+    buf = io.BytesIO()
+    np.savez(buf, **members)
+    path.write_bytes(buf.getvalue())
+
+
+def test_hostile_batch_checkpoints_are_refused_in_one_line(inputs, capsys):
+    """A batch checkpoint comes from anywhere: counts, shapes, dtypes and status codes are checked
+    against the header and this run before any array is read; each fault is one ``error:`` line."""
+    d = inputs
+    base = [str(a) for a in ["stylize", d / "c.png", d / "s1.png", d / "s2.png", "--batch", "--weights",
+                             d / "syn.h5", "--size", "32", "--iterations", "4", "--optimizer", "adam",
+                             "--batch-size", "1", "--checkpoint-every", "2", "--no-progress",
+                             "--set", "content_layers=relu2_2", "--set", "style_layers=relu1_1,relu2_1"]]
+    kept = d / "kept.npz"
+    real_save = checkpoint.save_batch
+
+    def keep(path, *a, **kw):  # the last one: in the second group, one result done
+        written = real_save(path, *a, **kw)
+        shutil.copy(written, kept)
+        return written
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(checkpoint, "save_batch", keep)
+        assert cli.main(base + ["-o", str(d / "a")]) == 0
+    capsys.readouterr()
+    assert checkpoint.read_header(kept)["batch"]["done"] == 1
+
+    def header_edit(fn):
+        def change(m):
+            h = json.loads(bytes(m["header"]).decode())
+            m["header"] = np.frombuffer(json.dumps(fn(h)).encode(), np.uint8)
+        return change
+
+    def batch_edit(**changes):
+        return header_edit(lambda h: {**h, "batch": {**h["batch"], **changes}})
+
+    cases = [
+        (batch_edit(rows=10**9), "do not fit"),
+        (batch_edit(done=2, group=1), "do not fit this run"),
+        (batch_edit(group_size=0), "batch counts are damaged"),
+        (batch_edit(members=[]), "other members"),
+        (header_edit(lambda h: {k: v for k, v in h.items() if k != "batch"}), "made by a single run"),
+        (lambda m: m.__setitem__("losses", np.zeros((3, 3), np.float32)), "loss rows do not fit"),
+        (lambda m: m.__setitem__("done_images", m["done_images"].astype(np.float64)), "has dtype float64"),
+        (lambda m: m.__setitem__("done_status", np.array([7], np.uint8)), "status codes are damaged"),
+        (lambda m: m.__setitem__("done_steps", np.array([{"a": 1}], dtype=object)), "Python objects"),
+    ]
+    for k, (change, expect) in enumerate(cases):
+        bad = d / f"bad{k}.npz"
+        shutil.copy(kept, bad)
+        _rewrite_npz(bad, change)
+        out = d / f"out{k}"
+        assert cli.main(base + ["-o", str(out), "--resume", str(bad)]) == 2, expect
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: ") and expect in err[-1], (expect, err)
+        assert not out.exists() or not any(out.iterdir())  # refused before any work
