@@ -295,9 +295,33 @@ def _finish(args: argparse.Namespace, clip: Any, out: _Output, count: int, start
         print(f"{out.out}: {count} frames")
 
 
+def _job(args: argparse.Namespace, run: VideoRun, clip: Any, cfg: Any, style_paths: list[str], net: Any,
+         span: tuple[int, Optional[int]]) -> dict:
+    """What ``job.json`` records: a re-run with the same job resumes; another job restarts the folder."""
+    from .. import flow
+
+    return {"input": _file_key(args.input) if clip.kind == "file" else flow.FlowCache.key_for(args.input),
+            "styles": [_file_key(s) for s in style_paths], "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
+            "frames": [span[0], span[1], args.every], "method": run.method, "flow": run.flow, "seed": run.seed,
+            "weights": net.fingerprint, "color_match": run.color_match,
+            **({"passes": run.passes, "blend": run.blend} if run.method == "multipass" else {}),
+            **({"long_term": list(run.long_term)} if run.long_term != (1,) else {})}
+
+
+def _flow_cache(args: argparse.Namespace, run: VideoRun, clip: Any, cfg: Any, out: _Output,
+                span: tuple[int, Optional[int]], shape: tuple[int, int]) -> Any:
+    """The optical-flow cache of this clip, frames, size and flow method (under ``.nst-flow/``)."""
+    from .. import flow
+
+    key = flow.FlowCache.key_for(args.input, frames=[span[0], span[1], args.every], shape=list(shape),
+                                 method=run.flow, resample=cfg.resample)
+    folder = f"{clip.path.stem[:40]}-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]}"
+    return flow.FlowCache(out.cache_root / folder, key, shape)
+
+
 def cmd_video(args: argparse.Namespace) -> int:
     """Run ``nst-jax video`` (see the module docstring)."""
-    from .. import flow, image, video_io
+    from .. import image, video_io
     from . import common, plan
     from .options import config_from_args
 
@@ -336,20 +360,11 @@ def cmd_video(args: argparse.Namespace) -> int:
         held = n_sel * shape[0] * shape[1] * 4 * MULTIPASS_FLOATS_PER_PIXEL
     sizes = plan.Plan(shape, tuple(style_shapes), (clip.height, clip.width), clip.height * clip.width)
     plan.check_memory(sizes, cfg, skip=args.skip_memory_check, devices=run.devices, batch=batch, held_bytes=held)
-    job = {"input": _file_key(args.input) if clip.kind == "file" else flow.FlowCache.key_for(args.input),
-           "styles": [_file_key(s) for s in style_paths], "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
-           "frames": [start, stop, args.every], "method": run.method, "flow": run.flow, "seed": run.seed,
-           "weights": net.fingerprint, "color_match": run.color_match,
-           **({"passes": run.passes, "blend": run.blend} if run.method == "multipass" else {}),
-           **({"long_term": list(run.long_term)} if run.long_term != (1,) else {})}
+    job = _job(args, run, clip, cfg, style_paths, net, (start, stop))
     if out.exists_before and not args.overwrite and _held_job(out.work)[1] != job:
         raise ImageError(f"{out.out}: already exists; pass --overwrite to replace it")
     done = _prepare_work_dir(out.work, job, args.overwrite, "remove it or give another -o")
-    flow_key = flow.FlowCache.key_for(args.input, frames=[start, stop, args.every], shape=list(shape),
-                                      method=run.flow, resample=cfg.resample)
-    cache = flow.FlowCache(out.cache_root /
-                           f"{clip.path.stem[:40]}-{hashlib.sha256(json.dumps(flow_key).encode()).hexdigest()[:12]}",
-                           flow_key, shape)
+    cache = _flow_cache(args, run, clip, cfg, out, (start, stop), shape)
     styles = [image.resize(image.load_image(path, max_pixels=limit), st_shape, cfg.resample)
               for path, st_shape in zip(style_paths, style_shapes)]
     blend = cfg.style_blend_weights
