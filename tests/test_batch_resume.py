@@ -20,6 +20,7 @@ from nst_jax import StyleConfig, checkpoint, cli, stylize, stylize_many, vgg, we
 from nst_jax.batching import ManyResume
 
 from conftest import random_image
+from hostile_support import rewrite_npz
 
 SMALL = dict(content_layers=("relu2_2",), style_layers=("relu1_1", "relu2_1"), size=32)
 
@@ -133,13 +134,15 @@ def test_cli_batch_and_sweep_resume_equals_the_uninterrupted_run(optimizer, inpu
         assert set(again["results"][0]["final_parts"]) == terms
 
 
-def test_cli_batch_resume_refuses_other_members_and_single_checkpoints(inputs, capsys):
-    d = inputs
-    base = [str(a) for a in ["stylize", d / "c.png", d / "s1.png", d / "s2.png", "--batch", "--weights",
+def _batch_args(d, *extra):
+    return [str(a) for a in ["stylize", d / "c.png", d / "s1.png", d / "s2.png", "--batch", "--weights",
                              d / "syn.h5", "--size", "32", "--iterations", "4", "--optimizer", "adam",
                              "--checkpoint-every", "2", "--no-progress", "--set", "content_layers=relu2_2",
-                             "--set", "style_layers=relu1_1,relu2_1"]]
-    kept = d / "kept.npz"
+                             "--set", "style_layers=relu1_1,relu2_1", *extra]]
+
+
+def _run_keeping_the_last_checkpoint(base, out, kept, capsys) -> None:
+    """Run a batch to the end, keeping a copy of the last checkpoint it wrote (an "interrupted" run's)."""
     real_save = checkpoint.save_batch
 
     def keep(path, *a, **kw):
@@ -149,8 +152,15 @@ def test_cli_batch_resume_refuses_other_members_and_single_checkpoints(inputs, c
 
     with pytest.MonkeyPatch.context() as m:
         m.setattr(checkpoint, "save_batch", keep)
-        assert cli.main(base + ["-o", str(d / "a")]) == 0
+        assert cli.main(base + ["-o", str(out)]) == 0
     capsys.readouterr()
+
+
+def test_cli_batch_resume_refuses_other_members_and_single_checkpoints(inputs, capsys):
+    d = inputs
+    base = _batch_args(d)
+    kept = d / "kept.npz"
+    _run_keeping_the_last_checkpoint(base, d / "a", kept, capsys)
     # the styles in another order: other members
     swapped = [str(d / "s2.png") if a == str(d / "s1.png") else str(d / "s1.png") if a == str(d / "s2.png") else a
                for a in base]
@@ -176,38 +186,14 @@ def test_cli_batch_resume_refuses_other_members_and_single_checkpoints(inputs, c
     assert "error:" in capsys.readouterr().err
 
 
-def _rewrite_npz(path, change):
-    import io
-
-    with np.load(path) as data:
-        members = {k: data[k] for k in data.files}
-    change(members)
-    buf = io.BytesIO()
-    np.savez(buf, **members)
-    path.write_bytes(buf.getvalue())
-
-
 def test_hostile_batch_checkpoints_are_refused_in_one_line(inputs, capsys):
     """A batch checkpoint comes from anywhere: counts, shapes, dtypes and status codes are checked
     against the header and this run before any array is read; each fault is one ``error:`` line."""
     d = inputs
-    base = [str(a) for a in ["stylize", d / "c.png", d / "s1.png", d / "s2.png", "--batch", "--weights",
-                             d / "syn.h5", "--size", "32", "--iterations", "4", "--optimizer", "adam",
-                             "--batch-size", "1", "--checkpoint-every", "2", "--no-progress",
-                             "--set", "content_layers=relu2_2", "--set", "style_layers=relu1_1,relu2_1"]]
+    base = _batch_args(d, "--batch-size", "1")
     kept = d / "kept.npz"
-    real_save = checkpoint.save_batch
-
-    def keep(path, *a, **kw):  # the last one: in the second group, one result done
-        written = real_save(path, *a, **kw)
-        shutil.copy(written, kept)
-        return written
-
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(checkpoint, "save_batch", keep)
-        assert cli.main(base + ["-o", str(d / "a")]) == 0
-    capsys.readouterr()
-    assert checkpoint.read_header(kept)["batch"]["done"] == 1
+    _run_keeping_the_last_checkpoint(base, d / "a", kept, capsys)
+    assert checkpoint.read_header(kept)["batch"]["done"] == 1  # in the second group, one result done
 
     def header_edit(fn):
         def change(m):
@@ -232,7 +218,7 @@ def test_hostile_batch_checkpoints_are_refused_in_one_line(inputs, capsys):
     for k, (change, expect) in enumerate(cases):
         bad = d / f"bad{k}.npz"
         shutil.copy(kept, bad)
-        _rewrite_npz(bad, change)
+        rewrite_npz(bad, change)
         out = d / f"out{k}"
         assert cli.main(base + ["-o", str(out), "--resume", str(bad)]) == 2, expect
         err = capsys.readouterr().err.strip().splitlines()

@@ -12,7 +12,6 @@ once in that figure if anything read them.
 from __future__ import annotations
 
 import http.server
-import io
 import json
 import os
 import signal
@@ -32,7 +31,7 @@ from PIL import Image
 
 from nst_jax import checkpoint, vgg, weights
 
-from hostile_support import EXTRA_RSS_LIMIT, MARKER, REPO, TIME_LIMIT, _Runner, _snapshot, no_marker_anywhere, refused, running  # noqa: F401
+from hostile_support import EXTRA_RSS_LIMIT, MARKER, REPO, TIME_LIMIT, _Runner, _snapshot, no_marker_anywhere, refused, rewrite_npz, running  # noqa: F401
 
 @pytest.fixture(scope="module")
 def case_dir(tmp_path_factory):
@@ -377,15 +376,6 @@ def _real_checkpoint(d: Path, path: Path, outputs=()) -> Path:
     return path
 
 
-def _rewrite_npz(path: Path, change) -> None:
-    with np.load(path) as data:
-        members = {k: data[k] for k in data.files}
-    change(members)
-    buf = io.BytesIO()
-    np.savez(buf, **members)
-    path.write_bytes(buf.getvalue())
-
-
 def test_bad_checkpoints_name_the_problem(runner, run_files):
     d = run_files
     ck = d / "bad.ckpt.npz"
@@ -417,7 +407,7 @@ def test_bad_checkpoints_name_the_problem(runner, run_files):
     ]
     for change, expect in cases:
         _real_checkpoint(d, ck)
-        _rewrite_npz(ck, change)
+        rewrite_npz(ck, change)
         refused(runner, _base_args(d) + ["--resume", str(ck)], d, expect)
     ck.unlink()
 
