@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .errors import ConfigError
 
-__all__ = ["BATCH", "SPATIAL", "batch_mesh", "replicate", "shard_batch", "shard_rows", "spatial_mesh"]
+__all__ = ["BATCH", "SPATIAL", "batch_mesh", "replicate", "shard_batch", "spatial_mesh"]
 
 SPATIAL = "spatial"
 BATCH = "batch"
@@ -52,23 +52,6 @@ def spatial_mesh(devices: Sequence[jax.Device], height: int) -> Mesh:
         raise ConfigError(f"an image {height} rows tall cannot be split over {len(devices)} devices "
                           f"(at least 8 rows each); use fewer devices or a larger size")
     return Mesh(np.asarray(devices), (SPATIAL,))
-
-
-def shard_rows(tree: Any, mesh: Mesh, image_hw: tuple[int, int]) -> Any:
-    """Put every image-sized leaf of ``tree`` on ``mesh`` split by rows; replicate the rest.
-
-    A leaf is image-sized when its last three axes are (H, W, 3): the iterate, the best iterate,
-    the EMA, Adam's moments, each L-BFGS history slot (shape ``(memory, H, W, 3)``).
-
-    Args:
-      tree: a pytree of arrays (e.g. an ``loop.LoopState``).
-      mesh: from :func:`spatial_mesh`.
-      image_hw: the image's (H, W).
-
-    Returns:
-      the same tree, placed on the mesh.
-    """
-    return _place(tree, mesh, image_hw, batch=False)
 
 
 def batch_mesh(devices: Sequence[jax.Device], spatial: int, height: int) -> Mesh:
@@ -105,21 +88,14 @@ def shard_batch(tree: Any, mesh: Mesh, image_hw: tuple[int, int]) -> Any:
     Returns:
       the tree on the mesh.
     """
-    return _place(tree, mesh, image_hw, batch=True)
-
-
-def _place(tree: Any, mesh: Mesh, image_hw: tuple[int, int], *, batch: bool) -> Any:
-    """Rows of every image-sized leaf (last axes H, W, 3) over ``"spatial"``; with ``batch``, the
-    leading axis of every leaf over ``"batch"``; everything else replicated."""
     shape = (int(image_hw[0]), int(image_hw[1]), 3)
-    lead = [BATCH] if batch else []
 
     def place(x: Any) -> jax.Array:
         x = jnp.asarray(x)
-        if x.ndim >= 3 + len(lead) and tuple(x.shape[-3:]) == shape:
-            spec = PartitionSpec(*lead, *([None] * (x.ndim - 3 - len(lead))), SPATIAL, None, None)
+        if x.ndim >= 4 and tuple(x.shape[-3:]) == shape:  # image-sized: rows over "spatial"
+            spec = PartitionSpec(BATCH, *([None] * (x.ndim - 4)), SPATIAL, None, None)
         else:
-            spec = PartitionSpec(*lead[: x.ndim])
+            spec = PartitionSpec(*[BATCH][: x.ndim])
         return jax.device_put(x, NamedSharding(mesh, spec))
 
     return jax.tree.map(place, tree)
