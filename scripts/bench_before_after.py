@@ -38,7 +38,11 @@ import json, sys, time
 sys.path.insert(0, {root!r})
 import numpy as np
 import jax
-from nst_jax import preset, stylize_many, vgg
+from nst_jax import preset, stylize_many
+try:
+    from nst_jax.network import vgg
+except ImportError:  # a tree from before the stage packages (2026-12-07)
+    from nst_jax import vgg
 from nst_jax.weights import synthetic_params
 n, size, iters = {n}, {size}, {iters}
 cfg = preset("default").replace(optimizer="adam", learning_rate=2.0, conv_algorithm="direct", iterations=iters,

@@ -61,7 +61,7 @@ def _rss(pid: int) -> int:
 def trial(recipe: str, size: int, budget: int, iterations: int, timeout: float) -> dict[str, Any]:
     """One process at ``size``²: whether it fit, its peak RSS and what the memory model said."""
     import benchmark
-    from nst_jax import memory
+    from nst_jax.engine import memory
 
     variant, opts = RECIPES[recipe]
     args = benchmark.make_parser().parse_args(["--size", str(size), "--iterations", str(iterations),

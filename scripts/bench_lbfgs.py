@@ -26,8 +26,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nst_jax.loop import keep_if_ok  # noqa: E402
-from nst_jax.optimizers import TorchLBFGSState, scale_by_torch_lbfgs  # noqa: E402
+from nst_jax.engine.loop import keep_if_ok  # noqa: E402
+from nst_jax.program.optimizers import TorchLBFGSState, scale_by_torch_lbfgs  # noqa: E402
 
 
 def before_update(memory: int):

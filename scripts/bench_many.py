@@ -44,10 +44,10 @@ def main(argv=None) -> int:
     import jax
 
     from benchmark import _pattern_image, _smooth_image, build_config, machine_info
-    from nst_jax import vgg
-    from nst_jax.batching import default_batch_size, stylize_many
-    from nst_jax.engine import stylize
-    from nst_jax.network import engine_params, uses_winograd
+    from nst_jax.network import vgg
+    from nst_jax.engine.batching import default_batch_size, stylize_many
+    from nst_jax.engine.single import stylize
+    from nst_jax.network.backbones import engine_params, uses_winograd
     from nst_jax.weights import synthetic_params
 
     bargs = argparse.Namespace(preset=args.preset, size=str(args.size), iterations=args.iterations,

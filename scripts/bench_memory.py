@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     from nst_jax import preset
-    from nst_jax.memory import estimate_bytes_per_result
+    from nst_jax.engine.memory import estimate_bytes_per_result
 
     variants = "nst-jax,torch" if args.torch else "nst-jax"
     rows = []

@@ -37,9 +37,12 @@ def child(args) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from nst_jax import driver, loop as engine, network, objective, preset, vgg
-    from nst_jax.loop import init_state, initial_variable
-    from nst_jax.targets import compute_targets
+    from nst_jax.engine import driver, loop as engine
+    from nst_jax.network import backbones as network, vgg
+    from nst_jax.objective import terms as objective
+    from nst_jax import preset
+    from nst_jax.engine.loop import init_state, initial_variable
+    from nst_jax.objective.targets import compute_targets
     from nst_jax.weights import synthetic_params
 
     if args.vjp in ("jax", "conv"):  # the engine as it was: JAX's own VJPs (for the pools, or all)

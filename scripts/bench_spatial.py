@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from machine import cpu_model_and_features
-    from nst_jax import driver, loop, network, preset, sharding, vgg, weights
+    from nst_jax.engine import driver, loop, sharding
+    from nst_jax.network import backbones as network, vgg
+    from nst_jax import preset, weights
 
     net = weights.synthetic_params("vgg19", seed=0)
     p, spec = network.net_spec(net, vgg.CAFFE)

@@ -8,7 +8,7 @@ image and iteration count as the nst-jax side:
   the last loss) and its closure; used for the ``pytorch`` recipe on torchvision-convention
   weights.
 - ``PresetLoss``: the same structure as a single module for every other recipe: targets computed
-  once, one forward pass per evaluation, the recipe's loss formulas (the ones ``nst_jax.losses``
+  once, one forward pass per evaluation, the recipe's loss formulas (the ones ``nst_jax.program.losses``
   implements and ``torch_reference`` transcribes from each program). ``torch.compile`` wraps it.
 - the Keras example's way: [content, style, result] through VGG as one batch every iteration.
   For the ``keras`` recipes this is ``torch_reference.keras_compute_loss`` itself; for the others
@@ -39,7 +39,7 @@ import torch_reference as ref
 class Space:
     """The recipe's image variable and its mapping to the network input (NCHW tensors).
 
-    Mirrors ``nst_jax.vgg.Convention`` and ``engine.to_network`` / ``engine.clamp``.
+    Mirrors ``nst_jax.network.vgg.Convention`` and ``engine.to_network`` / ``engine.clamp``.
     """
 
     def __init__(self, conv: Any, variable_space: str, device: torch.device):
@@ -99,7 +99,7 @@ def named_layers(features: nn.Sequential, deepest: Optional[str] = None) -> list
 
 
 # ---------------------------------------------------------------------------------------------
-# the recipe's loss as one module (nst_jax.losses' formulas, NCHW)
+# the recipe's loss as one module (nst_jax.program.losses' formulas, NCHW)
 
 
 def _gram(f: torch.Tensor, norm: str) -> torch.Tensor:

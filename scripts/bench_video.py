@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from make_clip import clip_with_owners
 
     from nst_jax import StyleConfig, image, stylize, weights
-    from nst_jax.presets import preset
+    from nst_jax.program.presets import preset
 
     h, w = (int(v) for v in args.size.lower().split("x"))
     style_path = Path(args.style) if args.style else Path(__file__).resolve().parents[1] / "nst_jax/assets/style.png"

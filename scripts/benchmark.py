@@ -163,8 +163,8 @@ def prepare_inputs(args: argparse.Namespace, cfg, workdir: Path) -> dict[str, An
     import jax
     import jax.numpy as jnp
 
-    from nst_jax import network, vgg
-    from nst_jax.loop import initial_variable
+    from nst_jax.network import backbones as network, vgg
+    from nst_jax.engine.loop import initial_variable
 
     h, w = cfg.shape
     content = _load(args.content, (h, w), cfg.resample) if args.content else _smooth_image(h, w, args.seed + 1)
@@ -243,10 +243,11 @@ def child_jax(spec: dict, direct: bool = False) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from nst_jax import driver, loop, vgg
-    from nst_jax.batching import stylize_many
-    from nst_jax.engine import stylize
-    from nst_jax.network import uses_winograd
+    from nst_jax.engine import driver, loop
+    from nst_jax.network import vgg
+    from nst_jax.engine.batching import stylize_many
+    from nst_jax.engine.single import stylize
+    from nst_jax.network.backbones import uses_winograd
 
     cfg = _config(spec)
     if direct:
@@ -341,7 +342,7 @@ def child_torch(spec: dict, variant: str) -> dict:
 
     import bench_torch as bt
     import torch_reference as ref
-    from nst_jax import vgg
+    from nst_jax.network import vgg
 
     cfg = _config(spec)
     n, reps = spec["iterations"], spec["repeats"]

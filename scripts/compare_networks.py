@@ -35,12 +35,14 @@ from typing import Any, Optional, Sequence
 import jax
 import numpy as np
 
-from nst_jax import figures, image, network, preset, vgg, weights
+from nst_jax.image import figures
+from nst_jax import image, preset, weights
+from nst_jax.network import backbones as network, vgg
 from nst_jax.cli.plan import working_images
-from nst_jax.engine import stylize
+from nst_jax.engine.single import stylize
 from nst_jax.errors import NSTError
-from nst_jax.objective import network_objective
-from nst_jax.targets import compute_targets
+from nst_jax.objective.terms import network_objective
+from nst_jax.objective.targets import compute_targets
 
 ASSETS = pathlib.Path(__file__).resolve().parents[1] / "nst_jax" / "assets"
 # (label, preset, arch) in the blog's order: part 1, part 2, part 3.

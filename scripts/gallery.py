@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from nst_jax import image, preset  # noqa: E402
-from nst_jax.presets import PRESETS  # noqa: E402
+from nst_jax.program.presets import PRESETS  # noqa: E402
 from machine import cpu_model_and_features  # noqa: E402
 
 ASSETS = ROOT / "nst_jax" / "assets"

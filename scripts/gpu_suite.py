@@ -40,7 +40,8 @@ CHILD = textwrap.dedent(
     import json, sys, time
     sys.path.insert(0, {root!r})
     import jax, numpy as np
-    from nst_jax import preset, stylize, vgg
+    from nst_jax import preset, stylize
+    from nst_jax.network import vgg
     from nst_jax.weights import synthetic_params
     side, remat, devices, iterations = {side}, {remat}, {devices}, {iterations}
     net = synthetic_params("vgg19", seed=0)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark: VGG forward to a layer (default relu5_1) + gradient w.r.t. the input image.
 
-JAX (``nst_jax.vgg.features`` under ``jax.jit``, NHWC) against PyTorch eager
+JAX (``nst_jax.network.vgg.features`` under ``jax.jit``, NHWC) against PyTorch eager
 (``torch.nn.functional``, NCHW float32, and the channels_last variant), on the same random
 He-initialised weights and the same input. Compile / warm-up time is reported apart from the
 steady state; the steady state is the median of ``--repeats`` timed calls.
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # machine.py
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from machine import cpu_busy_fraction, cpu_model_and_features, other_load, stat_sample, usable_cpus  # noqa: E402
-from nst_jax import vgg  # noqa: E402  (importing jax starts no threads)
+from nst_jax.network import vgg  # noqa: E402  (importing jax starts no threads)
 
 VARIANTS: dict[str, str] = {
     "jax": "jax jit NHWC",

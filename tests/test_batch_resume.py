@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import StyleConfig, checkpoint, cli, stylize, stylize_many, vgg, weights
-from nst_jax.batching import ManyResume
+from nst_jax import StyleConfig, cli, stylize, stylize_many, weights
+from nst_jax.engine import checkpoint
+from nst_jax.network import vgg
+from nst_jax.engine.batching import ManyResume
 
 from conftest import random_image
 from hostile_support import rewrite_npz

@@ -26,10 +26,12 @@ from PIL import Image
 
 import torch_reference as ref
 from conftest import random_image
-from nst_jax import cli, network, objective, preset, vgg, weights
-from nst_jax.engine import stylize
-from nst_jax.objective import make_loss_fn
-from nst_jax.targets import compute_targets
+from nst_jax import cli, preset, weights
+from nst_jax.network import backbones as network, vgg
+from nst_jax.objective import terms as objective
+from nst_jax.engine.single import stylize
+from nst_jax.objective.terms import make_loss_fn
+from nst_jax.objective.targets import compute_targets
 
 RTOL = 1e-4
 BLOG_PRESETS = ("keras-lbfgs", "keras-vgg16", "keras-resnet50")

@@ -11,8 +11,8 @@ from PIL import Image
 
 from nst_jax import cli, weights
 from nst_jax import preset as nst_jax_preset
-from nst_jax.engine import stylize
-from nst_jax.memory import memory_shortfall
+from nst_jax.engine.single import stylize
+from nst_jax.engine.memory import memory_shortfall
 
 from conftest import random_image
 
@@ -164,7 +164,7 @@ def test_preserve_colors_and_coarse_to_fine(workdir, capsys):
 
 
 def test_size_that_will_not_fit_is_a_clear_error_before_any_work(workdir, capsys, monkeypatch):
-    from nst_jax import memory
+    from nst_jax.engine import memory
 
     free_bytes = 3 * 2**29  # 1.5 GiB free: a 384x512 default run does not fit, a smaller one does
     monkeypatch.setattr(memory, "free_device_memory", lambda device=None: free_bytes)
@@ -189,7 +189,7 @@ def test_size_that_will_not_fit_is_a_clear_error_before_any_work(workdir, capsys
     # split over 4 devices, each needs a quarter of the optimisation (the one-off style pass, which
     # peaks before the optimisation does, and the host-side images are not split) and a size twice
     # as long fits
-    from nst_jax.memory import estimate_bytes_per_result, estimate_run_bytes
+    from nst_jax.engine.memory import estimate_bytes_per_result, estimate_run_bytes
 
     cfg = nst_jax_preset("default")
     one, four = (estimate_run_bytes(384, 512, cfg, style_shapes=[(384, 512)], devices=n) for n in (1, 4))
@@ -284,7 +284,7 @@ def test_compilation_cache_is_reused_by_a_second_process(workdir, tmp_path):
 
 
 def test_skip_memory_check_runs_anyway_and_debug_shows_the_traceback(workdir, capsys, monkeypatch):
-    from nst_jax import memory
+    from nst_jax.engine import memory
     from nst_jax.errors import ConfigError, ImageError
 
     monkeypatch.setattr(memory, "free_device_memory", lambda device=None: 2**20)  # 1 MiB "free"
@@ -309,7 +309,7 @@ def test_skip_memory_check_runs_anyway_and_debug_shows_the_traceback(workdir, ca
     ("keep_loss.png", ["--loss-plot", "{d}/keep_loss.png"]),
 ])
 def test_existing_intermediate_montage_or_plot_is_refused_before_any_work(workdir, capsys, tmp_path, existing, extra):
-    from nst_jax import engine
+    from nst_jax.engine import single as engine
 
     target = tmp_path / existing
     target.write_bytes(b"precious")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nst_jax import StyleConfig, cli, control, make_loss_fn, stylize, stylize_many, vgg
+from nst_jax import StyleConfig, cli, make_loss_fn, stylize, stylize_many
+from nst_jax.control import runs as control
+from nst_jax.network import vgg
 from nst_jax.errors import ConfigError
 
 from conftest import CompileCounter, random_image

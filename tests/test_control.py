@@ -1,4 +1,4 @@
-"""Colour preservation, coarse-to-fine scales and style scale (nst_jax.control)."""
+"""Colour preservation, coarse-to-fine scales and style scale (nst_jax.control.runs)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nst_jax import StyleConfig, color, control, engine, image, scales, vgg
+from nst_jax import StyleConfig, image
+from nst_jax.image import color
+from nst_jax.control import runs as control, scales
+from nst_jax.engine import single as engine
+from nst_jax.network import vgg
 from nst_jax.errors import ConfigError
-from nst_jax.presets import PRESETS
-from nst_jax.engine import Result, stylize
-from nst_jax.objective import make_loss_fn
+from nst_jax.program.presets import PRESETS
+from nst_jax.engine.single import Result, stylize
+from nst_jax.objective.terms import make_loss_fn
 
 from conftest import random_image
 
@@ -296,8 +300,8 @@ def test_many_controlled_equals_single_controlled_runs(vgg19_params):
 def test_coarse_to_fine_resume_equals_the_uninterrupted_run(vgg19_params, tmp_path, changes):
     """A checkpoint taken in the middle of the second scale (state, every scale's losses, each
     finished scale's evaluations), loaded and resumed, ends where the uninterrupted run ends."""
-    from nst_jax import checkpoint
-    from nst_jax.loop import init_state
+    from nst_jax.engine import checkpoint
+    from nst_jax.engine.loop import init_state
 
     cfg = SMALL.replace(init="noise", iterations=8, **changes)  # 8 iterations, then 4 on the second scale
     full = control.stylize_controlled(CONTENT, STYLE, vgg19_params, cfg, scales=SCALES, seed=3, convention=vgg.CAFFE)

@@ -17,11 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from nst_jax import StyleConfig, checkpoint, cli, engine, vgg, weights
+from nst_jax import StyleConfig, cli, weights
+from nst_jax.engine import checkpoint, single as engine
+from nst_jax.network import vgg
 from nst_jax.cli import plan as cli_plan
 from nst_jax.errors import ConfigError
-from nst_jax.engine import stylize
-from nst_jax.loop import init_state
+from nst_jax.engine.single import stylize
+from nst_jax.engine.loop import init_state
 
 from conftest import random_image
 

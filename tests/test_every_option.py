@@ -297,7 +297,7 @@ def _scenario(name: str, run: pathlib.Path, d: pathlib.Path, argv: list[str], mo
             i = argv.index("--weights")
             argv = argv[:i] + argv[i + 2:]
     elif name == "no memory":
-        from nst_jax import memory
+        from nst_jax.engine import memory
 
         monkeypatch.setattr(memory, "available_ram", lambda: 1 << 20)
     elif name == "output exists":
@@ -315,7 +315,7 @@ def _scenario(name: str, run: pathlib.Path, d: pathlib.Path, argv: list[str], mo
     elif name == "interrupted":  # a run stopped by Ctrl-C left its checkpoint beside -o
         import signal
 
-        from nst_jax import engine
+        from nst_jax.engine import single as engine
 
         original = engine.stylize
 
@@ -335,7 +335,9 @@ def _scenario(name: str, run: pathlib.Path, d: pathlib.Path, argv: list[str], mo
 
 
 def _run(argv: list[str], run: pathlib.Path, monkeypatch, capsys) -> Outcome:
-    from nst_jax import batching, checkpoint, engine, files, video
+    from nst_jax.engine import batching, checkpoint, single as engine
+    from nst_jax import files
+    from nst_jax.video import frames as video
 
     written: list[str] = []
     plan: list = []

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import StyleConfig, make_loss_fn, vgg
-from nst_jax.flax_modules import PerceptualLoss, VGGFeatures
+from nst_jax import StyleConfig, make_loss_fn
+from nst_jax.network import vgg
+from nst_jax.objective.flax_modules import PerceptualLoss, VGGFeatures
 
 from conftest import random_image
 

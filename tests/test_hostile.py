@@ -29,7 +29,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import checkpoint, vgg, weights
+from nst_jax.engine import checkpoint
+from nst_jax.network import vgg
+from nst_jax import weights
 
 from hostile_support import EXTRA_RSS_LIMIT, MARKER, REPO, TIME_LIMIT, _Runner, _snapshot, no_marker_anywhere, refused, rewrite_npz, running  # noqa: F401
 
@@ -365,7 +367,8 @@ def _real_checkpoint(d: Path, path: Path, outputs=()) -> Path:
     """A checkpoint this run would accept: made with the CLI's own config and a fresh state."""
     import jax.numpy as jnp
 
-    from nst_jax import cli, loop
+    from nst_jax import cli
+    from nst_jax.engine import loop
 
     args = cli.build_parser().parse_args(_base_args(d))
     cfg = cli.config_from_args(args).cfg

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from hostile_support import REPO, _snapshot, refused, running
-from nst_jax import image, video_io, weights
+from nst_jax import image, weights
+from nst_jax.video import io as video_io
 from nst_jax.errors import ImageError
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -431,11 +432,11 @@ def test_the_video_command_drops_audio_it_cannot_copy_with_a_note(runner, d, aud
 STAGES = {
     # stage: (method, function the signal comes at, its call)
     "loading": ("sequential", "nst_jax.weights:load_weights", 1),
-    "frames": ("sequential", "nst_jax.video:stylize", 2),
-    "independent": ("independent", "nst_jax.video:stylize", 2),
-    "flows": ("multipass", "nst_jax.flow:estimate", 2),
-    "passes": ("multipass", "nst_jax.video:stylize_many", 2),
-    "encoding": ("sequential", "nst_jax.video_io:write_video", 1),
+    "frames": ("sequential", "nst_jax.video.frames:stylize", 2),
+    "independent": ("independent", "nst_jax.video.frames:stylize", 2),
+    "flows": ("multipass", "nst_jax.video.flow:estimate", 2),
+    "passes": ("multipass", "nst_jax.video.frames:stylize_many", 2),
+    "encoding": ("sequential", "nst_jax.video.io:write_video", 1),
 }
 
 
@@ -530,7 +531,7 @@ def test_signals_while_the_command_imports_and_a_second_ctrl_c_give_one_line(d):
 
 
 def test_available_memory_is_memavailable_not_memfree(tmp_path):
-    from nst_jax import memory
+    from nst_jax.engine import memory
 
     fake = tmp_path / "meminfo"
     fake.write_text("MemTotal:       24000000 kB\nMemFree:          900000 kB\nMemAvailable:   20000000 kB\n"

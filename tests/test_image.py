@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
-from nst_jax import color, figures
+from nst_jax.image import color, figures
 from nst_jax import image as nim
 from nst_jax.errors import ConfigError, ImageError, NSTWarning
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import losses
+from nst_jax.program import losses
 
 
 def _reference(x: np.ndarray, kind: str) -> float:

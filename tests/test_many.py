@@ -10,9 +10,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from nst_jax import StyleConfig, stylize, stylize_many, vgg
-from nst_jax.batching import CPU_MAX_BATCH, default_batch_size
-from nst_jax.memory import estimate_bytes_per_result
+from nst_jax import StyleConfig, stylize, stylize_many
+from nst_jax.network import vgg
+from nst_jax.engine.batching import CPU_MAX_BATCH, default_batch_size
+from nst_jax.engine.memory import estimate_bytes_per_result
 
 from conftest import random_image
 
@@ -63,7 +64,8 @@ SHARDED = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     import jax, numpy as np
     from conftest import random_image
-    from nst_jax import StyleConfig, stylize_many, vgg
+    from nst_jax import StyleConfig, stylize_many
+    from nst_jax.network import vgg
     from nst_jax.weights import synthetic_params
     assert jax.device_count() == 4, jax.devices()
     params = synthetic_params("vgg19", 0)
@@ -101,7 +103,8 @@ def test_four_cpu_devices_shard_a_batch_of_six():
 def test_default_batch_size_caps_at_cpu_max_and_memory(monkeypatch):
     import jax
 
-    from nst_jax import memory, preset
+    from nst_jax.engine import memory
+    from nst_jax import preset
 
     cfg = preset("default")
     monkeypatch.setattr(memory, "free_device_memory", lambda device=None: 1 << 40)  # plenty
@@ -128,9 +131,11 @@ def test_memory_estimate_against_xlas_compiled_peak(optimizer, precision, remat,
     within ``RUN_OVERHEAD_BYTES``."""
     import jax.numpy as jnp
 
-    from nst_jax import driver, loop, network, preset
-    from nst_jax.memory import RUN_OVERHEAD_BYTES
-    from nst_jax.targets import compute_targets
+    from nst_jax.engine import driver, loop
+    from nst_jax.network import backbones as network
+    from nst_jax import preset
+    from nst_jax.engine.memory import RUN_OVERHEAD_BYTES
+    from nst_jax.objective.targets import compute_targets
 
     cfg = preset("default").replace(optimizer=optimizer, conv_algorithm="direct", precision=precision, remat=remat)
     program, values = cfg.program(), cfg.values()

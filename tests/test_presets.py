@@ -11,11 +11,13 @@ import pytest
 import torch
 
 import torch_reference as ref
-from nst_jax import network, objective, preset, vgg
-from nst_jax.engine import stylize
-from nst_jax.loop import initial_variable
-from nst_jax.objective import make_loss_fn
-from nst_jax.targets import compute_targets
+from nst_jax.network import backbones as network, vgg
+from nst_jax.objective import terms as objective
+from nst_jax import preset
+from nst_jax.engine.single import stylize
+from nst_jax.engine.loop import initial_variable
+from nst_jax.objective.terms import make_loss_fn
+from nst_jax.objective.targets import compute_targets
 
 RTOL = 1e-4
 
@@ -251,7 +253,8 @@ def test_jcjohnson_starts_from_randn_times_0001(images):
 def test_option_values_are_named_after_their_formulas_and_old_names_still_mean_them():
     """``style_divisor``, ``tv_loss``, ``adam_eps_mode`` and ``select`` are named after what they
     compute; the program names of earlier releases are accepted and become the formula's name."""
-    from nst_jax import StyleConfig, losses
+    from nst_jax import StyleConfig
+    from nst_jax.program import losses
 
     old = StyleConfig(style_divisor="keras", tv_loss="keras", adam_eps_mode="matlab", select="matlab_best")
     assert (old.style_divisor, old.tv_loss, old.adam_eps_mode, old.select) == (

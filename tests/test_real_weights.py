@@ -132,7 +132,7 @@ def _yiq(rgb: np.ndarray) -> np.ndarray:
 
 
 def test_preserve_colors_keeps_the_contents_chroma(real, pictures):
-    from nst_jax.control import stylize_controlled
+    from nst_jax.control.runs import stylize_controlled
 
     content, style = pictures
     style = image.resize(style, content.shape[:2], "bicubic")

@@ -1,4 +1,4 @@
-"""Tests of nst_jax.resnet and the ResNet50 paths of nst_jax.weights.
+"""Tests of nst_jax.network.resnet and the ResNet50 paths of nst_jax.weights.
 
 The reference is written here with ``torch.nn.functional`` (conv2d, batch_norm in eval mode,
 relu, max_pool2d) in float64, from a state dict with torchvision's key layout and loops over
@@ -21,7 +21,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nst_jax import resnet, vgg, weights
+from nst_jax.network import resnet, vgg
+from nst_jax import weights
 from nst_jax.errors import WeightsError
 
 BLOCKS = (3, 4, 6, 3)  # torchvision's layer1..layer4

@@ -17,8 +17,10 @@ SCRIPT = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     import jax, jax.numpy as jnp, numpy as np
     from PIL import Image
-    from nst_jax import StyleConfig, cli, driver, loop, network, sharding, stylize, vgg, weights
-    from nst_jax.targets import compute_targets
+    from nst_jax import StyleConfig, cli, stylize, weights
+    from nst_jax.engine import driver, loop, sharding
+    from nst_jax.network import backbones as network, vgg
+    from nst_jax.objective.targets import compute_targets
     from conftest import random_image
 
     assert len(jax.devices()) == 4

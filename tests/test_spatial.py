@@ -9,11 +9,13 @@ import pytest
 import scipy.linalg
 from PIL import Image
 
-from nst_jax import StyleConfig, image, losses, vgg
-from nst_jax.engine import stylize
-from nst_jax.loop import initial_variable
-from nst_jax.objective import make_loss_fn
-from nst_jax.targets import compute_targets
+from nst_jax import StyleConfig, image
+from nst_jax.program import losses
+from nst_jax.network import vgg
+from nst_jax.engine.single import stylize
+from nst_jax.engine.loop import initial_variable
+from nst_jax.objective.terms import make_loss_fn
+from nst_jax.objective.targets import compute_targets
 
 from conftest import random_image
 
@@ -109,7 +111,8 @@ def test_mask_file_regions(tmp_path):
 def test_cli_content_mask(tmp_path, vgg19_params, capsys):
     """The CLI paints region k with style k: its output is the library's guided run with the mask
     file's regions (black = first style), and swapping the mask's colours swaps the result."""
-    from nst_jax import cli, control, preset, weights
+    from nst_jax import cli, preset, weights
+    from nst_jax.control import runs as control
 
     net = weights.write_synthetic(tmp_path / "syn.h5", seed=0)
     for name, seed in (("c.png", 1), ("a.png", 2), ("b.png", 3)):

@@ -1,5 +1,6 @@
 """The package's shape, read from its source with ``ast``: imports point down (no cycle, counting
-the imports inside functions too), and no module imports another's private name."""
+the imports inside functions too; each stage imports only the stages below it), and no module
+imports another's private name."""
 
 from __future__ import annotations
 
@@ -38,6 +39,25 @@ def _imports(name: str, path: pathlib.Path, modules: dict[str, pathlib.Path]) ->
         elif isinstance(node, ast.Import):
             out += [(a.name, "") for a in node.names if a.name in modules]
     return out
+
+
+# The stages of the data path, bottom to top (README, "How it fits together"): a module may import
+# its own stage and the stages before it, never one after it.
+STAGES = (("errors", "files"), ("image",), ("network",), ("weights",), ("program",), ("objective",),
+          ("engine",), ("control",), ("video",), ("cli",), ("entry", "__main__", ""))
+
+
+def stage(module: str) -> int:
+    """The index in ``STAGES`` of a module of the package (``nst_jax.engine.loop`` -> engine's)."""
+    top = module.split(".")[1] if "." in module else ""
+    return next(i for i, names in enumerate(STAGES) if top in names)
+
+
+def upward_imports(root: pathlib.Path) -> list[str]:
+    """Every import of a later stage by an earlier one, as ``"a imports b"``."""
+    modules = _modules(root)
+    return [f"{name} imports {t}" for name, path in modules.items()
+            for t, _ in _imports(name, path, modules) if stage(t) > stage(name)]
 
 
 def check(root: pathlib.Path) -> tuple[list[str], list[list[str]]]:
@@ -87,3 +107,18 @@ def test_the_structure_check_sees_a_cycle_and_a_private_import(tmp_path):
     private, cycles = check(tmp_path)
     assert private == ["nst_jax.b imports nst_jax.a._hidden"]
     assert cycles and set(cycles[0]) == {"nst_jax.a", "nst_jax.b"}
+
+
+def test_each_stage_imports_only_the_stages_below_it():
+    assert {m.split(".")[1] for m in _modules(ROOT) if m.count(".") >= 1} <= {n for names in STAGES for n in names}
+    assert not upward_imports(ROOT)
+
+
+def test_the_stage_check_sees_an_upward_import(tmp_path):
+    pkg = tmp_path / "nst_jax"
+    (pkg / "network").mkdir(parents=True)
+    (pkg / "engine").mkdir()
+    for f in ("__init__.py", "network/__init__.py", "engine/__init__.py", "engine/loop.py"):
+        (pkg / f).write_text("")
+    (pkg / "network" / "vgg.py").write_text("def f():\n    from ..engine import loop\n")
+    assert upward_imports(tmp_path) == ["nst_jax.network.vgg imports nst_jax.engine.loop"]

@@ -1,4 +1,4 @@
-"""Warping, consistency masks and the temporal loss (nst_jax.temporal) against numpy transcriptions."""
+"""Warping, consistency masks and the temporal loss (nst_jax.objective.temporal) against numpy transcriptions."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import temporal
+from nst_jax.objective import temporal
 
 RNG = np.random.default_rng(0)
 
@@ -90,7 +90,7 @@ def test_true_flow_of_the_synthetic_clip_and_its_masks():
     1; the mask is 0 exactly on the pixels the occluding square has just uncovered or covered."""
     from make_clip import make_clip
 
-    from nst_jax import video
+    from nst_jax.video import frames as video
 
     frames, back, fwd = make_clip(5, 48, 64, seed=2)
     masks = video.frame_masks(list(back), list(fwd))
@@ -106,8 +106,10 @@ def test_true_flow_of_the_synthetic_clip_and_its_masks():
 
 
 def test_the_temporal_term_in_the_objective_matches_numpy(vgg19_params):
-    from nst_jax import StyleConfig, network, objective, vgg
-    from nst_jax.targets import compute_targets
+    from nst_jax import StyleConfig
+    from nst_jax.network import backbones as network, vgg
+    from nst_jax.objective import terms as objective
+    from nst_jax.objective.targets import compute_targets
 
     cfg = StyleConfig(content_layers=("relu2_2",), style_layers=("relu1_1",), size=32, temporal_weight=37.0)
     p, spec = network.net_spec(vgg19_params, vgg.CAFFE)
@@ -137,7 +139,9 @@ def test_the_temporal_term_in_the_objective_matches_numpy(vgg19_params):
 def test_sequential_frames_flicker_less_than_independent_ones(vgg19_params):
     from make_clip import make_clip
 
-    from nst_jax import StyleConfig, video, vgg
+    from nst_jax import StyleConfig
+    from nst_jax.video import frames as video
+    from nst_jax.network import vgg
 
     frames, back, fwd = make_clip(4, 32, 40, seed=0)
     style = RNG.random((32, 40, 3)).astype(np.float32)
@@ -160,7 +164,9 @@ def test_temporal_frames_share_one_compiled_chunk_and_its_weight_is_a_value(vgg1
     from make_clip import make_clip
 
     from conftest import CompileCounter
-    from nst_jax import StyleConfig, video, vgg
+    from nst_jax import StyleConfig
+    from nst_jax.video import frames as video
+    from nst_jax.network import vgg
 
     frames, back, fwd = make_clip(4, 32, 40, seed=1)
     style = RNG.random((32, 40, 3)).astype(np.float32)
@@ -212,7 +218,9 @@ def _compose(a, b):
 def test_long_term_sequential_holds_frames_to_two_frames_back(vgg19_params, monkeypatch):
     from make_clip import make_clip
 
-    from nst_jax import StyleConfig, video, vgg
+    from nst_jax import StyleConfig
+    from nst_jax.video import frames as video
+    from nst_jax.network import vgg
 
     frames, back, fwd = make_clip(4, 32, 40, seed=0)
     style = RNG.random((32, 40, 3)).astype(np.float32)

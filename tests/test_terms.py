@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from nst_jax import StyleConfig, figures, objective, stylize, stylize_many, vgg
+from nst_jax import StyleConfig, stylize, stylize_many
+from nst_jax.image import figures
+from nst_jax.objective import terms as objective
+from nst_jax.network import vgg
 
 from conftest import random_image
 
@@ -68,7 +71,8 @@ def test_an_optimizer_is_one_entry_of_the_table(vgg19_params, monkeypatch):
     memory estimate counts its state."""
     import optax
 
-    from nst_jax import memory, optimizers
+    from nst_jax.engine import memory
+    from nst_jax.program import optimizers
 
     def adamw(program, values, lr):
         return optax.with_extra_args_support(optax.adamw(lr, weight_decay=50.0))

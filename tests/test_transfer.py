@@ -7,12 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nst_jax import StyleConfig, preset, vgg
+from nst_jax import StyleConfig, preset
+from nst_jax.network import vgg
 from nst_jax.errors import ConfigError
-from nst_jax.engine import stylize
-from nst_jax.objective import make_loss_fn
-from nst_jax.optimizers import scale_by_matlab_adam
-from nst_jax.targets import compute_targets
+from nst_jax.engine.single import stylize
+from nst_jax.objective.terms import make_loss_fn
+from nst_jax.program.optimizers import scale_by_matlab_adam
+from nst_jax.objective.targets import compute_targets
 
 from conftest import CompileCounter
 
@@ -49,7 +50,7 @@ def test_reported_evaluations_are_the_objectives_counted_calls(linesearch, vgg19
     """``Result.evaluations`` equals the number of times the objective actually ran, counted from
     inside the compiled loop by a host callback around the engine's objective (a callback fires
     only for evaluations that run: not for a ``lax.cond`` branch not taken, nor for a trace)."""
-    import nst_jax.loop as engine_module
+    import nst_jax.engine.loop as engine_module
 
     calls = []
     real = engine_module.network_objective

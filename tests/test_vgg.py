@@ -1,4 +1,4 @@
-"""Tests for ``nst_jax.vgg``: the feature function against an independent PyTorch reference.
+"""Tests for ``nst_jax.network.vgg``: the feature function against an independent PyTorch reference.
 
 The reference below does not use nst_jax's layer table: it walks torchvision's ``cfgs`` lists
 (hard-coded here) the way ``torchvision.models.vgg.make_layers`` does, names the activations
@@ -25,7 +25,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nst_jax import vgg
+from nst_jax.network import vgg
 
 RTOL = 1e-4
 HIGHEST = jax.lax.Precision.HIGHEST  # a no-op on CPU; keeps the tests valid where TF32 exists

@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from make_clip import make_clip
 
-from nst_jax import StyleConfig, cli, flow, image, temporal, video, video_io, vgg, weights
+from nst_jax import StyleConfig, cli, image, weights
+from nst_jax.video import flow, frames as video, io as video_io
+from nst_jax.objective import temporal
+from nst_jax.network import vgg
 
 RNG = np.random.default_rng(0)
 # shallow layers and a few iterations: the command's plumbing, not the art
@@ -224,7 +227,7 @@ def _frames(d: pathlib.Path) -> list[np.ndarray]:
 
 
 def test_cli_video_file_with_audio_ctrl_c_and_resume_give_the_uninterrupted_frames(work, capsys, monkeypatch):
-    from nst_jax import video as video_module
+    from nst_jax.video import frames as video_module
 
     common = [work / "clip.mp4", work / "style.png", "--weights", work / "syn.h5", *SHALLOW]
     code, stdout, err = _run(["video", common[0], common[1], "-o", work / "ref.mp4", *common[2:]], capsys)
@@ -270,7 +273,7 @@ def test_cli_video_file_with_audio_ctrl_c_and_resume_give_the_uninterrupted_fram
 
 
 def test_cli_video_folder_to_folder_multipass_resumes_after_its_last_pass(work, capsys, monkeypatch):
-    from nst_jax import video as video_module
+    from nst_jax.video import frames as video_module
 
     def args(out):
         return ["video", work / "in", work / "style.png", "-o", out, "--weights", work / "syn.h5", "--method",
@@ -300,7 +303,7 @@ def test_cli_video_long_term_holds_frames_two_back_caches_their_flows_and_resume
     cached, frame t's temporal target is the paper's long-term one built from the frames *as
     written* (checked against temporal.long_term_target here), and a run stopped at frame 3
     resumes to the uninterrupted frames (frames 1 and 2 read back from the folder)."""
-    from nst_jax import video as video_module
+    from nst_jax.video import frames as video_module
 
     def args(out):
         return ["video", work / "in", work / "style.png", "-o", out, "--weights", work / "syn.h5", "--long-term",

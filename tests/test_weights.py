@@ -26,7 +26,8 @@ import h5py
 import numpy as np
 import pytest
 
-from nst_jax import vgg, weights
+from nst_jax.network import vgg
+from nst_jax import weights
 from nst_jax.cli import weights as cli_weights
 from nst_jax.errors import NSTError, WeightsError
 

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from test_vgg import assert_close, random_params, torch_features, to_nhwc, torch_preprocess
 
-from nst_jax import network, vgg
-from nst_jax.config import StyleConfig
+from nst_jax.network import backbones as network, vgg
+from nst_jax.program.config import StyleConfig
 from nst_jax.errors import ConfigError
-from nst_jax.engine import stylize
-from nst_jax.network import engine_params, uses_winograd
+from nst_jax.engine.single import stylize
+from nst_jax.network.backbones import engine_params, uses_winograd
 
 
 def _torch_conv64(x: np.ndarray, k: np.ndarray) -> np.ndarray:

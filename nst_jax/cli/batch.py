@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any, Optional
 
-from ..config import VALUES, StyleConfig, fields_of
+from ..program.config import VALUES, StyleConfig, fields_of
 from ..errors import ConfigError, ImageError, NSTError
 
 def _last_finite(values: Any) -> Optional[float]:
@@ -163,7 +163,7 @@ def _done_arrays(done: Any) -> Optional[dict]:
     """The finished groups' results (a ``batching.ManyResult``) as ``checkpoint.save_batch`` takes them."""
     import numpy as np
 
-    from ..checkpoint import STATUSES
+    from ..engine.checkpoint import STATUSES
 
     if done is None:
         return None
@@ -175,9 +175,9 @@ def _done_arrays(done: Any) -> Optional[dict]:
 
 def _resume_of(arrays: tuple, cfg: StyleConfig, configs: list, seeds: list) -> Any:
     """A ``batching.ManyResume`` from ``checkpoint.load_batch``'s (state, rows, done arrays)."""
-    from ..batching import ManyResult, ManyResume
-    from ..checkpoint import STATUSES
-    from ..objective import active_terms
+    from ..engine.batching import ManyResult, ManyResume
+    from ..engine.checkpoint import STATUSES
+    from ..objective.terms import active_terms
 
     state, rows, done, _ = arrays
     if done is None:
@@ -213,7 +213,8 @@ class BatchPlan:
 
 def _plan_batch(args: argparse.Namespace, parsed: Any, styles: list[str], host: int, hosts: int) -> BatchPlan:
     """Every member and every path the batch writes, checked against the inputs before any work."""
-    from .. import checkpoint, files, image
+    from ..engine import checkpoint
+    from .. import files, image
     from . import common
 
     members = members_of(len(styles), bool(args.batch or args.styles_dir), parsed.sweep, parsed.seeds)
@@ -265,7 +266,7 @@ def _load_resume(args: argparse.Namespace, bp: BatchPlan, cfg: StyleConfig, conf
     """The ``batching.ManyResume`` of ``--resume`` (None without it)."""
     import jax
 
-    from .. import checkpoint, driver, loop
+    from ..engine import checkpoint, driver, loop
 
     if args.resume is None:
         return None
@@ -287,7 +288,7 @@ def _callback(args: argparse.Namespace, bp: BatchPlan, bar: Any, signals: Any, p
               group: int, meta: dict):
     """The progress callback: the bar (every group's iterations, and the group it is on), the
     checkpoints, and a stop on a signal."""
-    from .. import checkpoint
+    from ..engine import checkpoint
 
     def callback(p) -> bool:
         post = {"group": f"{p.group + 1}/{p.groups}"} if p.groups > 1 else {}
@@ -307,7 +308,8 @@ def _callback(args: argparse.Namespace, bp: BatchPlan, bar: Any, signals: Any, p
 def _write_results(args: argparse.Namespace, bp: BatchPlan, many: Any, cfg: StyleConfig, hw: Any, styles: list[str],
                    manifest: dict) -> list[dict]:
     """Each result's image, the grid and the manifest; returns the manifest's entries."""
-    from .. import figures, image
+    from ..image import figures
+    from .. import image
     from . import common
 
     entries, pictures = [], []
@@ -337,7 +339,8 @@ def cmd_batch(args: argparse.Namespace, parsed: Any, styles: list[str], devices:
 
     from tqdm import tqdm
 
-    from .. import batching, control, scales
+    from ..engine import batching
+    from ..control import runs as control, scales
     from . import common, plan
 
     if not args.distributed and (args.coordinator or args.num_processes is not None or args.process_id is not None):

@@ -17,8 +17,8 @@ import warnings
 from typing import Any, Optional, Sequence
 
 from . import options
-from ..color import COLOR_METHODS
-from ..config import PICTURES, StyleConfig
+from ..image.color import COLOR_METHODS
+from ..program.config import PICTURES, StyleConfig
 from ..errors import ConfigError, NSTError, NSTWarning
 
 
@@ -249,7 +249,7 @@ def nonfinite_advice(result, cfg: StyleConfig, out: pathlib.Path) -> str:
 def period_chunk(periods: Sequence[int], iterations: int, default: int) -> int:
     """The chunk length: a divisor of every save / checkpoint period (so each lands on a chunk end),
     at most ``MAX_CHUNK_SIZE``; periods past the run's end do not count."""
-    from ..config import MAX_CHUNK_SIZE
+    from ..program.config import MAX_CHUNK_SIZE
 
     periods = [k for k in periods if k and k < iterations]
     if not periods:
@@ -262,7 +262,7 @@ def period_chunk(periods: Sequence[int], iterations: int, default: int) -> int:
 
 
 def positive_option(name: str, value: Optional[int]) -> None:
-    from ..config import MAX_ITERATIONS
+    from ..program.config import MAX_ITERATIONS
 
     if value is not None and not 0 < value <= MAX_ITERATIONS:
         raise ConfigError(f"{name} must be between 1 and {MAX_ITERATIONS:,}; got {value}")

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple, Optional
 from . import common, plan
 from .stylize import Images, OneRun, run_one
 from ..errors import ConfigError
-from ..presets import PRESETS, preset
+from ..program.presets import PRESETS, preset
 
 ASSETS = pathlib.Path(__file__).resolve().parent.parent / "assets"
 
@@ -77,7 +77,8 @@ def add_parser(sub: Any) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``nst-jax demo``: a ``OneRun`` of the bundled images."""
-    from .. import figures, image, weights
+    from ..image import figures
+    from .. import image, weights
 
     if args.synthetic and args.weights:
         raise ConfigError("--synthetic uses random weights; it does not go with --weights")
@@ -92,7 +93,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         loss_plot = image.check_output_path(outdir / "loss.png", overwrite=args.overwrite)
     if args.synthetic:
         conv = {"pytorch": "torchvision"}.get(args.preset, "caffe")
-        from .. import vgg
+        from ..network import vgg
 
         params = weights.synthetic_params(cfg.arch, seed=0)
         net = weights.Network(arch=cfg.arch, params=params, convention=vgg.CONVENTIONS[conv], pretrained=False,

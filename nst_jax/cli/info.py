@@ -11,7 +11,7 @@ import sys
 from typing import Any, Sequence
 
 from ..errors import NSTError
-from ..presets import DESCRIPTIONS, PRESETS, preset
+from ..program.presets import DESCRIPTIONS, PRESETS, preset
 
 
 def _short_value(v: Any) -> str:

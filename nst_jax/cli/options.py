@@ -12,9 +12,9 @@ import argparse
 import dataclasses
 from typing import Any, Callable, NamedTuple, Optional
 
-from ..config import INITS, NOISE_INITS, PICTURES, PROGRAM, RUN, VALUES, StyleConfig, field_names
+from ..program.config import INITS, NOISE_INITS, PICTURES, PROGRAM, RUN, VALUES, StyleConfig, field_names
 from ..errors import ConfigError
-from ..presets import preset
+from ..program.presets import preset
 
 SEED_MAX = 2**32 - 1
 

@@ -11,7 +11,7 @@ import dataclasses
 import pathlib
 from typing import Optional, Sequence
 
-from ..config import StyleConfig
+from ..program.config import StyleConfig
 from ..errors import ConfigError, ImageError, NSTError
 
 
@@ -37,7 +37,7 @@ def plan_sizes(content_path: str, style_paths: Sequence[str], cfg: StyleConfig, 
       ConfigError: a working size (``--size``, ``--shape``, ``--style-scale``) over ``max_pixels``.
     """
     from .. import image
-    from ..scales import run_shapes, style_working_shape
+    from ..control.scales import run_shapes, style_working_shape
 
     limit = image.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     h0, w0 = image.image_size(content_path, max_pixels=limit)
@@ -92,7 +92,7 @@ def working_images(content_path: str, style_paths: Sequence[str], cfg: StyleConf
     h0, w0 = content_full.shape[:2]
     shape = content_working_shape(cfg, h0, w0)
     content = image.resize(content_full, shape, cfg.resample)
-    from ..scales import style_working_shape
+    from ..control.scales import style_working_shape
 
     styles = []
     for path in style_paths:
@@ -121,7 +121,7 @@ def check_memory(plan: Plan, cfg: StyleConfig, *, skip: bool = False, devices: O
     ``held_bytes`` that the command keeps besides (video multi-pass: every frame and its flows).
     ``skip``: ``--skip-memory-check``; ``devices``: the devices the image is split over.
     """
-    from .. import memory
+    from ..engine import memory
 
     if skip:
         return

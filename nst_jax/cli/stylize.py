@@ -10,9 +10,9 @@ from typing import Any, Callable, Optional
 
 from . import batch, common, plan
 from .options import Parsed, config_from_args
-from ..config import StyleConfig
+from ..program.config import StyleConfig
 from ..errors import ConfigError, ImageError, NSTError
-from ..presets import PRESETS
+from ..program.presets import PRESETS
 
 
 def add_parser(sub: Any) -> None:
@@ -91,7 +91,7 @@ def _resume_state(run: OneRun, net: Any, content: Any, shapes: list) -> tuple[An
     """(state, losses of the checkpoint's scale, (losses, evaluations) of each finished scale)."""
     import jax.numpy as jnp
 
-    from .. import checkpoint, loop
+    from ..engine import checkpoint, loop
 
     if run.resume is None:
         return None, None, []
@@ -118,7 +118,8 @@ def _callback(run: OneRun, net: Any, content: Any, bar: Any, signals: common.Sig
     """The progress callback: the bar, intermediates, checkpoints, and a stop on a signal."""
     import numpy as np
 
-    from .. import checkpoint, image
+    from ..engine import checkpoint
+    from .. import image
 
     cfg = run.cfg
 
@@ -146,7 +147,8 @@ def _callback(run: OneRun, net: Any, content: Any, bar: Any, signals: common.Sig
 
 def _write(run: OneRun, images: Images, result: Any) -> None:
     """The output, and the montage and loss plot when asked."""
-    from .. import figures, image
+    from ..image import figures
+    from .. import image
 
     cfg = run.cfg
     _, final = common.output_image(result, cfg, images.original_hw)
@@ -170,8 +172,8 @@ def run_one(run: OneRun, net: Any, images: Images) -> int:
     """
     from tqdm import tqdm
 
-    from .. import control
-    from ..scales import run_shapes, scale_iterations
+    from ..control import runs as control
+    from ..control.scales import run_shapes, scale_iterations
 
     cfg, content, styles = run.cfg, images.content, images.styles
     chunk = common.period_chunk([run.save_every or 0, run.checkpoint_every or 0], cfg.iterations, cfg.chunk_size)
@@ -230,7 +232,9 @@ def _refuse_for_one(args: argparse.Namespace, parsed: Parsed, styles: list[str])
 def _plan_one(args: argparse.Namespace, parsed: Parsed, styles: list[str], devices: Optional[int]) -> OneRun:
     """Every output path checked before any work: clashes with inputs, an interrupted run's
     checkpoint, extension, existing files, a directory that cannot take a file."""
-    from .. import checkpoint, figures, files, image
+    from ..engine import checkpoint
+    from ..image import figures
+    from .. import files, image
 
     cfg = parsed.cfg
     first = pathlib.Path(args.output)

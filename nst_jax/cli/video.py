@@ -33,8 +33,8 @@ JOB_FILE = "job.json"
 
 def add_parser(sub: Any, add_config_options: Callable[[argparse.ArgumentParser], None]) -> None:
     """The ``video`` subcommand (its config options are the ``stylize`` ones)."""
-    from ..flow import FLOW_METHODS
-    from ..presets import PRESETS
+    from ..video.flow import FLOW_METHODS
+    from ..program.presets import PRESETS
 
     v = sub.add_parser("video", help="paint a video (file or folder of frames) with temporal consistency",
                        description="Paint every frame of IN in the style of STYLE (Ruder et al. 2016: optical-flow "
@@ -169,7 +169,7 @@ class VideoRun:
 def _video_run(args: argparse.Namespace, parsed: Any) -> VideoRun:
     """Options the video job would ignore, refused in one line rather than accepted and ignored; the
     others checked and resolved (multi-pass defaults filled in)."""
-    from ..presets import preset
+    from ..program.presets import preset
     from . import common
 
     cfg = parsed.cfg
@@ -223,7 +223,8 @@ class _Output(NamedTuple):
 def _plan_output(args: argparse.Namespace, clip: Any) -> _Output:
     """Every path the job writes or clears, checked against every input before any work (with
     --overwrite too): -o, the frame folder (restarting a job empties it), the flow cache."""
-    from .. import files, video_io
+    from .. import files
+    from ..video import io as video_io
 
     out = pathlib.Path(args.output).expanduser()
     to_file = video_io.is_video_path(out)
@@ -248,7 +249,7 @@ def _plan_output(args: argparse.Namespace, clip: Any) -> _Output:
 
 def _audio(args: argparse.Namespace, clip: Any, out: _Output) -> tuple[Any, Optional[str]]:
     """(the file whose audio is copied, or None; a note when it is dropped), decided before any frame is painted."""
-    from .. import video_io
+    from ..video import io as video_io
 
     if not (out.to_file and clip.kind == "file" and clip.has_audio):
         return None, None
@@ -260,7 +261,7 @@ def _audio(args: argparse.Namespace, clip: Any, out: _Output) -> tuple[Any, Opti
 
 def _style_shapes(style_paths: list[str], shape: tuple[int, int], cfg: Any, limit: int) -> list:
     from .. import image
-    from ..scales import style_working_shape
+    from ..control.scales import style_working_shape
 
     shapes = []
     for path in style_paths:
@@ -275,7 +276,7 @@ def _style_shapes(style_paths: list[str], shape: tuple[int, int], cfg: Any, limi
 def _finish(args: argparse.Namespace, clip: Any, out: _Output, count: int, start: int, stop: Optional[int],
             audio: Any, audio_note: Optional[str]) -> None:
     """The video file encoded from the frame folder (with the audio), or the folder's summary."""
-    from .. import video_io
+    from ..video import io as video_io
 
     if out.to_file:
         assert out.rate is not None  # (planned with the output's kind, before any work)
@@ -298,7 +299,7 @@ def _finish(args: argparse.Namespace, clip: Any, out: _Output, count: int, start
 def _job(args: argparse.Namespace, run: VideoRun, clip: Any, cfg: Any, style_paths: list[str], net: Any,
          span: tuple[int, Optional[int]]) -> dict:
     """What ``job.json`` records: a re-run with the same job resumes; another job restarts the folder."""
-    from .. import flow
+    from ..video import flow
 
     return {"input": _file_key(args.input) if clip.kind == "file" else flow.FlowCache.key_for(args.input),
             "styles": [_file_key(s) for s in style_paths], "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
@@ -311,7 +312,7 @@ def _job(args: argparse.Namespace, run: VideoRun, clip: Any, cfg: Any, style_pat
 def _flow_cache(args: argparse.Namespace, run: VideoRun, clip: Any, cfg: Any, out: _Output,
                 span: tuple[int, Optional[int]], shape: tuple[int, int]) -> Any:
     """The optical-flow cache of this clip, frames, size and flow method (under ``.nst-flow/``)."""
-    from .. import flow
+    from ..video import flow
 
     key = flow.FlowCache.key_for(args.input, frames=[span[0], span[1], args.every], shape=list(shape),
                                  method=run.flow, resample=cfg.resample)
@@ -321,7 +322,8 @@ def _flow_cache(args: argparse.Namespace, run: VideoRun, clip: Any, cfg: Any, ou
 
 def cmd_video(args: argparse.Namespace) -> int:
     """Run ``nst-jax video`` (see the module docstring)."""
-    from .. import image, video_io
+    from .. import image
+    from ..video import io as video_io
     from . import common, plan
     from .options import config_from_args
 
@@ -352,7 +354,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     common.warn_not_pretrained(net)
     batch, held = 1, 0
     if run.method == "multipass":
-        from ..batching import default_batch_size
+        from ..engine.batching import default_batch_size
 
         batch = args.batch_size or default_batch_size(shape[0], shape[1], cfg, n_sel)
         # multi-pass holds every working-size frame, both flows, the last pass, its start images
@@ -398,7 +400,7 @@ def _frame_by_frame(run: VideoRun, cfg, net, frames, style_arg, cache, work, don
     from tqdm import tqdm
 
     from .. import image
-    from ..video import iter_frames
+    from ..video.frames import iter_frames
 
     bar = tqdm(total=total, initial=min(done, total), disable=not run.progress, unit="frame", dynamic_ncols=True,
                file=sys.stderr)
@@ -438,7 +440,7 @@ def _frame_by_frame(run: VideoRun, cfg, net, frames, style_arg, cache, work, don
 def _multipass(run: VideoRun, cfg, net, frames, style_arg, cache, work, done, batch, devices, signals):
     """The multi-pass method: every working-size frame in memory, a pass a batch; resumable by pass."""
     from .. import files, image
-    from ..video import stylize_multipass
+    from ..video.frames import stylize_multipass
 
     contents = [f for _, f in frames]
     n = len(contents)

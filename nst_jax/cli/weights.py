@@ -12,7 +12,8 @@ import argparse
 import pathlib
 from typing import Any
 
-from .. import resnet, vgg, weights
+from ..network import resnet, vgg
+from .. import weights
 from ..errors import WeightsError
 
 

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional, Union
 import jax
 import numpy as np
 
-from .. import resnet, vgg
+from ..network import resnet, vgg
 from ..errors import WeightsError
 
 PathLike = Union[str, "os.PathLike[str]"]

@@ -8,14 +8,12 @@ import pathlib
 import zipfile
 from typing import Optional, Union
 
-from .. import files, vgg
+from .. import files
+from ..network import vgg
 from ..errors import WeightsError
 import h5py
 
-from .common import (
-    Network, PathLike, UNDERSTOOD, ConvertedSource, Parsed, check_arch, check_params, convention_of, fail,
-    sha256_file, error_text, sniff, check_inflation,
-)
+from .common import Network, PathLike, UNDERSTOOD, ConvertedSource, Parsed, check_arch, check_params, convention_of, fail, sha256_file, error_text, sniff, check_inflation
 from .keras import parse_hdf5_file
 from .native import arch_attrs, save_checked, default_weights_dir, load_weights
 from . import pastiche

@@ -15,7 +15,8 @@ import urllib.parse
 import urllib.request
 from typing import Optional
 
-from .. import files, vgg
+from .. import files
+from ..network import vgg
 from ..errors import WeightsError
 from .common import Network, PathLike, check_arch, fail, error_text
 from . import pastiche

@@ -12,7 +12,7 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from .. import resnet, vgg
+from ..network import resnet, vgg
 from . import h5safe
 from .common import FORMAT, ALL_ARCHS, UNDERSTOOD, ConvertedSource, Parsed, arch_by_count, as_str, fail
 

@@ -9,7 +9,8 @@ from typing import Any, Callable, Mapping, Optional
 import h5py
 import numpy as np
 
-from .. import files, resnet, vgg
+from .. import files
+from ..network import resnet, vgg
 from ..errors import WeightsError
 from . import h5safe
 from .common import ALL_ARCHS, FORMAT, FORMAT_VERSION, Network, PathLike, GET_WEIGHTS, as_str, convention_name, check_arch, check_params, fail, param_table, sha256_file, error_text, sniff

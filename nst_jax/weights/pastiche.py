@@ -33,7 +33,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .. import vgg
+from ..network import vgg
 from ..errors import NSTWarning
 from .common import Parsed, fail, sha256_file, check_inflation
 from .torch_pickle import TorchFile, tensor_dtype

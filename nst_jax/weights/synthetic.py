@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from .. import resnet, vgg
+from ..network import resnet, vgg
 from .common import PathLike, Network, check_arch, convention_of, layer_table
 from .native import load_weights, save_weights
 

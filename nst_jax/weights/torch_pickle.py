@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .. import resnet, vgg
+from ..network import resnet, vgg
 from ..errors import WeightsError
 from .common import ALL_ARCHS, TORCH_LEGACY_MAGIC, UNDERSTOOD, Parsed, fail, error_text
 

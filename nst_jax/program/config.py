@@ -28,8 +28,9 @@ from typing import Any, NamedTuple, Optional, Sequence, Union
 import jax
 import numpy as np
 
-from . import losses, network, optimizers, vgg
-from .errors import ConfigError
+from . import losses, optimizers
+from ..network import backbones as network, vgg
+from ..errors import ConfigError
 
 OPTIMIZERS = tuple(optimizers.OPTIMIZERS)  # the optimisers' table
 ARCHS = tuple(network.NETWORKS)  # the networks' table

@@ -12,8 +12,8 @@ from typing import Any, Optional, Sequence
 
 import jax
 
-from .config import StyleConfig
-from .optimizers import OPTIMIZERS
+from ..program.config import StyleConfig
+from ..program.optimizers import OPTIMIZERS
 
 
 # Per pixel of the content, what XLA's compiled chunk holds (CPU, default preset, direct

@@ -19,9 +19,10 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from . import losses, temporal
-from .config import StyleConfig, Values
-from .network import NetSpec, all_layers, direct_params, features, net_spec, with_pixel_scale
+from ..program import losses
+from . import temporal
+from ..program.config import StyleConfig, Values
+from ..network.backbones import NetSpec, all_layers, direct_params, features, net_spec, with_pixel_scale
 from .targets import ImageLike, Targets, compute_targets
 
 Array = jax.Array

@@ -1,7 +1,7 @@
 """Single runs: ``stylize`` optimises one image, a batch of one through the one driver.
 
-``Result`` is what a run returns. The compiled loop is ``nst_jax.loop``; preparing its arguments
-and running its chunks is ``nst_jax.driver``, shared with ``batching.stylize_many``.
+``Result`` is what a run returns. The compiled loop is ``nst_jax.engine.loop``; preparing its arguments
+and running its chunks is ``nst_jax.engine.driver``, shared with ``batching.stylize_many``.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import StyleConfig
+from ..program.config import StyleConfig
 from .driver import Progress, drive, prepare
-from .errors import ConfigError
+from ..errors import ConfigError
 from .loop import LoopState, row_size
-from .objective import part_names
-from .targets import ImageLike
+from ..objective.terms import part_names
+from ..objective.targets import ImageLike
 
 Array = jax.Array
 
@@ -106,10 +106,10 @@ def stylize(
       chunk_size: steps per compiled chunk (default ``config.chunk_size``).
       masks, style_masks: spatial control: K×H×W region weights over the content, style k
         painting region k (guided Gram matrices, Gatys et al. 2017; see ``compute_targets``).
-      devices: split this one image's rows over these devices (``nst_jax.sharding``): the image,
+      devices: split this one image's rows over these devices (``nst_jax.engine.sharding``): the image,
         its activations and the optimiser state are sharded, so N devices hold about 1/N of them
         each. Default (or one device): the first device holds everything.
-      temporal: video (``nst_jax.video``): (the previous stylised frame warped to this one, RGB
+      temporal: video (``nst_jax.video.frames``): (the previous stylised frame warped to this one, RGB
         [0, 1] H×W×3; H×W weights, e.g. ``temporal.consistency_mask``): adds
         ``temporal_weight · temporal.temporal_loss`` to the objective.
 

@@ -1,7 +1,7 @@
 """Perceptual controls around the engine: colour preservation, coarse-to-fine scales, style scale.
 
-Everything here is plain pre- and post-processing around :func:`nst_jax.engine.stylize` and
-:func:`~nst_jax.batching.stylize_many`; the engine itself is unchanged.
+Everything here is plain pre- and post-processing around :func:`nst_jax.engine.single.stylize` and
+:func:`~nst_jax.engine.batching.stylize_many`; the engine itself is unchanged.
 
 Colour (``config.preserve_colors``; Gatys et al. 2016, "Preserving Color in Neural Artistic Style
 Transfer"), all in NTSC YIQ (the matrix in :mod:`nst_jax.image`; Y is Rec. 601 luma
@@ -19,7 +19,7 @@ Transfer"), all in NTSC YIQ (the matrix in :mod:`nst_jax.image`; Y is Rec. 601 l
 Coarse-to-fine (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style Transfer";
 crowsonkb/style-transfer-pytorch): the image is optimised at a sequence of sizes growing by √2, each
 scale started from the previous scale's result upsampled. The sizes themselves (the schedule, and
-the style image's shape at each scale) are planned in :mod:`nst_jax.scales`.
+the style image's shape at each scale) are planned in :mod:`nst_jax.control.scales`.
 """
 
 from __future__ import annotations
@@ -30,15 +30,18 @@ from typing import Any, Callable, Optional, Sequence, Union
 import jax
 import numpy as np
 
-from . import batching, color, engine, image, vgg
+from ..engine import batching, single as engine
+from ..image import color
+from .. import image
+from ..network import vgg
 from .scales import Scales, run_shapes, scale_iterations, style_working_shape
-from .config import StyleConfig
-from .errors import ConfigError
-from .batching import ManyResult, ManyResume
-from .driver import Progress
-from .engine import Result
-from .loop import LoopState, row_size
-from .targets import ImageLike
+from ..program.config import StyleConfig
+from ..errors import ConfigError
+from ..engine.batching import ManyResult, ManyResume
+from ..engine.driver import Progress
+from ..engine.single import Result
+from ..engine.loop import LoopState, row_size
+from ..objective.targets import ImageLike
 
 __all__ = [
     "COLOR_MATCH_METHODS",

@@ -13,10 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import losses, vgg
-from .config import StyleConfig
-from .errors import ConfigError
-from .network import NetSpec, as_spec, features
+from ..program import losses
+from ..network import vgg
+from ..program.config import StyleConfig
+from ..errors import ConfigError
+from ..network.backbones import NetSpec, as_spec, features
 
 Array = jax.Array
 ImageLike = Union[np.ndarray, Array]

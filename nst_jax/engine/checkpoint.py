@@ -25,9 +25,9 @@ from typing import Any, Optional, Sequence
 import jax
 import numpy as np
 
-from .config import ALIASES, StyleConfig
-from .errors import NSTError
-from .files import atomic_write, read_npy
+from ..program.config import ALIASES, StyleConfig
+from ..errors import NSTError
+from ..files import atomic_write, read_npy
 
 FORMAT = "nst-jax-checkpoint"
 VERSION = 1

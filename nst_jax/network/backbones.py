@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from . import resnet, vgg
-from .errors import ConfigError
+from ..errors import ConfigError
 
 Array = jax.Array
 
@@ -90,7 +90,7 @@ def net_spec(network: Any, convention: Union[None, vgg.Convention, NetSpec] = No
     if hasattr(network, "params") and hasattr(network, "convention"):
         return network.params, NetSpec(network.arch, convention or network.convention, network.stride_on or "1x1")
     if convention is None:
-        raise ConfigError("a bare params dict needs convention= (e.g. nst_jax.vgg.CAFFE)")
+        raise ConfigError("a bare params dict needs convention= (e.g. nst_jax.network.vgg.CAFFE)")
     arch = "resnet50" if "conv1" in network else vgg.arch_of(network)
     return network, NetSpec(arch, convention)
 

@@ -2,7 +2,7 @@
 
 Picture planning only: these functions turn a content size and the config's picture fields
 (``style_size``, ``style_scale``) into (H, W) shapes and iteration counts. The engine never reads
-them; :mod:`nst_jax.control` and the CLI call them before a run.
+them; :mod:`nst_jax.control.runs` and the CLI call them before a run.
 
 Coarse-to-fine (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style Transfer";
 crowsonkb/style-transfer-pytorch): the image is optimised at a sequence of sizes growing by √2.
@@ -15,9 +15,9 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from . import image
-from .config import StyleConfig
-from .errors import ConfigError
+from .. import image
+from ..program.config import StyleConfig
+from ..errors import ConfigError
 
 __all__ = [
     "MIN_SIDE",

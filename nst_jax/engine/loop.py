@@ -8,7 +8,7 @@ the compiled function instead, so a single run compiles the one-image program. P
 values and the loop state are arguments (never captured constants); only the program, the
 network's static facts and the chunk length are static. So a run compiles once per (batch size,
 image shape, program), whatever its weights, learning rate or iteration count. The driver
-(``nst_jax.driver``) runs the chunks.
+(``nst_jax.engine.driver``) runs the chunks.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .config import StyleConfig, Values
-from .errors import ConfigError
-from . import vgg
-from .network import NetSpec, as_spec
-from . import objective
-from .objective import network_objective
-from .optimizers import make_optimizer
-from .targets import ImageLike, Targets
+from ..program.config import StyleConfig, Values
+from ..errors import ConfigError
+from ..network import vgg
+from ..network.backbones import NetSpec, as_spec
+from ..objective import terms as objective
+from ..objective.terms import network_objective
+from ..program.optimizers import make_optimizer
+from ..objective.targets import ImageLike, Targets
 
 Array = jax.Array
 

@@ -20,12 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import memory
-from .config import StyleConfig
+from ..program.config import StyleConfig
 from .driver import Progress, check_same_program, drive, prepare
-from .engine import Result
-from .errors import ConfigError
+from .single import Result
+from ..errors import ConfigError
 from .loop import LoopState
-from .targets import ImageLike
+from ..objective.targets import ImageLike
 
 __all__ = ["CPU_MAX_BATCH", "ManyProgress", "ManyResult", "ManyResume", "check_same_program",
            "default_batch_size", "stylize_many"]
@@ -183,7 +183,7 @@ def stylize_many(
         ``default_batch_size``); groups run one after another.
       devices: the devices to shard over (default ``jax.local_devices()``).
       spatial: devices per image: a ``batch × spatial`` mesh, each group of ``spatial`` devices
-        splitting its members' rows (``nst_jax.sharding``); 1 splits the batch alone.
+        splitting its members' rows (``nst_jax.engine.sharding``); 1 splits the batch alone.
       init_images: optional N×H×W×3 start images (RGB [0, 1]) instead of ``config.init``.
       temporal: video: per member (warped neighbour frame H×W×3, H×W weights), as ``stylize``'s
         ``temporal`` (weights of 0 switch the term off for a member and keep one program).

@@ -29,9 +29,9 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from . import files, image
-from .errors import ImageError
-from .image.common import path_text, one_line
+from .. import files, image
+from ..errors import ImageError
+from ..image.common import path_text, one_line
 
 __all__ = ["VIDEO_EXTENSIONS", "VIDEO_EXTRA", "Clip", "audio_copy_problem", "frame_rate", "have_pyav", "is_video_path", "probe", "read_frames",
            "write_video"]

@@ -23,11 +23,11 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequ
 import jax.numpy as jnp
 import numpy as np
 
-from . import temporal
-from .config import StyleConfig
-from .batching import stylize_many
-from .engine import Result, stylize
-from .targets import ImageLike
+from ..objective import temporal
+from ..program.config import StyleConfig
+from ..engine.batching import stylize_many
+from ..engine.single import Result, stylize
+from ..objective.targets import ImageLike
 
 __all__ = ["FlowFn", "VideoFrame", "frame_masks", "iter_frames", "multipass_inputs", "no_temporal", "stylize_independent",
            "stylize_multipass", "stylize_sequential", "temporal_errors"]
@@ -121,7 +121,7 @@ def iter_frames(frames: Iterable[ImageLike], style: Any, params: Any, config: St
     Yields:
       one :class:`VideoFrame` per painted frame (frames ``start`` onwards).
     """
-    from .control import prepare_colors
+    from ..control.runs import prepare_colors
 
     offsets = sorted({int(j) for j in long_term})
     if not offsets or offsets[0] != 1:
@@ -157,7 +157,7 @@ def iter_frames(frames: Iterable[ImageLike], style: Any, params: Any, config: St
 def _temporal_target(t: int, offsets: Sequence[int], flows: FlowFn, sources: dict, pictures: dict, grey: bool
                      ) -> tuple[Optional[np.ndarray], Optional[tuple[np.ndarray, np.ndarray]]]:
     """Frame t's start image (frame t − 1's picture warped) and temporal target (None for frame 0)."""
-    from .color import luminance
+    from ..image.color import luminance
 
     ws, cs = [], []
     for j in (j for j in offsets if j <= t):
@@ -351,7 +351,7 @@ def stylize_multipass(frames: Sequence[ImageLike], style: Any, params: Any, conf
     Returns:
       the last pass's frames, one :class:`VideoFrame` a frame.
     """
-    from .control import prepare_colors
+    from ..control.runs import prepare_colors
 
     n = len(frames)
     if len(flows_back) != n or len(flows_fwd) != n:

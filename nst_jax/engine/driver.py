@@ -22,13 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import sharding
-from .config import PROGRAM, RUN, StyleConfig, fields_of, stack_values
-from .errors import ConfigError
+from ..program.config import PROGRAM, RUN, StyleConfig, fields_of, stack_values
+from ..errors import ConfigError
 from .loop import LoopState, final_iterates, row_size, init_state, initial_variable, run_chunk, to_rgb
-from .network import NetSpec, direct_params, engine_params, net_spec, with_pixel_scale
-from .objective import active_terms, part_names
-from .optimizers import make_optimizer
-from .targets import ImageLike, Targets, compute_targets, style_images
+from ..network.backbones import NetSpec, direct_params, engine_params, net_spec, with_pixel_scale
+from ..objective.terms import active_terms, part_names
+from ..program.optimizers import make_optimizer
+from ..objective.targets import ImageLike, Targets, compute_targets, style_images
 
 Array = jax.Array
 

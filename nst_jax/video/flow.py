@@ -23,8 +23,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import files
-from .errors import ImageError
+from .. import files
+from ..errors import ImageError
 
 __all__ = ["FLOW_METHODS", "FlowCache", "estimate"]
 
@@ -36,7 +36,7 @@ def _cv2():
     try:
         import cv2
     except ImportError:
-        from .video_io import VIDEO_EXTRA
+        from .io import VIDEO_EXTRA
 
         raise ImageError(f"optical flow needs OpenCV: {VIDEO_EXTRA}") from None
     return cv2
@@ -59,7 +59,7 @@ def estimate(a: Any, b: Any, method: str = "dis") -> np.ndarray:
       H×W×2 float32 ``(dx, dy)`` in pixels.
     """
     if method not in FLOW_METHODS:
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError(f"unknown flow method {method!r}; use one of {', '.join(FLOW_METHODS)}")
     cv2 = _cv2()

@@ -21,7 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from . import losses, vgg
+from ..program import losses
+from ..network import vgg
 
 Array = jax.Array
 

@@ -7,7 +7,7 @@ program's prose and its code disagree, the code is what ran, and that is what is
 from __future__ import annotations
 
 from .config import StyleConfig
-from .errors import ConfigError
+from ..errors import ConfigError
 
 _STYLE5_RELU = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 _STYLE5_CONV = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
@@ -238,11 +238,11 @@ PRESETS["keras-lbfgs"] = _KERAS_LBFGS
 PRESETS["keras-vgg16"] = _KERAS_LBFGS.replace(arch="vgg16", content_weight=0.0125, style_weight=2.0)
 # Part 3: resnet50.ResNet50(include_top=False, pooling="max") with the blog's first-attempt values.
 # Layer names are old Keras' (resnet50.py, Keras 2.0-2.2): res5b_branch2a etc. are the Conv2D
-# outputs *before* their batch norm and ReLU (see nst_jax/resnet.py). pooling="max" adds a
+# outputs *before* their batch norm and ReLU (see nst_jax/network/resnet.py). pooling="max" adds a
 # GlobalMaxPooling2D after res5c, the model's output: the loss reads the named intermediate layers
 # only, so it never reaches that head and the setting changes nothing here (our `pooling` field is
 # VGG's pooling type, unused by ResNet50). resnet50.preprocess_input is the Caffe convention.
-# Keras 2.0-2.2's ResNet50 pools after conv1 without padding (pool1_pad=0 in nst_jax.resnet);
+# Keras 2.0-2.2's ResNet50 pools after conv1 without padding (pool1_pad=0 in nst_jax.network.resnet);
 # converted files run the current padded pool unless the convention says otherwise.
 PRESETS["keras-resnet50"] = _KERAS_LBFGS.replace(
     arch="resnet50",

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["BATCH", "SPATIAL", "batch_mesh", "replicate", "shard_batch", "spatial_mesh"]
 
