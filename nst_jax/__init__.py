@@ -25,7 +25,7 @@ _LAZY = {
     "ConfigError": "errors", "ImageError": "errors", "NSTError": "errors", "NSTWarning": "errors",
     "WeightsError": "errors", "PRESETS": "program.presets", "preset": "program.presets",
     "ManyResult": "engine.batching", "stylize_many": "engine.batching", "Result": "engine.single",
-    "stylize": "engine.single", "make_loss_fn": "objective.terms",
+    "stylize": "engine.single", "make_loss_fn": "engine.single",
     "Network": "weights", "load_weights": "weights",
 }
 

@@ -16,7 +16,7 @@ import torch_reference as ref
 from conftest import random_image
 from nst_jax.engine import loop
 from nst_jax.network import backbones as network, vgg
-from nst_jax.objective.terms import make_loss_fn
+from nst_jax import make_loss_fn
 
 
 def _nchw(img: np.ndarray) -> torch.Tensor:

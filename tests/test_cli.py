@@ -11,7 +11,6 @@ from PIL import Image
 
 from nst_jax import cli, weights
 from nst_jax import preset as nst_jax_preset
-from nst_jax.engine.single import stylize
 from nst_jax.engine.memory import memory_shortfall
 
 from conftest import random_image
@@ -309,12 +308,12 @@ def test_skip_memory_check_runs_anyway_and_debug_shows_the_traceback(workdir, ca
     ("keep_loss.png", ["--loss-plot", "{d}/keep_loss.png"]),
 ])
 def test_existing_intermediate_montage_or_plot_is_refused_before_any_work(workdir, capsys, tmp_path, existing, extra):
-    from nst_jax.engine import single as engine
+    from nst_jax.engine import batching
 
     target = tmp_path / existing
     target.write_bytes(b"precious")
     called = []
-    real = stylize
+    real = batching.stylize_many
 
     def spy(*a, **k):
         called.append(1)
@@ -322,7 +321,7 @@ def test_existing_intermediate_montage_or_plot_is_refused_before_any_work(workdi
 
     import unittest.mock
 
-    with unittest.mock.patch.object(engine, "stylize", spy):
+    with unittest.mock.patch.object(batching, "stylize_many", spy):  # the engine under every command
         code, _, err = run(["stylize", workdir / "content.png", workdir / "style.png", "-o", tmp_path / "keep.png",
                             "--weights", workdir / "syn.h5", "--size", "32", "--iterations", "5", "--no-progress",
                             *[e.format(d=tmp_path) for e in extra]], capsys)

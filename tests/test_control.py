@@ -8,13 +8,14 @@ import pytest
 
 from nst_jax import StyleConfig, image
 from nst_jax.image import color
-from nst_jax.control import runs as control, scales
-from nst_jax.engine import single as engine
+from nst_jax.control import colors, runs as control, scales
+from nst_jax.engine import batching
+from nst_jax.engine.batching import ManyResult
 from nst_jax.network import vgg
 from nst_jax.errors import ConfigError
 from nst_jax.program.presets import PRESETS
-from nst_jax.engine.single import Result, stylize
-from nst_jax.objective.terms import make_loss_fn
+from nst_jax.engine.single import stylize
+from nst_jax import make_loss_fn
 
 from conftest import random_image
 
@@ -107,7 +108,7 @@ def test_match_gives_the_style_the_contents_colour_statistics(method):
     content = _colour_image([0.5, 0.45, 0.4], [[0.08, 0.03, 0.0], [0.02, 0.07, 0.02], [0.0, 0.03, 0.06]], 0)
     style = _colour_image([0.35, 0.5, 0.5], [[0.05, -0.04, 0.02], [0.0, 0.09, 0.0], [0.03, 0.0, 0.1]], 1, (40, 40))
     cfg = SMALL.replace(preserve_colors="match")
-    c_in, s_in, restore = control.prepare_colors(content, [style], cfg, color_match_method=method)
+    c_in, s_in, restore = colors.prepare_colors(content, [style], cfg, color_match_method=method)
     np.testing.assert_array_equal(c_in, content)
     (matched,) = s_in
     unclipped = np.asarray(color.match_color(style, content, method))
@@ -123,19 +124,19 @@ def test_match_gives_the_style_the_contents_colour_statistics(method):
 
 def test_prepare_colors_keeps_the_style_structure_and_rejects_unknown_methods():
     cfg = SMALL.replace(preserve_colors="match")
-    _, styles, _ = control.prepare_colors(CONTENT, [(STYLE, 2.0), (STYLE[:32], 1.0)], cfg)
+    _, styles, _ = colors.prepare_colors(CONTENT, [(STYLE, 2.0), (STYLE[:32], 1.0)], cfg)
     assert [w for _, w in styles] == [2.0, 1.0] and styles[1][0].shape == (32, 40, 3)
     for mode in ("none", "swap"):
-        c_in, s_in, _ = control.prepare_colors(CONTENT, STYLE, SMALL.replace(preserve_colors=mode))
+        c_in, s_in, _ = colors.prepare_colors(CONTENT, STYLE, SMALL.replace(preserve_colors=mode))
         np.testing.assert_array_equal(c_in, CONTENT)
         np.testing.assert_array_equal(s_in, STYLE)
     with pytest.raises(ConfigError, match="color_match_method"):
-        control.prepare_colors(CONTENT, STYLE, cfg, color_match_method="lab")
+        colors.prepare_colors(CONTENT, STYLE, cfg, color_match_method="lab")
 
 
 def test_lum_inputs_are_grey_with_the_contents_luminance_statistics():
     content = _colour_image([0.5, 0.45, 0.4], np.eye(3) * 0.1, 3)
-    c_in, s_in, _ = control.prepare_colors(content, [STYLE], SMALL.replace(preserve_colors="lum"))
+    c_in, s_in, _ = colors.prepare_colors(content, [STYLE], SMALL.replace(preserve_colors="lum"))
     y = np.asarray(color.luminance(content))
     np.testing.assert_allclose(c_in, np.repeat(y[..., None], 3, -1), atol=1e-7)
     (s,) = s_in
@@ -147,11 +148,11 @@ def test_lum_inputs_are_grey_with_the_contents_luminance_statistics():
 
 def test_swap_keeps_the_results_luminance_and_the_contents_chroma():
     result = random_image(32, 48, 7)
-    _, _, restore = control.prepare_colors(CONTENT, STYLE, SMALL.replace(preserve_colors="swap"), clip=False)
+    _, _, restore = colors.prepare_colors(CONTENT, STYLE, SMALL.replace(preserve_colors="swap"), clip=False)
     out = restore(result)
     np.testing.assert_allclose(yiq(out)[..., 0], yiq(result)[..., 0], atol=1e-5)
     np.testing.assert_allclose(yiq(out)[..., 1:], yiq(CONTENT)[..., 1:], atol=1e-5)
-    _, _, restore_clipped = control.prepare_colors(CONTENT, STYLE, SMALL.replace(preserve_colors="swap"))
+    _, _, restore_clipped = colors.prepare_colors(CONTENT, STYLE, SMALL.replace(preserve_colors="swap"))
     np.testing.assert_allclose(restore_clipped(result), np.clip(out, 0, 1), atol=1e-7)
     # at another size (a preview at a coarse scale) the content is resized to the result's shape
     assert restore(result[:21, :32]).shape == (21, 32, 3)
@@ -162,7 +163,7 @@ def test_lum_run_keeps_the_contents_chroma_and_changes_the_luminance(vgg19_param
     r = control.stylize_controlled(CONTENT, STYLE, vgg19_params, cfg, scales=SCALES, convention=vgg.CAFFE)
     assert r.image.shape == CONTENT.shape and r.status == "done"
     raw = r.result.image  # the engine's result (started grey; the optimiser moves each channel)
-    _, _, restore = control.prepare_colors(CONTENT, STYLE, cfg, clip=False)
+    _, _, restore = colors.prepare_colors(CONTENT, STYLE, cfg, clip=False)
     unclipped = restore(raw)
     np.testing.assert_allclose(r.image, np.clip(unclipped, 0, 1), atol=1e-7)
     inside = np.all((unclipped > 0) & (unclipped < 1), axis=-1)
@@ -179,16 +180,19 @@ def test_lum_run_keeps_the_contents_chroma_and_changes_the_luminance(vgg19_param
 
 
 def _record(monkeypatch):
+    """Record every scale's engine call (``batching.stylize_many``, a single run being a batch of
+    one) as member 0 sees it."""
     calls = []
-    real = stylize
+    real = batching.stylize_many
 
-    def recording(content, style, params, config, **kw):
-        res = real(content, style, params, config, **kw)
-        calls.append(dict(content=np.asarray(content), style=style, init=kw.get("init_image"), result=res,
-                          iterations=kw.get("iterations"), config=config))
+    def recording(content, styles, params, config, **kw):
+        res = real(content, styles, params, config, **kw)
+        init = kw.get("init_images")
+        calls.append(dict(content=np.asarray(content), style=styles[0], init=None if init is None else init[0],
+                          result=res[0], iterations=kw.get("iterations"), config=config))
         return res
 
-    monkeypatch.setattr(engine, "stylize", recording)
+    monkeypatch.setattr(batching, "stylize_many", recording)
     return calls
 
 
@@ -210,7 +214,8 @@ def test_each_scale_starts_from_the_previous_result_upsampled(vgg19_params, monk
                                        convention=vgg.CAFFE)(calls[1]["init"])[0]
     assert r.losses_per_scale[1][0] == pytest.approx(float(start_loss), rel=1e-4)
     # results: final shape, all losses, colours restored on the final scale's image
-    assert r.image.shape == CONTENT.shape and r.result is calls[-1]["result"]
+    assert r.image.shape == CONTENT.shape
+    np.testing.assert_array_equal(r.result.image, calls[-1]["result"].image)
     np.testing.assert_array_equal(r.losses, np.concatenate([c["result"].losses for c in calls]))
     assert r.iterations == 6 and r.evaluations == 6 and r.config is cfg
     restored = np.asarray(color.transfer_chroma(r.result.image, CONTENT, clip=True))
@@ -257,13 +262,16 @@ def test_every_preset_plans_its_scales(name, colors, monkeypatch):
     """The plumbing for every preset (a stand-in engine; the real one is exercised above)."""
     calls = []
 
-    def fake(content, style, params, config, **kw):
-        calls.append((content.shape, [np.shape(s) for s in style] if isinstance(style, list) else np.shape(style), kw))
-        out = kw["init_image"] if kw["init_image"] is not None else content
-        return Result(np.asarray(out), np.asarray(out), np.ones(kw["iterations"], np.float32),
-                               kw["iterations"], kw["iterations"], "done", config, kw["seed"])
+    def fake(content, styles, params, config, **kw):
+        style = styles[0]
+        init = kw["init_images"]
+        calls.append((content.shape, [np.shape(s) for s in style] if isinstance(style, list) else np.shape(style),
+                      dict(kw, init_image=None if init is None else init[0])))
+        out = np.asarray(init if init is not None else content[None])
+        n = kw["iterations"]
+        return ManyResult(out, out, np.ones((1, n), np.float32), np.asarray([n]), n, ["done"], config, kw["seeds"])
 
-    monkeypatch.setattr(engine, "stylize", fake)
+    monkeypatch.setattr(batching, "stylize_many", fake)
     cfg = PRESETS[name].replace(preserve_colors=colors, iterations=6)
     content = random_image(48, 64, 4)
     r = control.stylize_controlled(content, [STYLE, random_image(30, 60, 5)], {}, cfg, scales=[32, 45, 64],

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from nst_jax import StyleConfig, cli, weights
-from nst_jax.engine import checkpoint, single as engine
+from nst_jax.engine import batching, checkpoint
 from nst_jax.network import vgg
 from nst_jax.cli import plan as cli_plan
 from nst_jax.errors import ConfigError
@@ -124,7 +124,7 @@ def test_internal_error_is_exit_1_without_traceback(files, capsys, tmp_path, mon
     def boom(*a, **k):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(engine, "stylize", boom)
+    monkeypatch.setattr(batching, "stylize_many", boom)  # the engine under every command
     code, _, err = run(["stylize", files / "content.png", files / "style.png", "-o", tmp_path / "o.png",
                         "--weights", files / "syn.h5", "--size", "32", "--no-progress"], capsys)
     assert code == 1 and "internal error" in err and "Traceback" not in err

@@ -16,7 +16,7 @@ from nst_jax.objective import terms as objective
 from nst_jax import preset
 from nst_jax.engine.single import stylize
 from nst_jax.engine.loop import initial_variable
-from nst_jax.objective.terms import make_loss_fn
+from nst_jax import make_loss_fn
 from nst_jax.objective.targets import compute_targets
 
 RTOL = 1e-4

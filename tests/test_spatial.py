@@ -14,7 +14,7 @@ from nst_jax.program import losses
 from nst_jax.network import vgg
 from nst_jax.engine.single import stylize
 from nst_jax.engine.loop import initial_variable
-from nst_jax.objective.terms import make_loss_fn
+from nst_jax import make_loss_fn
 from nst_jax.objective.targets import compute_targets
 
 from conftest import random_image

@@ -11,7 +11,7 @@ from nst_jax import StyleConfig, preset
 from nst_jax.network import vgg
 from nst_jax.errors import ConfigError
 from nst_jax.engine.single import stylize
-from nst_jax.objective.terms import make_loss_fn
+from nst_jax import make_loss_fn
 from nst_jax.program.optimizers import scale_by_matlab_adam
 from nst_jax.objective.targets import compute_targets
 

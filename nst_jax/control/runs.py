@@ -1,25 +1,15 @@
-"""Perceptual controls around the engine: colour preservation, coarse-to-fine scales, style scale.
+"""Coarse-to-fine and colours around the engine: one scale loop for a batch, a single run a batch of one.
 
-Everything here is plain pre- and post-processing around :func:`nst_jax.engine.single.stylize` and
-:func:`~nst_jax.engine.batching.stylize_many`; the engine itself is unchanged.
-
-Colour (``config.preserve_colors``; Gatys et al. 2016, "Preserving Color in Neural Artistic Style
-Transfer"), all in NTSC YIQ (the matrix in :mod:`nst_jax.image`; Y is Rec. 601 luma
-``0.299 R + 0.587 G + 0.114 B``):
-
-* ``"lum"``: luminance-only transfer. The engine optimises on grey images (Y replicated to three
-  channels; each style's Y matched to the content's mean and standard deviation), then the
-  result's Y is recombined with the content's I and Q.
-* ``"match"``: each style's RGB mean and covariance are matched to the content's (linear colour
-  transfer: Cholesky, PCA or symmetric square root), then clipped to [0, 1].
-* ``"swap"``: no pre-processing; the result keeps its Y and takes the content's I and Q
-  (neural-style's ``-original_colors 1``).
-* ``"none"``: nothing.
+Everything here is plain pre- and post-processing around
+:func:`~nst_jax.engine.batching.stylize_many`; the engine itself is unchanged. Colours are prepared
+and restored by :mod:`nst_jax.control.colors`.
 
 Coarse-to-fine (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style Transfer";
 crowsonkb/style-transfer-pytorch): the image is optimised at a sequence of sizes growing by √2, each
 scale started from the previous scale's result upsampled. The sizes themselves (the schedule, and
 the style image's shape at each scale) are planned in :mod:`nst_jax.control.scales`.
+``stylize_many_controlled`` is the one loop over the scales; ``stylize_controlled`` runs it for a
+batch of one, as ``engine.single.stylize`` runs the driver.
 """
 
 from __future__ import annotations
@@ -28,147 +18,24 @@ import dataclasses
 from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from ..engine import batching, single as engine
-from ..image import color
 from .. import image
-from ..network import vgg
-from .scales import Scales, run_shapes, scale_iterations, style_working_shape
-from ..program.config import StyleConfig
-from ..errors import ConfigError
+from ..engine import batching
 from ..engine.batching import ManyResult, ManyResume
 from ..engine.driver import Progress
-from ..engine.single import Result
 from ..engine.loop import LoopState, row_size
+from ..engine.single import Result
+from ..errors import ConfigError
+from ..image import color
+from ..network import vgg
 from ..objective.targets import ImageLike
+from ..program.config import StyleConfig
+from .colors import Restore, as_image, grey, map_styles, prepare_colors
+from .scales import Scales, run_shapes, scale_iterations, style_working_shape
 
-__all__ = [
-    "COLOR_MATCH_METHODS",
-    "ControlledManyResult",
-    "ControlledResult",
-    "ScaleProgress",
-    "prepare_colors",
-    "stylize_controlled",
-    "stylize_many_controlled",
-]
-
-COLOR_MATCH_METHODS: tuple[str, ...] = tuple(color.COLOR_METHODS)
-Restore = Callable[[ImageLike], np.ndarray]
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-
-
-def _as_image(name: str, x: ImageLike) -> np.ndarray:
-    a = np.asarray(x, np.float32)
-    if a.ndim != 3 or a.shape[-1] != 3:
-        raise ConfigError(f"{name} must be an H×W×3 RGB array; got shape {tuple(a.shape)}")
-    return a
-
-
-def _is_single(style: Any) -> bool:
-    return isinstance(style, (np.ndarray, jax.Array)) and np.ndim(style) == 3
-
-
-def _is_pairs(items: list) -> bool:
-    return bool(items) and all(isinstance(it, tuple) and len(it) == 2 for it in items)
-
-
-def _map_styles(style: Any, fn: Callable[[np.ndarray], np.ndarray]) -> Any:
-    """Apply ``fn`` to every image of a style spec (one array, a list, or (array, weight) pairs),
-    keeping the spec's structure (the same rules as the engine's)."""
-    if _is_single(style):
-        return fn(_as_image("style image", style))
-    items = list(style)
-    if _is_pairs(items):
-        return [(fn(_as_image("style image", im)), w) for im, w in items]
-    return [fn(_as_image("style image", im)) for im in items]
-
-
-def _grey(y: ImageLike) -> np.ndarray:
-    y = np.asarray(y, np.float32)
-    return np.repeat(y[..., None], 3, axis=-1)
-
-
-# --------------------------------------------------------------------------------------------
-# colour
-
-
-def prepare_colors(
-    content: ImageLike,
-    styles: Any,
-    config: StyleConfig,
-    *,
-    color_match_method: str = "chol",
-    clip: bool = True,
-    resample: Optional[str] = None,
-) -> tuple[np.ndarray, Any, Restore]:
-    """Colour pre-processing of the inputs and the matching post-processing (``config.preserve_colors``).
-
-    Colour spaces are NTSC YIQ (``color.rgb_to_yiq``); "Y" is Rec. 601 luma.
-
-    * "lum": content → its Y replicated to 3 channels; each style → its Y with mean and standard
-      deviation matched to the content's Y (``color.match_luminance``), replicated to 3 channels
-      (not clipped, as in the paper: VGG takes any values, and clipping would spoil the matched
-      statistics). ``restore`` takes the Y of the result (``color.luminance``, the YIQ matrix's
-      first row, not the channel mean) and the content's I, Q. The optimised image starts grey but
-      the optimiser moves its channels separately (by a few hundredths in a few Adam steps), so it
-      is not exactly grey: the paper optimises a luminance image, and here the three channels are
-      the variable; whatever colour they drift into is dropped with I, Q.
-    * "match": each style → ``color.match_color(style, content, color_match_method)`` clipped to
-      [0, 1] (the clipping is ours: the library's images live in [0, 1]); ``restore`` is identity.
-    * "swap": inputs unchanged; ``restore(result) = transfer_chroma(result, content)``.
-    * "none": everything unchanged.
-
-    Args:
-      content: H×W×3 RGB in [0, 1].
-      styles: one H×W×3 style, a sequence (blended), or (array, weight) pairs, as ``stylize``
-        takes; returned with the same structure.
-      config: its ``preserve_colors`` selects the mode.
-      color_match_method: "chol", "pca" or "sym" (see ``color.match_color``), for "match".
-      clip: whether ``restore`` clips its output to [0, 1] (the engine's images are in [0, 1];
-        where it clips, Y and I, Q change).
-      resample: the filter ``restore`` uses to bring the content to the result's size when they
-        differ (e.g. for previews at a coarse scale); default ``config.resample``.
-
-    Returns:
-      (content_in, styles_in, restore): numpy float32 images for the engine, and
-      ``restore(result_rgb) -> rgb`` (numpy float32, the result's shape).
-    """
-    if color_match_method not in COLOR_MATCH_METHODS:
-        raise ConfigError(
-            f"color_match_method must be one of {', '.join(COLOR_MATCH_METHODS)}; got {color_match_method!r}")
-    content = _as_image("content image", content)
-    mode = config.preserve_colors
-    resample = config.resample if resample is None else resample
-
-    def identity(result: ImageLike) -> np.ndarray:
-        return np.asarray(result, np.float32)
-
-    def chroma_from_content(result: ImageLike) -> np.ndarray:
-        r = np.asarray(result, np.float32)
-        c = content if r.shape == content.shape else image.resize(content, r.shape[:2], resample)
-        # Y of the result (luminance, the first row of the YIQ matrix) with I, Q of the content.
-        return np.asarray(color.transfer_chroma(r, c, clip=clip), np.float32)
-
-    if mode == "none":
-        return content, _map_styles(styles, lambda s: s), identity
-    if mode == "swap":
-        return content, _map_styles(styles, lambda s: s), chroma_from_content
-    if mode == "match":
-        def matched(s: np.ndarray) -> np.ndarray:
-            return np.asarray(color.match_color(s, content, color_match_method, clip=True), np.float32)
-
-        return content, _map_styles(styles, matched), identity
-    # lum
-    y_content = np.asarray(color.luminance(content), np.float32)
-
-    def lum_style(s: np.ndarray) -> np.ndarray:
-        return _grey(color.match_luminance(color.luminance(s), y_content))
-
-    return _grey(y_content), _map_styles(styles, lum_style), chroma_from_content
+__all__ = ["ControlledManyResult", "ControlledResult", "ScaleProgress", "stylize_controlled", "stylize_many_controlled"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,7 +122,7 @@ class ControlledManyResult(ManyResult):
             evaluations=int(self.evaluations[i]), iterations=self.iterations, status=self.status[i],
             config=self.configs[i] if self.configs else self.config, seed=self.seeds[i],
             loss_parts=None if self.loss_parts is None else self.loss_parts[i], terms=self.terms,
-            result=None if self.result is None else self.result[i],
+            state=self.member_state(i), result=None if self.result is None else self.result[i],
             scales=self.scales, iterations_per_scale=self.iterations_per_scale,
             losses_per_scale=[l[i] for l in self.losses_per_scale],
         )
@@ -266,7 +133,7 @@ class ControlledManyResult(ManyResult):
 
 
 def _styles_at(style: Any, shape: tuple[int, int], config: StyleConfig, resample: str) -> Any:
-    return _map_styles(style, lambda s: image.resize(s, style_working_shape(s.shape[:2], shape, config), resample))
+    return map_styles(style, lambda s: image.resize(s, style_working_shape(s.shape[:2], shape, config), resample))
 
 
 def _masks_at(masks: Optional[ImageLike], shape: tuple[int, int]) -> Optional[np.ndarray]:
@@ -276,17 +143,243 @@ def _masks_at(masks: Optional[ImageLike], shape: tuple[int, int]) -> Optional[np
     return np.stack([image.resize(np.asarray(m, np.float32), shape, "bilinear") for m in masks])
 
 
-def _first_scale(shapes: list, resume: Optional[LoopState], resume_scales: Sequence[Any]) -> int:
+def _first_scale(shapes: list, resume: Optional[ManyResume], resume_scales: Sequence[Any]) -> int:
     """The scale a resumed run continues (the number of finished scales), checked against this run."""
     first = len(resume_scales)
     if first and resume is None:
         raise ConfigError("resume_scales needs the state of the scale after them (resume=)")
     if first >= len(shapes):
         raise ConfigError(f"the checkpoint finished {first} scales; this run has {len(shapes)}")
-    if resume is not None and tuple(np.shape(resume.v))[:2] != tuple(shapes[first]):
-        raise ConfigError(f"the checkpointed image is {tuple(np.shape(resume.v))[:2]}, scale {first + 1} of this run "
+    held = None if resume is None else tuple(np.shape(resume.state.v))[1:3]
+    if held is not None and held != tuple(shapes[first]):
+        raise ConfigError(f"the checkpointed image is {held}, scale {first + 1} of this run "
                           f"is {shapes[first]}: resume with the same --size and --scales")
     return first
+
+
+def _many_members(content: np.ndarray, n: int, seeds: Optional[Sequence[int]]) -> tuple[list[np.ndarray], list[int]]:
+    """Each member's content (one shared or one each, all of one size) and seed."""
+    if n == 0:
+        raise ConfigError("stylize_many_controlled needs at least one style")
+    contents = ([as_image("content image", content)] * n if content.ndim == 3
+                else [as_image("content image", c) for c in content])
+    if len(contents) != n:
+        raise ConfigError(f"{len(contents)} content images for {n} styles")
+    if any(c.shape[:2] != contents[0].shape[:2] for c in contents):
+        raise ConfigError("the content images of a batch must have one size")
+    out_seeds = [0] * n if seeds is None else [int(s) for s in seeds]
+    if len(out_seeds) != n:
+        raise ConfigError(f"{len(out_seeds)} seeds for {n} styles")
+    return contents, out_seeds
+
+
+@dataclasses.dataclass
+class _Members:
+    """The members still in the run, in the engine's colour domain: contents, styles, how to restore
+    their colours, and where the next scale starts them (None: ``config.init``)."""
+
+    contents: list[np.ndarray]
+    styles: list[Any]
+    restores: list[Restore]
+    starts: Optional[np.ndarray]
+
+    def keep(self, m: int) -> None:
+        self.contents, self.styles, self.restores = self.contents[:m], self.styles[:m], self.restores[:m]
+
+    def restore_all(self, batch: np.ndarray) -> np.ndarray:
+        return np.stack([self.restores[i](im) for i, im in enumerate(batch)])
+
+
+def _members_in(contents: list[np.ndarray], styles: Sequence[Any], config: StyleConfig, color_match_method: str,
+                resample: str, init_images: Optional[Sequence[ImageLike]]) -> _Members:
+    prepared = [prepare_colors(c, s, config, color_match_method=color_match_method, resample=resample)
+                for c, s in zip(contents, styles)]
+    starts = None
+    if init_images is not None:
+        starts = np.stack([as_image("init image", im) for im in init_images])
+        if len(starts) != len(contents):
+            raise ConfigError(f"{len(starts)} init images for {len(contents)} members")
+        if config.preserve_colors == "lum":
+            starts = np.stack([grey(color.luminance(im)) for im in starts])
+    return _Members([p[0] for p in prepared], [p[1] for p in prepared], [p[2] for p in prepared], starts)
+
+
+@dataclasses.dataclass
+class _Ledger:
+    """What the scales run so far add up to, per member still in the run."""
+
+    losses: list[np.ndarray]  # per scale, members × its iterations
+    parts: list[np.ndarray]  # per scale, members × its iterations × the terms
+    scale_evaluations: list[np.ndarray]  # per scale, per member
+    evaluations: np.ndarray
+    iterations: int
+    nonfinite: list[bool]
+
+    @classmethod
+    def resumed(cls, n: int, resume_scales: Sequence[tuple[Any, Any]], config: StyleConfig) -> "_Ledger":
+        """The finished scales of an interrupted run (their loss parts are unknown: NaN)."""
+        losses = [np.asarray(l, np.float32).reshape(n, -1) for l, _ in resume_scales]
+        per_scale = [np.asarray(e, np.int64).reshape(n) for _, e in resume_scales]
+        evaluations = sum(per_scale, np.zeros((n,), np.int64))
+        # a finished scale's iterations: its steps (one loss each), or its evaluations when those count
+        iterations = int(evaluations.max()) if config.iteration_unit == "evaluation" and losses else \
+            sum(l.shape[1] for l in losses)
+        parts = [np.full(l.shape + (row_size() - 1,), np.nan, np.float32) for l in losses]
+        return cls(losses, parts, per_scale, evaluations, iterations, [False] * n)
+
+    def finished(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+        """(losses, evaluations) of each scale so far, as ``resume_scales`` takes them."""
+        return tuple(zip(self.losses, self.scale_evaluations))
+
+    def add(self, many: ManyResult) -> None:
+        got = len(many)
+        self.losses = [l[:got] for l in self.losses] + [many.losses]
+        self.parts = [q[:got] for q in self.parts] + [many.loss_parts if many.loss_parts is not None
+                                                      else np.full(many.losses.shape + (row_size() - 1,), np.nan)]
+        self.scale_evaluations = [e[:got] for e in self.scale_evaluations] + [np.asarray(many.evaluations, np.int64)]
+        self.evaluations = self.evaluations[:got] + np.asarray(many.evaluations, np.int64)
+        self.iterations += many.iterations
+        self.nonfinite = [f or s == "nonfinite" for f, s in zip(self.nonfinite[:got], many.status)]
+
+
+def _run_scale(k: int, shapes: list, counts: list, members: _Members, ledger: _Ledger, params: Any,
+               config: StyleConfig, seeds: list[int], shared: bool, resample: str, callback: Any,
+               masks: Optional[ImageLike], resume: Optional[ManyResume], **engine: Any) -> ManyResult:
+    """Scale ``k`` of the schedule: every member still in the run, resized from its full-size
+    inputs (never from the previous scale's copies) and started from its previous result upsampled."""
+    shape, m = shapes[k], len(members.contents)
+    # Gatys et al. 2017 use two scales; crowsonkb (and this) any number, √2 apart. Both start a
+    # scale from the previous result upsampled.
+    contents = image.resize(members.contents[0], shape, resample) if shared else \
+        np.stack([image.resize(c, shape, resample) for c in members.contents])
+    starts = None if members.starts is None else np.stack([image.resize(im, shape, resample)
+                                                           for im in members.starts[:m]])
+    scaled = _masks_at(masks, shape)
+    configs = engine.pop("configs")
+    return batching.stylize_many(
+        contents, [_styles_at(s, shape, config, resample) for s in members.styles], params, config,
+        configs=None if configs is None else list(configs)[:m], seeds=seeds[:m], iterations=counts[k],
+        callback=_wrap_callback(callback, k, len(shapes), shape, ledger.iterations, sum(counts),
+                                members.restore_all, ledger.finished()),
+        init_images=starts, masks=None if scaled is None else [scaled] * m, resume=resume, **engine)
+
+
+def stylize_many_controlled(
+    content: ImageLike,
+    styles: Sequence[Any],
+    params: Any,
+    config: StyleConfig,
+    *,
+    scales: Scales = None,
+    iterations_per_scale: Union[None, int, Sequence[int]] = None,
+    seeds: Optional[Sequence[int]] = None,
+    callback: Optional[Callable[[ScaleProgress], Optional[bool]]] = None,
+    convention: Optional[vgg.Convention] = None,
+    resample: Optional[str] = None,
+    color_match_method: str = "chol",
+    chunk_size: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    devices: Optional[Sequence[jax.Device]] = None,
+    configs: Optional[Sequence[StyleConfig]] = None,
+    spatial: int = 1,
+    resume: Optional[ManyResume] = None,
+    init_images: Optional[Sequence[ImageLike]] = None,
+    masks: Optional[ImageLike] = None,
+    resume_scales: Sequence[tuple[Any, Any]] = (),
+) -> ControlledManyResult:
+    """``batching.stylize_many`` with colour preservation and coarse-to-fine: the one scale loop.
+
+    Every scale runs ``stylize_many`` on the colour-prepared contents resized to that scale's shape,
+    with each style resized by :func:`style_working_shape` for that shape (so under
+    ``style_size="content"`` a style is always resized to the content's shape, as the CLI does).
+    The first scale starts from ``config.init`` (or ``init_images``); each later one starts every
+    member from its previous ``output`` (the config's choice: last, EMA or best iterate) upsampled
+    with ``resample`` (Gatys et al. 2017 and crowsonkb start the fine scale from the upsampled
+    coarse result too). The seeds are the same at every scale (only the first uses noise). After
+    the last scale the colours are restored (``prepare_colors``). A member whose loss went
+    non-finite keeps status "nonfinite" and goes on from its last good image; the schedule stops
+    when a callback stops it or no member is still going (a batch of one stops at its non-finite
+    scale, as a single run does).
+
+    Args:
+      content: one H×W×3 image (shared) or an N×H×W×3 batch, at the FINAL working size.
+      styles: N style specs (one array, a list, or (array, weight) pairs each), at their final
+        working size (or larger); resized at every scale from these.
+      params: a ``weights.Network`` (or a params dict with ``convention=``).
+      config: a ``StyleConfig`` (any preset).
+      scales: None: one scale, the content's size; "auto": ``scale_schedule(long side)`` (from
+        256 px up in √2 steps); or a list of long sides, ascending, the last one the content's.
+      iterations_per_scale: see :func:`scale_iterations` (default: ``config.iterations`` then
+        half as many on each later scale).
+      seeds, batch_size, devices, configs, spatial, chunk_size, convention: as
+        ``batching.stylize_many`` (``configs``: one per member, differing in values only: a sweep;
+        ``spatial``: devices per member, a ``batch × spatial`` mesh).
+      callback: called between chunks with a :class:`ScaleProgress` (``restored_image()`` is
+        N×H×W×3); returning True stops the whole schedule.
+      resample: the filter for every resize here (coarse inputs, upsampling between scales);
+        default ``config.resample``.
+      color_match_method: "chol", "pca" or "sym" for ``preserve_colors="match"``.
+      init_images: N start images for the first scale instead of ``config.init`` (any size;
+        resized; made grey under "lum").
+      masks: K×H×W region masks at the content's size, shared by the members (spatial control;
+        resized to each scale).
+      resume: continue an interrupted run (``batching.ManyResume``; ``ScaleProgress`` carries its
+        ``batch_state``, ``done`` and ``rows``) at the scale after ``resume_scales``.
+      resume_scales: (losses N×k, evaluations N) of each scale the interrupted run finished
+        (``ScaleProgress.finished``). Those scales are not run again, and the result equals the
+        uninterrupted run's (their loss parts are NaN).
+
+    Returns:
+      :class:`ControlledManyResult`.
+    """
+    content = np.asarray(content, np.float32)
+    resample = config.resample if resample is None else resample
+    contents, seeds = _many_members(content, len(styles), seeds)
+    final = contents[0].shape[:2]
+    shapes = run_shapes(final, scales)
+    counts = scale_iterations(config, len(shapes), iterations_per_scale)
+    first = _first_scale(shapes, resume, resume_scales)
+    members = _members_in(contents, styles, config, color_match_method, resample, init_images)
+    ledger = _Ledger.resumed(len(styles), resume_scales, config)
+    many: Optional[ManyResult] = None
+    for k in range(first, len(shapes)):
+        m = len(members.contents)
+        many = _run_scale(k, shapes, counts, members, ledger, params, config, seeds, content.ndim == 3, resample,
+                          callback, masks, resume if k == first else None, configs=configs, convention=convention,
+                          chunk_size=chunk_size, batch_size=batch_size, devices=devices, spatial=spatial)
+        ledger.add(many)
+        members.keep(len(many))  # stopped in a later group: only the first members ran
+        members.starts = many.outputs
+        if "stopped" in many.status or len(many) < m or "done" not in many.status:
+            break
+    assert many is not None
+    return _controlled_many(many, ledger, members, final, resample, config, seeds, shapes, counts)
+
+
+def _controlled_many(many: ManyResult, ledger: _Ledger, members: _Members, final: tuple[int, int], resample: str,
+                     config: StyleConfig, seeds: list[int], shapes: list, counts: list) -> ControlledManyResult:
+    """The last scale's results at the content's shape with the colours restored, and the ledger's totals."""
+    got = len(many)
+    return ControlledManyResult(
+        images=np.stack([members.restores[i](image.resize(many.images[i], final, resample)) for i in range(got)]),
+        best_images=np.stack([members.restores[i](image.resize(many.best_images[i], final, resample))
+                              for i in range(got)]),
+        losses=np.concatenate(ledger.losses, axis=1),
+        evaluations=ledger.evaluations,
+        iterations=ledger.iterations,
+        status=["nonfinite" if ledger.nonfinite[i] else many.status[i] for i in range(got)],
+        config=config,
+        seeds=seeds[:got],
+        loss_parts=np.concatenate(ledger.parts, axis=1),
+        configs=list(many.configs or [])[:got],
+        terms=many.terms,
+        steps=None,
+        state=many.state,
+        result=many,
+        scales=shapes,
+        iterations_per_scale=counts,
+        losses_per_scale=ledger.losses,
+    )
 
 
 def stylize_controlled(
@@ -310,249 +403,45 @@ def stylize_controlled(
     resume_scales: Sequence[tuple[np.ndarray, int]] = (),
     devices: Optional[Sequence[jax.Device]] = None,
 ) -> ControlledResult:
-    """``engine.stylize`` with colour preservation (``config.preserve_colors``) and coarse-to-fine scales.
-
-    Every scale runs ``engine.stylize`` on the colour-prepared content resized to that scale's
-    shape, with each style resized by :func:`style_working_shape` for that shape (so under
-    ``style_size="content"`` a style is always resized to the content's shape, as the CLI does).
-    The first scale starts from ``config.init`` (or ``init_image``); each later one from the
-    previous scale's ``Result.output`` (the config's choice: last, EMA or best iterate) upsampled
-    with ``resample`` (Gatys et al. 2017 and crowsonkb start the fine scale from the upsampled
-    coarse result too). The seed is the same for every scale (only the first uses noise).
-    After the last scale the colours are restored (``prepare_colors``).
+    """``engine.stylize`` with colour preservation and coarse-to-fine: ``stylize_many_controlled``
+    for a batch of one (its callback sees member 0, as ``engine.stylize``'s does).
 
     Args:
       content: H×W×3 RGB in [0, 1] at the FINAL working size (downsized here for coarse scales).
-      style: one array, a sequence (blended), or (array, weight) pairs, at their final working
-        size (or larger); resized at every scale from these.
-      params: a ``weights.Network`` (or a params dict with ``convention=``).
-      config: a ``StyleConfig`` (any preset).
-      scales: None: one scale, the content's size; "auto": ``scale_schedule(long side)`` (from
-        256 px up in √2 steps); or a list of long sides, ascending, the last one the content's.
-      iterations_per_scale: see :func:`scale_iterations` (default: ``config.iterations`` then
-        half as many on each later scale).
+      style: one array, a sequence (blended), or (array, weight) pairs.
+      params, config, scales, iterations_per_scale, convention, resample, color_match_method,
+        chunk_size, masks: as ``stylize_many_controlled``.
       seed: the start-noise seed.
-      callback: called between chunks with a :class:`ScaleProgress`; returning True stops the
-        whole schedule.
-      convention: for a bare params dict.
-      resample: the filter for every resize here (coarse inputs, upsampling between scales);
-        default ``config.resample``.
-      color_match_method: "chol", "pca" or "sym" for ``preserve_colors="match"``.
-      init_image: a start image for the first scale instead of ``config.init`` (any size; resized;
-        made grey under "lum").
-      chunk_size: steps per compiled chunk (default ``config.chunk_size``).
-      masks: K×H×W region masks at the content's size (spatial control; resized to each scale).
+      callback: called between chunks with a :class:`ScaleProgress` of member 0; True stops.
+      init_image: a start image for the first scale instead of ``config.init``.
       resume, resume_losses: continue from a checkpointed ``LoopState`` and the losses its scale
         recorded so far (``engine.stylize``'s arguments).
-      resume_scales: under coarse-to-fine, (losses, evaluations) of each scale the interrupted run
-        finished (``ScaleProgress.finished``); ``resume`` belongs to the next scale. Those scales
-        are not run again, and the result equals the uninterrupted run's (their loss parts are NaN).
+      resume_scales: (losses, evaluations) of each scale the interrupted run finished
+        (``ScaleProgress.finished``); ``resume`` belongs to the next scale.
       devices: split the image's rows over these devices at every scale (``engine.stylize``).
 
     Returns:
       :class:`ControlledResult`.
     """
-    content = _as_image("content image", content)
-    resample = config.resample if resample is None else resample
-    final = content.shape[:2]
-    shapes = run_shapes(final, scales)
-    counts = scale_iterations(config, len(shapes), iterations_per_scale)
-    first = _first_scale(shapes, resume, resume_scales)
-    content_in, style_in, restore = prepare_colors(content, style, config, color_match_method=color_match_method,
-                                                   resample=resample)
-    if init_image is not None:
-        init_image = _as_image("init image", init_image)
-        if config.preserve_colors == "lum":
-            init_image = _grey(color.luminance(init_image))
-    total = sum(counts)
-    losses: list[np.ndarray] = [np.asarray(l, np.float32).reshape(-1) for l, _ in resume_scales]
-    parts: list[np.ndarray] = [np.full((len(l), row_size() - 1), np.nan, np.float32) for l in losses]
-    finished: list[tuple[np.ndarray, int]] = [(l, int(e)) for l, (_, e) in zip(losses, resume_scales)]
-    evaluations = sum(e for _, e in finished)
-    # a finished scale's iterations: its steps (one loss each), or its evaluations when those count
-    iterations = evaluations if config.iteration_unit == "evaluation" else sum(len(l) for l in losses)
-    prev: Optional[np.ndarray] = None
-    res: Optional[Result] = None
-    for k, (shape, n) in enumerate(zip(shapes, counts)):
-        if k < first:
-            continue
-        # Gatys et al. 2017 use two scales; crowsonkb (and this) any number, √2 apart. Both start a
-        # scale from the previous result upsampled; the content and style are resized from the
-        # full-size inputs at every scale (never from the previous scale's copies).
-        start = prev if prev is not None else init_image
-        res = engine.stylize(
-            image.resize(content_in, shape, resample),
-            _styles_at(style_in, shape, config, resample),
-            params,
-            config,
-            iterations=n,
-            seed=seed,
-            callback=_wrap_callback(callback, k, len(shapes), shape, iterations, total, restore, finished),
-            init_image=None if start is None else image.resize(start, shape, resample),
-            convention=convention,
-            chunk_size=chunk_size,
-            resume=resume if k == first else None,
-            resume_losses=resume_losses if k == first else None,
-            masks=_masks_at(masks, shape),
-            devices=devices,
-        )
-        losses.append(res.losses)
-        parts.append(res.loss_parts if res.loss_parts is not None else np.full((len(res.losses), row_size() - 1), np.nan))
-        finished.append((res.losses, res.evaluations))
-        evaluations += res.evaluations
-        iterations += res.iterations
-        prev = res.output
-        if res.status != "done":
-            break
-    assert res is not None
-    return ControlledResult(
-        image=restore(image.resize(res.image, final, resample)),
-        best_image=restore(image.resize(res.best_image, final, resample)),
-        losses=np.concatenate(losses),
-        evaluations=evaluations,
-        iterations=iterations,
-        status=res.status,
-        config=config,
-        seed=seed,
-        loss_parts=np.concatenate(parts),
-        terms=res.terms,
-        result=res,
-        state=res.state,
-        scales=shapes,
-        iterations_per_scale=counts,
-        losses_per_scale=losses,
-    )
+    content = as_image("content image", content)
+    # One image over several devices: its rows split over them (a batch × spatial mesh of 1 × N).
+    spread = list(devices) if devices is not None and len(devices) > 1 else jax.local_devices()[:1]
+    many_resume = None
+    if resume is not None:
+        head = np.asarray([] if resume_losses is None else resume_losses, np.float32).reshape(-1, 1)
+        rows = np.concatenate([head, np.full((len(head), row_size() - 1), np.nan, np.float32)], axis=1)[None]
+        many_resume = ManyResume(None, jax.tree.map(lambda x: jnp.asarray(x)[None], resume), rows)
 
+    def one(p: ScaleProgress) -> Optional[bool]:
+        assert callback is not None
+        return callback(dataclasses.replace(
+            p, losses=p.losses[0], member=0, restore=lambda im: p.restore(np.asarray(im)[None])[0],
+            finished=tuple((np.asarray(l)[0], int(np.asarray(e)[0])) for l, e in p.finished)))
 
-def _many_members(content: np.ndarray, n: int, seeds: Optional[Sequence[int]]) -> tuple[list[np.ndarray], list[int]]:
-    """Each member's content (one shared or one each, all of one size) and seed."""
-    if n == 0:
-        raise ConfigError("stylize_many_controlled needs at least one style")
-    contents = ([_as_image("content image", content)] * n if content.ndim == 3
-                else [_as_image("content image", c) for c in content])
-    if len(contents) != n:
-        raise ConfigError(f"{len(contents)} content images for {n} styles")
-    if any(c.shape[:2] != contents[0].shape[:2] for c in contents):
-        raise ConfigError("the content images of a batch must have one size")
-    out_seeds = [0] * n if seeds is None else [int(s) for s in seeds]
-    if len(out_seeds) != n:
-        raise ConfigError(f"{len(out_seeds)} seeds for {n} styles")
-    return contents, out_seeds
-
-
-def stylize_many_controlled(
-    content: ImageLike,
-    styles: Sequence[Any],
-    params: Any,
-    config: StyleConfig,
-    *,
-    scales: Scales = None,
-    iterations_per_scale: Union[None, int, Sequence[int]] = None,
-    seeds: Optional[Sequence[int]] = None,
-    callback: Optional[Callable[[ScaleProgress], Optional[bool]]] = None,
-    convention: Optional[vgg.Convention] = None,
-    resample: Optional[str] = None,
-    color_match_method: str = "chol",
-    chunk_size: Optional[int] = None,
-    batch_size: Optional[int] = None,
-    devices: Optional[Sequence[jax.Device]] = None,
-    configs: Optional[Sequence[StyleConfig]] = None,
-    spatial: int = 1,
-    resume: Optional[ManyResume] = None,
-) -> ControlledManyResult:
-    """``batching.stylize_many`` with colour preservation and coarse-to-fine (see ``stylize_controlled``).
-
-    The i-th result equals ``stylize_controlled(content_i, styles[i], ..., seed=seeds[i])`` to
-    float32 rounding. Later scales start each member from its own previous result upsampled
-    (``stylize_many(init_images=...)``).
-
-    Args:
-      content: one H×W×3 image (shared) or an N×H×W×3 batch, at the final working size.
-      styles: N style specs (one array, a list, or (array, weight) pairs each).
-      params, config, scales, iterations_per_scale, callback, convention, resample,
-        color_match_method, chunk_size: as ``stylize_controlled`` (the callback's
-        ``restored_image()`` is N×H×W×3).
-      seeds, batch_size, devices, configs, spatial: as ``batching.stylize_many`` (``configs``: one
-        per member, differing in values only: a sweep; ``spatial``: devices per member, a
-        ``batch × spatial`` mesh).
-      resume: continue an interrupted one-scale batch (``batching.ManyResume``; the callback's
-        ``ScaleProgress`` carries ``done`` and ``rows``). Refused with several scales.
-
-    Returns:
-      :class:`ControlledManyResult`.
-    """
-    content = np.asarray(content, np.float32)
-    resample = config.resample if resample is None else resample
-    n = len(styles)
-    shared = content.ndim == 3
-    contents, seeds = _many_members(content, n, seeds)
-    final = contents[0].shape[:2]
-    shapes = run_shapes(final, scales)
-    counts = scale_iterations(config, len(shapes), iterations_per_scale)
-    if resume is not None and len(shapes) > 1:
-        raise ConfigError("resuming a batch works with one scale; this run has several (--scales)")
-    prepared = [prepare_colors(c, s, config, color_match_method=color_match_method, resample=resample)
-                for c, s in zip(contents, styles)]
-    contents_in = [p[0] for p in prepared]
-    styles_in = [p[1] for p in prepared]
-    restores = [p[2] for p in prepared]
-
-    def restore_all(batch: np.ndarray) -> np.ndarray:
-        return np.stack([restores[i](im) for i, im in enumerate(batch)])
-
-    total = sum(counts)
-    losses: list[np.ndarray] = []
-    parts: list[np.ndarray] = []
-    evaluations = np.zeros((n,), np.int64)
-    iterations = 0
-    nonfinite = [False] * n
-    prev: Optional[np.ndarray] = None
-    many: Optional[ManyResult] = None
-    for k, (shape, iters) in enumerate(zip(shapes, counts)):
-        m = len(contents_in)
-        c_k = image.resize(contents_in[0], shape, resample) if shared else \
-            np.stack([image.resize(c, shape, resample) for c in contents_in])
-        s_k = [_styles_at(s, shape, config, resample) for s in styles_in]
-        starts = None if prev is None else np.stack([image.resize(p, shape, resample) for p in prev])
-        many = batching.stylize_many(
-            c_k, s_k, params, config, configs=None if configs is None else list(configs)[:m], seeds=seeds[:m],
-            iterations=iters,
-            callback=_wrap_callback(callback, k, len(shapes), shape, iterations, total, restore_all),
-            convention=convention, chunk_size=chunk_size, batch_size=batch_size, devices=devices,
-            init_images=starts, spatial=spatial, resume=resume,
-        )
-        got = len(many)
-        losses = [l[:got] for l in losses] + [many.losses]
-        parts = [q[:got] for q in parts] + [many.loss_parts if many.loss_parts is not None
-                                            else np.full(many.losses.shape + (row_size() - 1,), np.nan)]
-        evaluations = evaluations[:got] + np.asarray(many.evaluations, np.int64)
-        iterations += many.iterations
-        nonfinite = [f or s == "nonfinite" for f, s in zip(nonfinite[:got], many.status)]
-        prev = many.outputs
-        stopped = "stopped" in many.status or got < m
-        if got < m:  # stopped in a later group: only the first `got` members ran
-            contents_in, styles_in, restores = contents_in[:got], styles_in[:got], restores[:got]
-        if stopped:
-            break
-    assert many is not None
-    got = len(many)
-    status = ["nonfinite" if nonfinite[i] else many.status[i] for i in range(got)]
-    images = np.stack([restores[i](image.resize(many.images[i], final, resample)) for i in range(got)])
-    bests = np.stack([restores[i](image.resize(many.best_images[i], final, resample)) for i in range(got)])
-    return ControlledManyResult(
-        images=images,
-        best_images=bests,
-        losses=np.concatenate(losses, axis=1),
-        evaluations=evaluations,
-        iterations=iterations,
-        status=status,
-        config=config,
-        seeds=seeds[:got],
-        loss_parts=np.concatenate(parts, axis=1),
-        configs=list(many.configs or [])[:got],
-        terms=many.terms,
-        result=many,
-        scales=shapes,
-        iterations_per_scale=counts,
-        losses_per_scale=losses,
-    )
+    many = stylize_many_controlled(
+        content, [style], params, config, scales=scales, iterations_per_scale=iterations_per_scale, seeds=[seed],
+        callback=None if callback is None else one, convention=convention, resample=resample,
+        color_match_method=color_match_method, chunk_size=chunk_size, batch_size=1, devices=spread,
+        spatial=len(spread), resume=many_resume, init_images=None if init_image is None else [init_image],
+        masks=masks, resume_scales=[(np.asarray(l)[None], np.asarray([e])) for l, e in resume_scales])
+    return many[0]

@@ -37,7 +37,8 @@ class ManyResult:
     ``evaluations``: per result; ``status``: per result ("done", "stopped", "nonfinite");
     ``configs``: each result's config (they differ in values only, e.g. in a sweep); ``loss_parts``:
     N×iterations×len(``objective.part_names()``), the weighted terms; ``terms``: the terms this run
-    has. Members shorter than others (stopped, non-finite) are NaN-padded."""
+    has. Members shorter than others (stopped, non-finite) are NaN-padded. ``state``: the last
+    group's final stacked ``LoopState`` (its members are the last ones; ``self[i].state`` slices it)."""
 
     images: np.ndarray
     best_images: np.ndarray
@@ -51,6 +52,7 @@ class ManyResult:
     loss_parts: Optional[np.ndarray] = None
     terms: tuple[str, ...] = ("content", "style", "tv")
     steps: Optional[np.ndarray] = None  # iterations made, per result
+    state: Optional[LoopState] = None
 
     def __post_init__(self) -> None:
         if self.configs is None:
@@ -59,11 +61,18 @@ class ManyResult:
     def __len__(self) -> int:
         return len(self.images)
 
+    def member_state(self, i: int) -> Optional[LoopState]:
+        """Member ``i``'s final ``LoopState`` when it ran in the last group (else None)."""
+        if self.state is None:
+            return None
+        j = i - (len(self) - int(np.shape(self.state.v)[0]))
+        return None if j < 0 else jax.tree.map(lambda x: x[j], self.state)
+
     def __getitem__(self, i: int) -> Result:
         assert self.configs is not None
         return Result(self.images[i], self.best_images[i], self.losses[i], int(self.evaluations[i]),
                       self.iterations if self.steps is None else int(self.steps[i]), self.status[i],
-                      self.configs[i], self.seeds[i],
+                      self.configs[i], self.seeds[i], state=self.member_state(i),
                       loss_parts=None if self.loss_parts is None else self.loss_parts[i], terms=self.terms)
 
     @property
@@ -119,6 +128,7 @@ def _concat(parts: Sequence[ManyResult], config: StyleConfig) -> ManyResult:
         seeds=[s for p in parts for s in p.seeds], configs=[c for p in parts for c in (p.configs or [])],
         loss_parts=np.concatenate([pad(p.loss_parts) for p in parts if p.loss_parts is not None]),
         terms=parts[0].terms, steps=np.concatenate([p.steps for p in parts if p.steps is not None]),
+        state=parts[-1].state,
     )
 
 
@@ -161,6 +171,7 @@ def stylize_many(
     spatial: int = 1,
     temporal: Optional[Sequence[tuple[ImageLike, ImageLike]]] = None,
     resume: Optional[ManyResume] = None,
+    masks: Optional[Sequence[Optional[ImageLike]]] = None,
 ) -> ManyResult:
     """N style transfers in one compiled program: the engine's chunk vmapped over targets, values and state.
 
@@ -190,6 +201,7 @@ def stylize_many(
       resume: continue an interrupted run (``ManyResume``: the finished groups' results, the next
         group's state and rows; a callback's ``ManyProgress`` holds both). The result equals the
         uninterrupted run's.
+      masks: per member, K×H×W region masks (spatial control, as ``stylize``'s) or None.
 
     Returns:
       ``ManyResult``.
@@ -206,14 +218,19 @@ def stylize_many(
     if first not in starts and first != n:
         raise ConfigError(f"the checkpoint finished {first} members; groups of {batch} start at {starts}: "
                           "resume with the same --batch-size")
+    if masks is not None and len(masks) != n:
+        raise ConfigError(f"{len(masks)} masks for {n} members")
     for g, lo in enumerate(starts):
         if lo < first:
             continue
+        for earlier in finished:  # only the last group's state is kept (device memory)
+            earlier.state = None
         idx = list(range(lo, min(n, lo + batch)))
         state = None if resume is None or lo != first else resume.state
         prep = prepare(params, [contents[i] for i in idx], [styles[i] for i in idx], [configs[i] for i in idx],
                        seeds=[seeds[i] for i in idx], convention=convention,
                        init_images=None if init_images is None else [init_images[i] for i in idx],
+                       masks=None if masks is None else [masks[i] for i in idx],
                        temporal=None if temporal is None else [temporal[i] for i in idx], resume=state)
         done_so_far = _concat(finished, config) if finished else None
 
@@ -228,7 +245,7 @@ def stylize_many(
         finished.append(ManyResult(run.images, run.best_images, run.rows[..., 0], run.evaluations,
                                    int(run.steps.max()), run.status, config, [seeds[i] for i in idx],
                                    [configs[i] for i in idx], loss_parts=run.rows[..., 1:], terms=prep.terms,
-                                   steps=run.steps))
+                                   steps=run.steps, state=jax.tree.map(lambda x: x[:len(idx)], run.state)))
         if "stopped" in run.status:
             break
     return _concat(finished, config)

@@ -121,6 +121,67 @@ def _member_temporal(temporal: Optional[tuple[ImageLike, ImageLike]], content: A
     return warped, weights
 
 
+class Targeted(NamedTuple):
+    """A batch's inputs after the network has seen them: what ``prepare`` and ``make_loss_fn`` share.
+
+    ``params``: the direct-convolution params (targets and ``objective`` use them); ``spec``,
+    ``program``: static facts; ``contents``: float32 arrays; ``targets``, ``values``: one per member.
+    """
+
+    params: Any
+    spec: NetSpec
+    program: Any
+    contents: list[Array]
+    targets: list[Targets]
+    values: list[Any]
+
+
+def _pick(seq: Optional[Sequence[Any]], i: int) -> Any:
+    return None if seq is None else seq[i]
+
+
+def prepare_targets(
+    network: Any,
+    contents: Sequence[ImageLike],
+    styles: Sequence[Any],
+    configs: Sequence[StyleConfig],
+    *,
+    convention: Any = None,
+    masks: Optional[Sequence[Optional[ImageLike]]] = None,
+    style_masks: Optional[Sequence[Optional[Sequence[Optional[ImageLike]]]]] = None,
+    temporal: Optional[Sequence[Optional[tuple[ImageLike, ImageLike]]]] = None,
+) -> Targeted:
+    """Each member's targets and values, computed once (the arguments as ``prepare`` takes them).
+
+    Returns:
+      ``Targeted``.
+    """
+    n = len(contents)
+    if n == 0:
+        raise ConfigError("at least one member is needed")
+    if len(styles) != n or len(configs) != n:
+        raise ConfigError(f"{len(styles)} styles and {len(configs)} configs for {n} content images")
+    check_same_program(configs[0], configs)
+    p, spec = net_spec(network, convention)
+    program = configs[0].program()
+    spec = with_pixel_scale(spec, program.pixel_scale)
+    content_arrays = [jnp.asarray(c, jnp.float32) for c in contents]
+    if any(c.shape != content_arrays[0].shape for c in content_arrays):
+        raise ConfigError("the content images of a batch must have one size")
+    for name, seq in {"masks": masks, "style_masks": style_masks, "temporal": temporal}.items():
+        if seq is not None and len(seq) != n:
+            raise ConfigError(f"{len(seq)} {name} for {n} members")
+    if temporal is not None and len({t is None for t in temporal}) > 1:
+        raise ConfigError("either every member has a temporal target or none")
+    # Targets with the direct convolutions: computed once, so compiling Winograd for them (seconds)
+    # would buy nothing; they agree with Winograd's to ~1e-6. The loop runs the engine params.
+    direct_p = direct_params(p, spec)
+    targets = [compute_targets(direct_p, spec, c, s, program, cfg.style_blend_weights, _pick(masks, i),
+                               _pick(style_masks, i))._replace(temporal=_member_temporal(_pick(temporal, i), c, i))
+               for i, (c, s, cfg) in enumerate(zip(content_arrays, styles, configs))]
+    return Targeted(direct_p, spec, program, content_arrays, targets, [cfg.values() for cfg in configs])
+
+
 def prepare(
     network: Any,
     contents: Sequence[ImageLike],
@@ -153,55 +214,31 @@ def prepare(
       ``Prepared``.
     """
     n = len(contents)
-    if n == 0:
-        raise ConfigError("at least one member is needed")
-    if len(styles) != n or len(configs) != n:
-        raise ConfigError(f"{len(styles)} styles and {len(configs)} configs for {n} content images")
-    config = configs[0]
-    check_same_program(config, configs)
-    p, spec = net_spec(network, convention)
-    program = config.program()
-    spec = with_pixel_scale(spec, program.pixel_scale)
-    content_arrays = [jnp.asarray(c, jnp.float32) for c in contents]
-    if any(c.shape != content_arrays[0].shape for c in content_arrays):
-        raise ConfigError("the content images of a batch must have one size")
-    per: dict[str, Optional[Sequence[Any]]] = {"seeds": seeds, "keys": keys, "init_images": init_images, "masks": masks, "style_masks": style_masks,
-           "temporal": temporal}
-    for name, seq in per.items():
+    for name, seq in {"seeds": seeds, "keys": keys, "init_images": init_images}.items():
         if seq is not None and len(seq) != n:
             raise ConfigError(f"{len(seq)} {name} for {n} members")
-    if temporal is not None and len({t is None for t in temporal}) > 1:
-        raise ConfigError("either every member has a temporal target or none")
-    # Targets with the direct convolutions: computed once, so compiling Winograd for them (seconds)
-    # would buy nothing; they agree with Winograd's to ~1e-6. The loop runs the engine params.
-    direct_p = direct_params(p, spec)
-
-    def pick(seq: Optional[Sequence[Any]], i: int) -> Any:
-        return None if seq is None else seq[i]
-
-    targets = [compute_targets(direct_p, spec, c, s, program, cfg.style_blend_weights, pick(masks, i),
-                               pick(style_masks, i))._replace(temporal=_member_temporal(pick(temporal, i), c, i))
-               for i, (c, s, cfg) in enumerate(zip(content_arrays, styles, configs))]
-    values = [cfg.values() for cfg in configs]
+    t = prepare_targets(network, contents, styles, configs, convention=convention, masks=masks,
+                        style_masks=style_masks, temporal=temporal)
     if resume is None:
         keys = keys if keys is not None else [jax.random.PRNGKey(0 if seeds is None else int(s)) for s in
                                               (seeds or [0] * n)]
         firsts = [style_images(s, cfg.style_blend_weights)[0][0] for s, cfg in zip(styles, configs)]
-        state = stack([init_state(initial_variable(c, s0, cfg, spec, k, pick(init_images, i), vals), program, vals)
-                       for i, (c, s0, cfg, k, vals) in enumerate(zip(content_arrays, firsts, configs, keys, values))])
+        state = stack([init_state(initial_variable(c, s0, cfg, t.spec, k, _pick(init_images, i), vals), t.program,
+                                  vals)
+                       for i, (c, s0, cfg, k, vals) in enumerate(zip(t.contents, firsts, configs, keys, t.values))])
+    elif tuple(np.shape(resume.v)) != (n, *t.contents[0].shape):
+        raise ConfigError(f"the resumed state holds {tuple(np.shape(resume.v))}, this run "
+                          f"{(n, *t.contents[0].shape)}")
     else:
         state = resume
-        if tuple(np.shape(state.v)) != (n, *content_arrays[0].shape):
-            raise ConfigError(f"the resumed state holds {tuple(np.shape(state.v))}, this run "
-                              f"{(n, *content_arrays[0].shape)}")
     return Prepared(
-        params=engine_params(p, program, spec, content_arrays[0].shape),
-        targets=stack(targets),
-        values=jax.tree.map(jnp.asarray, stack_values(values)),
+        params=engine_params(net_spec(network, convention)[0], t.program, t.spec, t.contents[0].shape),
+        targets=stack(t.targets),
+        values=jax.tree.map(jnp.asarray, stack_values(t.values)),
         state=state,
-        program=program,
-        spec=spec,
-        terms=active_terms(program, temporal is not None and temporal[0] is not None),
+        program=t.program,
+        spec=t.spec,
+        terms=active_terms(t.program, temporal is not None and temporal[0] is not None),
     )
 
 
@@ -278,6 +315,44 @@ def _fresh_optimizer(prep: Prepared, state: LoopState, values: Any, mesh: Any) -
     return state._replace(opt_state=fresh)
 
 
+@dataclasses.dataclass
+class _Chunks:
+    """The compiled chunk over one placed batch: its arguments, sizes and the loss rows so far."""
+
+    prep: Prepared
+    args: tuple  # (params, targets, values), placed
+    n: int  # members
+    m: int  # members with the mesh's padding
+    length: int  # steps per compiled chunk
+    by_evals: bool  # iterations count evaluations
+    history: list[list[np.ndarray]]  # per member, its chunks' rows
+
+    def counts(self, st: LoopState) -> np.ndarray:
+        """Each member's iterations so far (steps, or evaluations)."""
+        return np.asarray(st.evals if self.by_evals else st.step)[: self.n].astype(np.int64)
+
+    def run_round(self, state: LoopState, limit: np.ndarray,
+                  report: Optional[Callable[[LoopState], Optional[bool]]]) -> tuple[LoopState, bool]:
+        """Chunks until every member reaches ``limit`` (or fails); (state, whether a callback stopped it)."""
+        n, prep = self.n, self.prep
+        while True:
+            c, failed = self.counts(state), np.asarray(state.failed)[:n]
+            want = (c < limit) & ~failed
+            if not want.any():
+                return state, False
+            steps = np.where(want, limit if self.by_evals else np.minimum(self.length, limit - c), 0)
+            n_active = np.concatenate([steps, np.repeat(steps[-1:], self.m - n)]).astype(np.int32)
+            state, chunk_rows = run_chunk(*self.args, state, jnp.asarray(n_active), program=prep.program,
+                                          spec=prep.spec, length=self.length)
+            cl = np.asarray(chunk_rows)[:n]
+            for i in range(n):
+                self.history[i].append(cl[i][~np.isnan(cl[i][:, 0])] if self.by_evals else cl[i][: steps[i]])
+            if np.asarray(state.failed)[:n].all() or (self.counts(state) == c).all():
+                return state, False
+            if report is not None and report(state):
+                return state, True
+
+
 def drive(
     prep: Prepared,
     total: int,
@@ -307,51 +382,38 @@ def drive(
     Returns:
       ``Run``.
     """
-    program, spec = prep.program, prep.spec
+    program = prep.program
     n = int(np.shape(prep.state.step)[0])
     params, targets, values, state, mesh = _placed(prep, n, devices, spatial)
-    m = int(np.shape(state.step)[0])  # with padding
-    length = int(chunk_size or program.chunk_size)  # the program's: fewer iterations stop inside it
-    by_evals = program.iteration_unit == "evaluation"
-    history: list[list[np.ndarray]] = [[] if head is None else [np.asarray(head[i], np.float32)] for i in range(n)]
-    status = ["done"] * n
-
-    def counts(st: LoopState) -> np.ndarray:
-        return np.asarray(st.evals if by_evals else st.step)[:n].astype(np.int64)
-
+    chunks = _Chunks(prep, (params, targets, values), n, int(np.shape(state.step)[0]),
+                     int(chunk_size or program.chunk_size),  # the program's: fewer iterations stop inside it
+                     program.iteration_unit == "evaluation",
+                     [[] if head is None else [np.asarray(head[i], np.float32)] for i in range(n)])
     # Rounds (the blog calls SciPy's fmin_l_bfgs_b(maxfun=rounds) repeatedly): each round is a fresh
     # optimiser state; with evaluations as the unit a round keeps stepping while it has made no
     # more than `rounds` evaluations (SciPy's rule, so a round makes rounds + 1 or a few more).
     rounds_total = math.ceil(total / rounds) if rounds else 1
-    round_index = min(int(counts(state).min()) // rounds, rounds_total) if rounds else 0
-    round_start = counts(state)
-    while status[0] != "stopped" and round_index < rounds_total:
+    round_index = min(int(chunks.counts(state).min()) // rounds, rounds_total) if rounds else 0
+    round_start = chunks.counts(state)
+    stopped = False
+    while not stopped and round_index < rounds_total:
         limit = np.full((n,), total, np.int64)
         if rounds:
-            limit = round_start + rounds + 1 if by_evals else np.minimum(round_start + rounds, total)
-        while True:
-            c, failed = counts(state), np.asarray(state.failed)[:n]
-            want = (c < limit) & ~failed
-            if not want.any():
-                break
-            steps = np.where(want, limit if by_evals else np.minimum(length, limit - c), 0)
-            n_active = np.concatenate([steps, np.repeat(steps[-1:], m - n)]).astype(np.int32)
-            state, chunk_rows = run_chunk(params, targets, values, state, jnp.asarray(n_active),
-                                          program=program, spec=spec, length=length)
-            cl = np.asarray(chunk_rows)[:n]
-            for i in range(n):
-                history[i].append(cl[i][~np.isnan(cl[i][:, 0])] if by_evals else cl[i][: steps[i]])
-            if np.asarray(state.failed)[:n].all() or (counts(state) == c).all():
-                break
-            if callback is not None:
-                done = round_index * rounds + np.minimum(rounds, counts(state) - round_start) if rounds else counts(state)
-                if callback(_progress(prep, state, history, done, total, group)):
-                    status = ["stopped"] * n
-                    break
+            limit = round_start + rounds + 1 if chunks.by_evals else np.minimum(round_start + rounds, total)
+
+        def report(st: LoopState, index: int = round_index, start: np.ndarray = round_start) -> Optional[bool]:
+            assert callback is not None
+            c = chunks.counts(st)
+            done = index * rounds + np.minimum(rounds, c - start) if rounds else c
+            return callback(_progress(prep, st, chunks.history, done, total, group))
+
+        state, stopped = chunks.run_round(state, limit, None if callback is None else report)
         round_index += 1
-        if rounds and status[0] != "stopped" and round_index < rounds_total:
+        if rounds and not stopped and round_index < rounds_total:
             state = _fresh_optimizer(prep, state, values, mesh)
-            round_start = counts(state)
+            round_start = chunks.counts(state)
+    status = ["stopped" if stopped else "done"] * n
+    history, m, spec = chunks.history, chunks.m, prep.spec
     failed = np.asarray(state.failed)[:n]
     status = ["nonfinite" if f else s for f, s in zip(failed, status)]
     final_v, best_v = final_iterates(state, program)

@@ -1,4 +1,5 @@
-"""Single runs: ``stylize`` optimises one image, a batch of one through the one driver.
+"""Single runs: ``stylize`` optimises one image, a batch of one through the one driver;
+``make_loss_fn`` is the same batch of one's objective, for users who want ``loss_fn(image)``.
 
 ``Result`` is what a run returns. The compiled loop is ``nst_jax.engine.loop``; preparing its arguments
 and running its chunks is ``nst_jax.engine.driver``, shared with ``batching.stylize_many``.
@@ -14,15 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..program.config import StyleConfig
-from .driver import Progress, drive, prepare
+from .driver import Progress, drive, prepare, prepare_targets
 from ..errors import ConfigError
 from .loop import LoopState, row_size
-from ..objective.terms import part_names
+from ..objective.terms import objective_jit, part_names
 from ..objective.targets import ImageLike
 
 Array = jax.Array
 
-__all__ = ["Progress", "Result", "stylize"]
+__all__ = ["Progress", "Result", "make_loss_fn", "stylize"]
 
 
 @dataclasses.dataclass
@@ -153,3 +154,43 @@ def stylize(
         terms=prep.terms,
     )
 
+
+
+def make_loss_fn(
+    params: Any,
+    content: ImageLike,
+    style: Any,
+    config: StyleConfig,
+    *,
+    convention: Any = None,
+    masks: Optional[ImageLike] = None,
+    style_masks: Optional[Sequence[Optional[ImageLike]]] = None,
+) -> Callable[[Array], tuple[Array, dict[str, Array]]]:
+    """``loss_fn(image) -> (total, parts)`` for one config, over targets computed here once.
+
+    ``image`` is H×W×3 RGB in [0, 1] at the working size; the preset's preprocessing happens
+    inside, so the value equals the original program's loss at the same pixels. The targets and
+    values come from ``driver.prepare_targets``, as a run's do.
+
+    Args:
+      params: a ``weights.Network`` (params + convention) or a params dict with ``convention=``.
+      content: H×W×3 RGB in [0, 1].
+      style: one array, a sequence of arrays, or (array, weight) pairs (see ``compute_targets``).
+      config: a ``StyleConfig``.
+      convention: for a bare params dict: a ``vgg.Convention`` or a ``network.NetSpec``.
+      masks, style_masks: spatial control, see ``compute_targets``.
+
+    Returns:
+      ``loss_fn``. It calls the jitted ``objective`` with the params, targets and values as
+      *arguments* (not constants of its program); it uses the direct convolutions, whatever
+      ``config.conv_algorithm`` says. Inside your own ``jit``, call ``objective.terms.objective``
+      instead, with the params as your function's argument.
+    """
+    t = prepare_targets(params, [content], [style], [config], convention=convention, masks=[masks],
+                        style_masks=[style_masks])
+    targets, values = t.targets[0], jax.tree.map(jnp.asarray, t.values[0])
+
+    def loss_fn(image: Array) -> tuple[Array, dict[str, Array]]:
+        return objective_jit(t.params, targets, image, values, program=t.program, spec=t.spec)
+
+    return loss_fn

@@ -2,7 +2,7 @@
 
 ``objective(params, targets, image, values, program=..., spec=...)`` is pure: params, targets and
 values are arguments (traced under ``jit``), only the program and the network's static facts are
-static. ``make_loss_fn`` wraps it for a config, for users who want ``loss_fn(image)``.
+static. ``engine.single.make_loss_fn`` wraps it for a config, for users who want ``loss_fn(image)``.
 
 The loss is a sum of named terms (crowsonkb/style-transfer-pytorch's design), declared once in
 ``TERMS``: a term's name, whether the program (and the targets) switch it on, and its formula.
@@ -14,16 +14,16 @@ field in ``config.py`` when it has a weight of its own).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from ..program import losses
 from . import temporal
-from ..program.config import StyleConfig, Values
-from ..network.backbones import NetSpec, all_layers, direct_params, features, net_spec, with_pixel_scale
-from .targets import ImageLike, Targets, compute_targets
+from ..program.config import Values
+from ..network.backbones import NetSpec, all_layers, features
+from .targets import Targets
 
 Array = jax.Array
 
@@ -178,46 +178,4 @@ def objective(params: Any, targets: Targets, image: Array, values: Values, *, pr
 
 
 # Params, targets, values and the image are arguments: one compilation per (shapes, program, spec).
-_objective_jit = jax.jit(objective, static_argnames=("program", "spec"))
-
-
-def make_loss_fn(
-    params: Any,
-    content: ImageLike,
-    style: Any,
-    config: StyleConfig,
-    *,
-    convention: Any = None,
-    masks: Optional[ImageLike] = None,
-    style_masks: Optional[Sequence[Optional[ImageLike]]] = None,
-) -> Callable[[Array], tuple[Array, dict[str, Array]]]:
-    """``loss_fn(image) -> (total, parts)`` for one config, over targets computed here once.
-
-    ``image`` is H×W×3 RGB in [0, 1] at the working size; the preset's preprocessing happens
-    inside, so the value equals the original program's loss at the same pixels.
-
-    Args:
-      params: a ``weights.Network`` (params + convention) or a params dict with ``convention=``.
-      content: H×W×3 RGB in [0, 1].
-      style: one array, a sequence of arrays, or (array, weight) pairs (see ``compute_targets``).
-      config: a ``StyleConfig``.
-      convention: for a bare params dict: a ``vgg.Convention`` or a ``network.NetSpec``.
-      masks, style_masks: spatial control, see ``compute_targets``.
-
-    Returns:
-      ``loss_fn``. It calls the jitted ``objective`` with the params, targets and values as
-      *arguments* (not constants of its program); it uses the direct convolutions, whatever
-      ``config.conv_algorithm`` says. Inside your own ``jit``, call ``objective`` instead, with the
-      params as your function's argument.
-    """
-    p, spec = net_spec(params, convention)
-    program = config.program()
-    spec = with_pixel_scale(spec, program.pixel_scale)
-    p = direct_params(p, spec)
-    targets = compute_targets(p, spec, content, style, program, config.style_blend_weights, masks, style_masks)
-    values = jax.tree.map(jnp.asarray, config.values())
-
-    def loss_fn(image: Array) -> tuple[Array, dict[str, Array]]:
-        return _objective_jit(p, targets, image, values, program=program, spec=spec)
-
-    return loss_fn
+objective_jit = jax.jit(objective, static_argnames=("program", "spec"))

@@ -121,7 +121,7 @@ def iter_frames(frames: Iterable[ImageLike], style: Any, params: Any, config: St
     Yields:
       one :class:`VideoFrame` per painted frame (frames ``start`` onwards).
     """
-    from ..control.runs import prepare_colors
+    from ..control.colors import prepare_colors
 
     offsets = sorted({int(j) for j in long_term})
     if not offsets or offsets[0] != 1:
@@ -351,7 +351,7 @@ def stylize_multipass(frames: Sequence[ImageLike], style: Any, params: Any, conf
     Returns:
       the last pass's frames, one :class:`VideoFrame` a frame.
     """
-    from ..control.runs import prepare_colors
+    from ..control.colors import prepare_colors
 
     n = len(frames)
     if len(flows_back) != n or len(flows_fwd) != n:
