@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from test_vgg import assert_close, random_params, torch_features, to_nhwc, torch_preprocess
 
-from nst_jax.network import backbones as network, vgg
+from nst_jax.network import backbones as network, convolutions, vgg
 from nst_jax.program.config import StyleConfig
 from nst_jax.errors import ConfigError
 from nst_jax.engine.single import stylize
@@ -34,9 +34,9 @@ def _torch_conv64(x: np.ndarray, k: np.ndarray) -> np.ndarray:
 @pytest.fixture
 def everywhere(monkeypatch):
     """Winograd for every convolution with >= 64 channels at any size (tests use tiny images)."""
-    monkeypatch.setattr(vgg, "WINOGRAD_MIN_CHANNELS", 64)
-    monkeypatch.setattr(vgg, "WINOGRAD_MAX_ELEMENTS", 1 << 40)
-    monkeypatch.setattr(vgg, "WINOGRAD_MAX_PIXELS_WIDE", 1 << 40)
+    monkeypatch.setattr(convolutions, "WINOGRAD_MIN_CHANNELS", 64)
+    monkeypatch.setattr(convolutions, "WINOGRAD_MAX_ELEMENTS", 1 << 40)
+    monkeypatch.setattr(convolutions, "WINOGRAD_MAX_PIXELS_WIDE", 1 << 40)
 
 
 @pytest.mark.parametrize(("n", "h", "w", "c", "k"), [(1, 8, 8, 3, 5), (2, 7, 9, 4, 6), (1, 13, 5, 16, 8), (1, 16, 16, 64, 32)])
@@ -45,15 +45,15 @@ def test_winograd_conv_matches_float64_conv(n, h, w, c, k):
     x = rng.standard_normal((n, h, w, c)).astype(np.float32)
     kern = rng.standard_normal((3, 3, c, k)).astype(np.float32)
     ref = _torch_conv64(x, kern)
-    ours = np.asarray(vgg._winograd_conv(jnp.asarray(x), vgg.winograd_kernel(kern), None), np.float64)
+    ours = np.asarray(convolutions.winograd_conv(jnp.asarray(x), convolutions.winograd_kernel(kern), None), np.float64)
     assert ours.shape == ref.shape
     np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-5 * np.abs(ref).max())
 
 
 def test_traced_kernel_transform_equals_host_transform():
     kern = np.random.default_rng(0).standard_normal((3, 3, 6, 7)).astype(np.float32)
-    host = np.asarray(vgg.winograd_kernel(kern))
-    traced = np.asarray(jax.jit(vgg.winograd_kernel)(jnp.asarray(kern)))
+    host = np.asarray(convolutions.winograd_kernel(kern))
+    traced = np.asarray(jax.jit(convolutions.winograd_kernel)(jnp.asarray(kern)))
     assert host.shape == (36, 6, 7)
     np.testing.assert_allclose(traced, host, rtol=1e-6, atol=1e-6 * np.abs(host).max())
 
@@ -61,7 +61,7 @@ def test_traced_kernel_transform_equals_host_transform():
 def test_with_winograd_adds_kernels_only_to_wide_layers(vgg19_params):
     out = vgg.with_winograd(vgg19_params)
     for name, p in out.items():
-        wide = min(p["kernel"].shape[2:]) >= vgg.WINOGRAD_MIN_CHANNELS
+        wide = min(p["kernel"].shape[2:]) >= convolutions.WINOGRAD_MIN_CHANNELS
         assert ("winograd" in p) == wide, name
         if wide:
             cin, cout = p["kernel"].shape[2:]
@@ -71,14 +71,14 @@ def test_with_winograd_adds_kernels_only_to_wide_layers(vgg19_params):
 
 
 def test_winograd_wanted_rule():
-    assert vgg.winograd_wanted(64, 64, 256, 256)  # measured 1.7x faster
-    assert vgg.winograd_wanted(96, 96, 512, 512)  # measured 1.85x faster
-    assert vgg.winograd_wanted(32, 32, 128, 128)  # measured 1.5x faster
-    assert not vgg.winograd_wanted(256, 256, 64, 64)  # measured 3x slower
-    assert not vgg.winograd_wanted(128, 128, 128, 128)  # measured 1.25x slower
-    assert not vgg.winograd_wanted(128, 128, 128, 256)  # measured 1.33x slower
-    assert not vgg.winograd_wanted(256, 256, 512, 512)  # larger than measured
-    assert not vgg.winograd_wanted(8, 8, 64, 512)  # too few channels on one side
+    assert convolutions.winograd_wanted(64, 64, 256, 256)  # measured 1.7x faster
+    assert convolutions.winograd_wanted(96, 96, 512, 512)  # measured 1.85x faster
+    assert convolutions.winograd_wanted(32, 32, 128, 128)  # measured 1.5x faster
+    assert not convolutions.winograd_wanted(256, 256, 64, 64)  # measured 3x slower
+    assert not convolutions.winograd_wanted(128, 128, 128, 128)  # measured 1.25x slower
+    assert not convolutions.winograd_wanted(128, 128, 128, 256)  # measured 1.33x slower
+    assert not convolutions.winograd_wanted(256, 256, 512, 512)  # larger than measured
+    assert not convolutions.winograd_wanted(8, 8, 64, 512)  # too few channels on one side
 
 
 @pytest.mark.usefixtures("everywhere")
@@ -120,11 +120,11 @@ def test_kernel_gradient_through_the_transform_equals_direct():
     k = jnp.asarray(rng.standard_normal((3, 3, 8, 6)).astype(np.float32))
 
     def direct(k):
-        return jnp.sum(jnp.sin(vgg._conv3x3(x, k, None)))
+        return jnp.sum(jnp.sin(convolutions.conv3x3(x, k, None)))
 
     def wino(k):
         flipped = jnp.transpose(jnp.flip(k, (0, 1)), (0, 1, 3, 2))
-        y = vgg._winograd_custom_vjp(x, vgg.winograd_kernel(k), vgg.winograd_kernel(flipped), None)
+        y = convolutions.winograd_custom_vjp(x, convolutions.winograd_kernel(k), convolutions.winograd_kernel(flipped), None)
         return jnp.sum(jnp.sin(y))
 
     ref, ours = jax.jit(jax.grad(direct))(k), jax.jit(jax.grad(wino))(k)
@@ -223,6 +223,6 @@ def test_the_automatic_winograd_threshold():
     assert uses_winograd(auto.replace(conv_algorithm="winograd"), vgg.CAFFE, (32, 32)) is True
     assert uses_winograd(auto, network.NetSpec("resnet50", vgg.CAFFE), (512, 512)) is False
     # the per-layer rule
-    assert vgg.winograd_wanted(128, 128, 256, 256) and not vgg.winograd_wanted(129, 128, 256, 256)
-    assert vgg.winograd_wanted(64, 64, 128, 256) and not vgg.winograd_wanted(128, 128, 128, 128)
-    assert not vgg.winograd_wanted(32, 32, 64, 64)  # narrow layers never
+    assert convolutions.winograd_wanted(128, 128, 256, 256) and not convolutions.winograd_wanted(129, 128, 256, 256)
+    assert convolutions.winograd_wanted(64, 64, 128, 256) and not convolutions.winograd_wanted(128, 128, 128, 128)
+    assert not convolutions.winograd_wanted(32, 32, 64, 64)  # narrow layers never

@@ -387,10 +387,16 @@ def cmd_batch(args: argparse.Namespace, parsed: Any, styles: list[str], devices:
             color_match_method=parsed.color_match, devices=device_list, spatial=spatial, resume=resume)
         elapsed = time.time() - t0
         bar.close()
-    entries = _write_results(args, bp, many, cfg, hw, styles, {
-        "content": args.content, "preset": args.preset, "weights": net.path, "host": bp.host, "hosts": bp.hosts,
-        "seconds": round(elapsed, 3), "sweep": {k: list(v) for k, v in parsed.sweep.items()},
-        "seeds": list(bp.seeds)})
+    run = {"content": args.content, "preset": args.preset, "weights": net.path, "host": bp.host, "hosts": bp.hosts,
+           "seconds": round(elapsed, 3), "sweep": {k: list(v) for k, v in parsed.sweep.items()},
+           "seeds": list(bp.seeds)}
+    return _finish(args, bp, many, cfg, hw, styles, run, signals)
+
+
+def _finish(args: argparse.Namespace, bp: BatchPlan, many: Any, cfg: StyleConfig, hw: Any, styles: list[str],
+            run: dict, signals: Any) -> int:
+    """Write the results and the manifest, remove a served checkpoint, and say how the batch ended."""
+    entries = _write_results(args, bp, many, cfg, hw, styles, run)
     if signals.received is not None:
         print(f"stopped; {len(entries)} results saved in {bp.outdir}; resume with --resume {bp.checkpoint}",
               file=sys.stderr)

@@ -18,17 +18,20 @@ import json
 import pathlib
 import sys
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
 from ..errors import ConfigError, ImageError, NSTError
+from . import workdir
+
+if TYPE_CHECKING:  # (the library loads when a command runs, not when the CLI starts)
+    from ..program.config import StyleConfig
 
 METHODS = ("sequential", "multipass", "independent")
 # What multi-pass holds per pixel of every frame, in float32s: the frames (3), both flows (2 + 2),
 # the last pass (3), a pass's start images (3), targets (3) and masks (1).
 MULTIPASS_FLOATS_PER_PIXEL = 17
-JOB_FILE = "job.json"
 
 
 def add_parser(sub: Any, add_config_options: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -93,60 +96,6 @@ def _selection(text: Optional[str]) -> tuple[int, Optional[int]]:
     if not sep or start < 0 or (stop is not None and stop <= start):
         raise ConfigError(f"--frames takes A:B with 0 <= A < B; got {text!r}")
     return start, stop
-
-
-def _file_key(path: str) -> list:
-    p = pathlib.Path(path).expanduser().resolve()
-    st = p.stat()
-    return [str(p), st.st_size, st.st_mtime_ns]
-
-
-def _frame_name(t: int) -> str:
-    return f"frame_{t:06d}.png"
-
-
-def _held_job(work: pathlib.Path) -> tuple[bool, Optional[dict]]:
-    """(whether ``work/job.json`` exists, the job it records or None when unreadable or not a small
-    regular file: a FIFO there must not hang the run)."""
-    from .. import files
-
-    marker = work / JOB_FILE
-    if not (marker.exists() or marker.is_symlink()):
-        return False, None
-    if marker.is_symlink() or not marker.is_file():
-        raise ImageError(f"{marker}: not a regular file (nst-jax writes {JOB_FILE} itself); remove it or give "
-                         "another -o")
-    raw = files.read_small(marker, 1 << 20, follow_links=False)
-    try:
-        held = json.loads(raw) if raw is not None else None
-    except ValueError:
-        held = None
-    return True, held if isinstance(held, dict) else None
-
-
-def _prepare_work_dir(work: pathlib.Path, job: dict, overwrite: bool, label: str) -> int:
-    """Make sure ``work`` is this job's frame folder; return how many frames are already done."""
-    from .. import files
-
-    marker = work / JOB_FILE
-    if work.exists() and not work.is_dir():
-        raise ImageError(f"{work}: exists and is not a folder; {label}")
-    files.clean_stale(marker, marker.suffix)  # a job.json write killed part-way (SIGKILL) left its temp file
-    exists, held = _held_job(work)
-    if work.is_dir() and not exists and any(not files.is_temp_name(e.name) for e in work.iterdir()):
-        raise ImageError(f"{work}: the folder holds files nst-jax did not write; give another -o")
-    if exists and held != job:
-        if not overwrite:
-            raise ImageError(f"{work}: holds the frames of another job (other inputs or settings); pass "
-                             "--overwrite to start afresh, or give another -o")
-        for stale in [*work.glob("frame_*.png"), *work.glob("pass.*")]:
-            stale.unlink()
-    if held != job:
-        files.atomic_write(marker, lambda f: f.write(json.dumps(job, indent=1).encode()), overwrite=True)
-    done = 0
-    while (work / _frame_name(done)).exists():
-        done += 1
-    return done
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,10 +186,10 @@ def _plan_output(args: argparse.Namespace, clip: Any) -> _Output:
     if cache_root.exists() and not cache_root.is_dir():
         raise ImageError(f"{cache_root}: exists and is not a folder; nst-jax keeps its optical-flow cache there "
                          "(move the file, or give -o another folder)")
-    for place in (work / JOB_FILE, cache_root / "key.json", out):  # each folder the job will write in
+    for place in (work / workdir.JOB_FILE, cache_root / "key.json", out):  # each folder the job will write in
         files.probe_writable(place)
     exists_before = to_file and (out.exists() or out.is_symlink())
-    if exists_before and not args.overwrite and not _held_job(work)[0]:
+    if exists_before and not args.overwrite and not workdir.held_job(work)[0]:
         raise ImageError(f"{out}: already exists; pass --overwrite to replace it")
     if to_file and not video_io.have_pyav():
         raise ImageError(f"writing a video file needs PyAV: {video_io.VIDEO_EXTRA} (or give -o a folder)")
@@ -284,7 +233,7 @@ def _finish(args: argparse.Namespace, clip: Any, out: _Output, count: int, start
             print(f"note: {audio_note}", file=sys.stderr)
         begin = start / float(clip.fps)
         end = None if stop is None else stop / float(clip.fps)
-        notes = video_io.write_video(out.out, [out.work / _frame_name(t) for t in range(count)], out.rate,
+        notes = video_io.write_video(out.out, [out.work / workdir.frame_name(t) for t in range(count)], out.rate,
                                      audio_from=audio, audio_start=begin, audio_stop=end, overwrite=True)
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
@@ -301,8 +250,8 @@ def _job(args: argparse.Namespace, run: VideoRun, clip: Any, cfg: Any, style_pat
     """What ``job.json`` records: a re-run with the same job resumes; another job restarts the folder."""
     from ..video import flow
 
-    return {"input": _file_key(args.input) if clip.kind == "file" else flow.FlowCache.key_for(args.input),
-            "styles": [_file_key(s) for s in style_paths], "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
+    return {"input": workdir.file_key(args.input) if clip.kind == "file" else flow.FlowCache.key_for(args.input),
+            "styles": [workdir.file_key(s) for s in style_paths], "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
             "frames": [span[0], span[1], args.every], "method": run.method, "flow": run.flow, "seed": run.seed,
             "weights": net.fingerprint, "color_match": run.color_match,
             **({"passes": run.passes, "blend": run.blend} if run.method == "multipass" else {}),
@@ -332,11 +281,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     cfg = parsed.cfg
     start, stop = _selection(args.frames)
     limit = args.max_pixels or image.DEFAULT_MAX_PIXELS
-    target = pathlib.Path(args.output).expanduser()
-    if args.fps is not None and not video_io.is_video_path(target):
-        raise ConfigError("--fps sets the frame rate of a video file; -o is a folder of frames (they have none)")
-    if not video_io.is_video_path(target) and target.suffix.lower() in image.IMAGE_EXTENSIONS:
-        raise ConfigError(f"{target}: -o is a video file ({', '.join(sorted(video_io.VIDEO_EXTENSIONS))}) or a folder")
+    _check_target(args)
     clip = video_io.probe(args.input, fps=args.fps, max_pixels=limit,
                           max_frames=args.max_frames or video_io.DEFAULT_MAX_FRAMES)
     out = _plan_output(args, clip)
@@ -352,20 +297,11 @@ def cmd_video(args: argparse.Namespace) -> int:
     audio, audio_note = _audio(args, clip, out)
     net = common.load_network(cfg, args.weights, download=not args.no_download)
     common.warn_not_pretrained(net)
-    batch, held = 1, 0
-    if run.method == "multipass":
-        from ..engine.batching import default_batch_size
-
-        batch = args.batch_size or default_batch_size(shape[0], shape[1], cfg, n_sel)
-        # multi-pass holds every working-size frame, both flows, the last pass, its start images
-        # and temporal targets: 17 floats a pixel a frame, and the batch's results
-        held = n_sel * shape[0] * shape[1] * 4 * MULTIPASS_FLOATS_PER_PIXEL
-    sizes = plan.Plan(shape, tuple(style_shapes), (clip.height, clip.width), clip.height * clip.width)
-    plan.check_memory(sizes, cfg, skip=args.skip_memory_check, devices=run.devices, batch=batch, held_bytes=held)
+    batch = _check_memory(args, run, cfg, clip, style_shapes, n_sel)
     job = _job(args, run, clip, cfg, style_paths, net, (start, stop))
-    if out.exists_before and not args.overwrite and _held_job(out.work)[1] != job:
+    if out.exists_before and not args.overwrite and workdir.held_job(out.work)[1] != job:
         raise ImageError(f"{out.out}: already exists; pass --overwrite to replace it")
-    done = _prepare_work_dir(out.work, job, args.overwrite, "remove it or give another -o")
+    done = workdir.prepare_work_dir(out.work, job, args.overwrite, "remove it or give another -o")
     cache = _flow_cache(args, run, clip, cfg, out, (start, stop), shape)
     styles = [image.resize(image.load_image(path, max_pixels=limit), st_shape, cfg.resample)
               for path, st_shape in zip(style_paths, style_shapes)]
@@ -394,6 +330,38 @@ def cmd_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_target(args: argparse.Namespace) -> None:
+    """-o is a video file or a folder of frames; --fps only with a video file."""
+    from .. import image
+    from ..video import io as video_io
+
+    target = pathlib.Path(args.output).expanduser()
+    if args.fps is not None and not video_io.is_video_path(target):
+        raise ConfigError("--fps sets the frame rate of a video file; -o is a folder of frames (they have none)")
+    if not video_io.is_video_path(target) and target.suffix.lower() in image.IMAGE_EXTENSIONS:
+        raise ConfigError(f"{target}: -o is a video file ({', '.join(sorted(video_io.VIDEO_EXTENSIONS))}) or a folder")
+
+
+def _check_memory(args: argparse.Namespace, run: VideoRun, cfg: StyleConfig, clip: Any, style_shapes: list,
+                  n_sel: int) -> int:
+    """Refuse a run that does not fit (before any frame is decoded); returns the frames painted at once."""
+    from . import plan
+
+    shape = cfg.shape
+    assert shape is not None
+    batch, held = 1, 0
+    if run.method == "multipass":
+        from ..engine.batching import default_batch_size
+
+        batch = args.batch_size or default_batch_size(shape[0], shape[1], cfg, n_sel)
+        # multi-pass holds every working-size frame, both flows, the last pass, its start images
+        # and temporal targets: 17 floats a pixel a frame, and the batch's results
+        held = n_sel * shape[0] * shape[1] * 4 * MULTIPASS_FLOATS_PER_PIXEL
+    sizes = plan.Plan(shape, tuple(style_shapes), (clip.height, clip.width), clip.height * clip.width)
+    plan.check_memory(sizes, cfg, skip=args.skip_memory_check, devices=run.devices, batch=batch, held_bytes=held)
+    return batch
+
+
 def _frame_by_frame(run: VideoRun, cfg, net, frames, style_arg, cache, work, done, devices, signals, total):
     """The sequential (or independent) method: the library's stream (``video.iter_frames``), each
     frame written as it comes; returns (status, frames done, frames run)."""
@@ -418,7 +386,7 @@ def _frame_by_frame(run: VideoRun, cfg, net, frames, style_arg, cache, work, don
     stream = iter_frames((f for _, f in frames), style_arg, net, cfg,
                          None if run.method == "independent" else flows, long_term=run.long_term,
                          seed=run.seed, color_match_method=run.color_match, devices=devices, start=done,
-                         earlier=lambda t: image.load_image(work / _frame_name(t)), keep=keep, callback=callback)
+                         earlier=lambda t: image.load_image(work / workdir.frame_name(t)), keep=keep, callback=callback)
     count = min(done, total)
     ran = 0
     for f in stream:
@@ -427,7 +395,7 @@ def _frame_by_frame(run: VideoRun, cfg, net, frames, style_arg, cache, work, don
             raise NSTError(f"frame {f.t}: the loss became NaN or infinite; lower --lr or the weights")
         if f.result.status == "stopped" or signals.received is not None:
             return "stopped", f.t, ran
-        image.save_image(work / _frame_name(f.t), f.output, overwrite=True, rounding=cfg.save_rounding)
+        image.save_image(work / workdir.frame_name(f.t), f.output, overwrite=True, rounding=cfg.save_rounding)
         ran += 1
         count = f.t + 1
         bar.update(1)
@@ -453,7 +421,7 @@ def _multipass(run: VideoRun, cfg, net, frames, style_arg, cache, work, done, ba
     start = None
     saved = work / "pass.npy"
     if saved.is_file():
-        got = _read_pass(saved, (n, *contents[0].shape))
+        got = workdir.read_pass(saved, (n, *contents[0].shape))
         if got is not None:
             start = got
             print(f"resuming after pass {start[0]} of {run.passes + 1}", file=sys.stderr)
@@ -477,25 +445,6 @@ def _multipass(run: VideoRun, cfg, net, frames, style_arg, cache, work, done, ba
         return "stopped", 0, 0
     images = np.stack([r.output for r in results])
     for t in range(n):
-        image.save_image(work / _frame_name(t), images[t], overwrite=True, rounding=cfg.save_rounding)
+        image.save_image(work / workdir.frame_name(t), images[t], overwrite=True, rounding=cfg.save_rounding)
     saved.unlink(missing_ok=True)
     return "done", n, n
-
-
-def _read_pass(path: pathlib.Path, shape: tuple) -> Optional[tuple[int, np.ndarray]]:
-    """(passes done, frames) from a pass file this job wrote, checked before reading; None if unusable."""
-    import os
-
-    from .. import files
-
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            arrays = [files.read_npy(f, size, shape=(1,), dtype=np.dtype("<i8"), trailing=None),
-                      files.read_npy(f, size, shape=tuple(shape), dtype=np.dtype("<f4"))]
-    except (OSError, ValueError):
-        return None
-    done, images = int(arrays[0][0]), arrays[1]
-    if done < 1 or not np.isfinite(images).all():
-        return None
-    return done, images

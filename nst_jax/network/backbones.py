@@ -43,7 +43,7 @@ def _vgg_features(params: Any, xn: Array, layers: Sequence[str], program: Any, s
                   precision: Any) -> dict[str, Array]:
     # custom_vjp: hand-written VJPs for the convolutions and max/avg poolings, which XLA's CPU
     # backend runs several times faster than JAX's own rules, most of all inside the chunk's
-    # while loop (see vgg._conv3x3_custom_vjp, vgg._max_pool_vjp; BENCHMARKS.md "Performance log").
+    # while loop (see convolutions.conv3x3_custom_vjp, vgg._max_pool_vjp; BENCHMARKS.md "Performance log").
     return vgg.features(params, xn, layers, pooling=program.pooling, custom_vjp=True, remat=program.remat,
                         precision=precision)
 

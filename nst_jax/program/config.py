@@ -250,115 +250,12 @@ class StyleConfig:
                               choices=PRESERVE_COLORS, option="--preserve-colors")
 
     def __post_init__(self) -> None:
-        for name, old in ALIASES.items():
-            value = getattr(self, name)
-            if isinstance(value, str) and value in old:
-                object.__setattr__(self, name, old[value])
-        _choice("arch", self.arch, tuple(network.NETWORKS))
-        _choice("pooling", self.pooling, vgg.POOLINGS)
-        if self.pixel_scale is not None:
-            _positive("pixel_scale", self.pixel_scale)
-        for field in ("content_layers", "style_layers"):
-            layers = getattr(self, field)
-            if isinstance(layers, str) or not isinstance(layers, (tuple, list)) or not all(isinstance(x, str) for x in layers):
-                raise ConfigError(f"{field} must be a sequence of layer names such as ('relu4_2',); got {layers!r}")
-            object.__setattr__(self, field, tuple(layers))
-        try:
-            network.NETWORKS[self.arch].validate_layers(self.arch, self.content_layers + self.style_layers)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-        if not self.content_layers and not self.style_layers:
-            raise ConfigError("at least one content or style layer is needed")
-        for field, layers in (("content_layer_weights", self.content_layers), ("style_layer_weights", self.style_layers)):
-            weights = getattr(self, field)
-            if weights is None:
-                continue
-            if not isinstance(weights, (tuple, list)):
-                raise ConfigError(f"{field} must be a sequence of numbers or None; got {weights!r}")
-            weights = tuple(weights)
-            object.__setattr__(self, field, weights)
-            if len(weights) != len(layers):
-                raise ConfigError(f"{field} has {len(weights)} values for {len(layers)} layers")
-            for w in weights:
-                _nonneg(field, w)
-        if self.style_blend_weights is not None:
-            if not isinstance(self.style_blend_weights, (tuple, list)):
-                raise ConfigError(f"style_blend_weights must be a sequence of numbers; got {self.style_blend_weights!r}")
-            object.__setattr__(self, "style_blend_weights", tuple(self.style_blend_weights))
-            for w in self.style_blend_weights:
-                _nonneg("style_blend_weights", w)
-            if sum(self.style_blend_weights) <= 0:
-                raise ConfigError("style_blend_weights must not all be 0")
-        for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight", "learning_rate", "adam_eps",
-                     "init_noise_ratio", "init_scale"):
-            _nonneg(name, getattr(self, name))
-        _positive("learning_rate", self.learning_rate)
-        _positive("style_scale", self.style_scale)
-        if not 0 <= self.init_noise_ratio <= 1:
-            raise ConfigError(f"init_noise_ratio must be in [0, 1]; got {self.init_noise_ratio}")
-        for name in ("adam_b1", "adam_b2"):
-            v = getattr(self, name)
-            _nonneg(name, v)
-            if v >= 1:
-                raise ConfigError(f"{name} must be in [0, 1); got {v}")
-        if self.lr_decay_rate is not None:
-            _positive("lr_decay_rate", self.lr_decay_rate)
-        if self.ema_decay is not None:
-            _nonneg("ema_decay", self.ema_decay)
-            if self.ema_decay >= 1:
-                raise ConfigError(f"ema_decay must be in [0, 1); got {self.ema_decay}")
-        _choice("content_loss", self.content_loss, losses.CONTENT_LOSSES)
-        _choice("gram_norm", self.gram_norm, losses.GRAM_NORMS)
-        _choice("style_reduce", self.style_reduce, losses.STYLE_REDUCES)
-        _choice("style_divisor", self.style_divisor, losses.STYLE_DIVISORS)
-        _choice("style_loss", self.style_loss, STYLE_LOSSES)
-        _choice("tv_loss", self.tv_loss, losses.TV_LOSSES)
-        _choice("tv_space", self.tv_space, VARIABLE_SPACES)
-        _choice("optimizer", self.optimizer, tuple(optimizers.OPTIMIZERS))  # the table as it is now
-        _choice("adam_eps_mode", self.adam_eps_mode, ADAM_EPS_MODES)
-        _choice("lbfgs_linesearch", self.lbfgs_linesearch, LINESEARCHES)
-        _choice("variable_space", self.variable_space, VARIABLE_SPACES)
-        _choice("select", self.select, SELECTS)
-        _choice("iteration_unit", self.iteration_unit, ITERATION_UNITS)
-        if self.lbfgs_round is not None:
-            _posint("lbfgs_round", self.lbfgs_round, most=MAX_ITERATIONS)
-        _choice("init", self.init, INITS)
-        _choice("size_side", self.size_side, SIZE_SIDES)
-        _choice("style_size", self.style_size, STYLE_SIZES)
-        _choice("resample", self.resample, RESAMPLES)
-        _choice("save_rounding", self.save_rounding, ROUNDINGS)
-        _choice("preserve_colors", self.preserve_colors, PRESERVE_COLORS)
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("conv_algorithm", self.conv_algorithm, CONV_ALGORITHMS)
-        if self.conv_algorithm == "winograd" and self.precision == "bf16":
-            raise ConfigError("conv_algorithm winograd needs float32 (its transforms lose too much in bf16); use direct or auto")
-        _posint("iterations", self.iterations, allow_zero=True, most=MAX_ITERATIONS)
-        _posint("chunk_size", self.chunk_size, most=MAX_CHUNK_SIZE)
-        _posint("lr_decay_steps", self.lr_decay_steps)
-        _posint("lbfgs_memory", self.lbfgs_memory, most=MAX_LBFGS_MEMORY)
-        _posint("init_noise_range", self.init_noise_range, allow_zero=True)
-        if self.size is not None:
-            _posint("size", self.size)
-            if self.size < 16:
-                raise ConfigError(f"size must be at least 16 pixels (VGG pools 4 times before conv5); got {self.size}")
-        for name in ("clamp", "original_size", "normalize_gradients", "remat"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false; got {getattr(self, name)!r}")
-        if self.shape is not None:
-            if not isinstance(self.shape, (tuple, list)):
-                raise ConfigError(f"shape must be (height, width); got {self.shape!r}")
-            shape = tuple(self.shape)
-            object.__setattr__(self, "shape", shape)
-            if len(shape) != 2:
-                raise ConfigError(f"shape must be (height, width); got {self.shape!r}")
-            for s in shape:
-                _posint("shape", s)
-                if s < 16:
-                    raise ConfigError(f"shape sides must be at least 16 pixels; got {shape}")
-        if self.size is None and self.shape is None:
-            raise ConfigError("give a size or a fixed shape")
-        if self.optimizer == "lbfgs" and self.ema_decay is not None:
-            raise ConfigError("ema_decay averages iterates of first-order optimisers; use it with sgd or adam")
+        # one check a part of the config, in this order (the first problem found is the one reported)
+        _check_network(self)
+        _check_weights(self)
+        _check_numbers(self)
+        _check_choices(self)
+        _check_sizes(self)
 
     @property
     def layer_weights(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -502,3 +399,131 @@ def _program(config: "StyleConfig") -> Any:
     kw = {f.name: getattr(config, f.name) for f in fields_of(PROGRAM)}
     return Program(**kw, ema=config.ema_decay is not None, lr_decay=config.lr_decay_rate is not None)
 
+
+def _check_network(cfg: "StyleConfig") -> None:
+    """The network, its pooling and its layers (aliases resolved first)."""
+    for name, old in ALIASES.items():
+        value = getattr(cfg, name)
+        if isinstance(value, str) and value in old:
+            object.__setattr__(cfg, name, old[value])
+    _choice("arch", cfg.arch, tuple(network.NETWORKS))
+    _choice("pooling", cfg.pooling, vgg.POOLINGS)
+    if cfg.pixel_scale is not None:
+        _positive("pixel_scale", cfg.pixel_scale)
+    for field in ("content_layers", "style_layers"):
+        layers = getattr(cfg, field)
+        if isinstance(layers, str) or not isinstance(layers, (tuple, list)) or not all(isinstance(x, str) for x in layers):
+            raise ConfigError(f"{field} must be a sequence of layer names such as ('relu4_2',); got {layers!r}")
+        object.__setattr__(cfg, field, tuple(layers))
+    try:
+        network.NETWORKS[cfg.arch].validate_layers(cfg.arch, cfg.content_layers + cfg.style_layers)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if not cfg.content_layers and not cfg.style_layers:
+        raise ConfigError("at least one content or style layer is needed")
+
+
+def _check_weights(cfg: "StyleConfig") -> None:
+    """Layer and blend weights: sequences of non-negative numbers of the right length."""
+    for field, layers in (("content_layer_weights", cfg.content_layers), ("style_layer_weights", cfg.style_layers)):
+        weights = getattr(cfg, field)
+        if weights is None:
+            continue
+        if not isinstance(weights, (tuple, list)):
+            raise ConfigError(f"{field} must be a sequence of numbers or None; got {weights!r}")
+        weights = tuple(weights)
+        object.__setattr__(cfg, field, weights)
+        if len(weights) != len(layers):
+            raise ConfigError(f"{field} has {len(weights)} values for {len(layers)} layers")
+        for w in weights:
+            _nonneg(field, w)
+    if cfg.style_blend_weights is not None:
+        if not isinstance(cfg.style_blend_weights, (tuple, list)):
+            raise ConfigError(f"style_blend_weights must be a sequence of numbers; got {cfg.style_blend_weights!r}")
+        object.__setattr__(cfg, "style_blend_weights", tuple(cfg.style_blend_weights))
+        for w in cfg.style_blend_weights:
+            _nonneg("style_blend_weights", w)
+        if sum(cfg.style_blend_weights) <= 0:
+            raise ConfigError("style_blend_weights must not all be 0")
+
+
+def _check_numbers(cfg: "StyleConfig") -> None:
+    """The loss weights, learning rate and the optimiser's numbers."""
+    for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight", "learning_rate", "adam_eps",
+                 "init_noise_ratio", "init_scale"):
+        _nonneg(name, getattr(cfg, name))
+    _positive("learning_rate", cfg.learning_rate)
+    _positive("style_scale", cfg.style_scale)
+    if not 0 <= cfg.init_noise_ratio <= 1:
+        raise ConfigError(f"init_noise_ratio must be in [0, 1]; got {cfg.init_noise_ratio}")
+    for name in ("adam_b1", "adam_b2"):
+        v = getattr(cfg, name)
+        _nonneg(name, v)
+        if v >= 1:
+            raise ConfigError(f"{name} must be in [0, 1); got {v}")
+    if cfg.lr_decay_rate is not None:
+        _positive("lr_decay_rate", cfg.lr_decay_rate)
+    if cfg.ema_decay is not None:
+        _nonneg("ema_decay", cfg.ema_decay)
+        if cfg.ema_decay >= 1:
+            raise ConfigError(f"ema_decay must be in [0, 1); got {cfg.ema_decay}")
+
+
+def _check_choices(cfg: "StyleConfig") -> None:
+    """Every named option against its table (the optimiser and loss tables as they are now)."""
+    _choice("content_loss", cfg.content_loss, losses.CONTENT_LOSSES)
+    _choice("gram_norm", cfg.gram_norm, losses.GRAM_NORMS)
+    _choice("style_reduce", cfg.style_reduce, losses.STYLE_REDUCES)
+    _choice("style_divisor", cfg.style_divisor, losses.STYLE_DIVISORS)
+    _choice("style_loss", cfg.style_loss, STYLE_LOSSES)
+    _choice("tv_loss", cfg.tv_loss, losses.TV_LOSSES)
+    _choice("tv_space", cfg.tv_space, VARIABLE_SPACES)
+    _choice("optimizer", cfg.optimizer, tuple(optimizers.OPTIMIZERS))  # the table as it is now
+    _choice("adam_eps_mode", cfg.adam_eps_mode, ADAM_EPS_MODES)
+    _choice("lbfgs_linesearch", cfg.lbfgs_linesearch, LINESEARCHES)
+    _choice("variable_space", cfg.variable_space, VARIABLE_SPACES)
+    _choice("select", cfg.select, SELECTS)
+    _choice("iteration_unit", cfg.iteration_unit, ITERATION_UNITS)
+    if cfg.lbfgs_round is not None:
+        _posint("lbfgs_round", cfg.lbfgs_round, most=MAX_ITERATIONS)
+    _choice("init", cfg.init, INITS)
+    _choice("size_side", cfg.size_side, SIZE_SIDES)
+    _choice("style_size", cfg.style_size, STYLE_SIZES)
+    _choice("resample", cfg.resample, RESAMPLES)
+    _choice("save_rounding", cfg.save_rounding, ROUNDINGS)
+    _choice("preserve_colors", cfg.preserve_colors, PRESERVE_COLORS)
+    _choice("precision", cfg.precision, PRECISIONS)
+    _choice("conv_algorithm", cfg.conv_algorithm, CONV_ALGORITHMS)
+    if cfg.conv_algorithm == "winograd" and cfg.precision == "bf16":
+        raise ConfigError("conv_algorithm winograd needs float32 (its transforms lose too much in bf16); use direct or auto")
+
+
+def _check_sizes(cfg: "StyleConfig") -> None:
+    """Counts, sizes and the fixed shape; flags are booleans."""
+    _posint("iterations", cfg.iterations, allow_zero=True, most=MAX_ITERATIONS)
+    _posint("chunk_size", cfg.chunk_size, most=MAX_CHUNK_SIZE)
+    _posint("lr_decay_steps", cfg.lr_decay_steps)
+    _posint("lbfgs_memory", cfg.lbfgs_memory, most=MAX_LBFGS_MEMORY)
+    _posint("init_noise_range", cfg.init_noise_range, allow_zero=True)
+    if cfg.size is not None:
+        _posint("size", cfg.size)
+        if cfg.size < 16:
+            raise ConfigError(f"size must be at least 16 pixels (VGG pools 4 times before conv5); got {cfg.size}")
+    for name in ("clamp", "original_size", "normalize_gradients", "remat"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"{name} must be true or false; got {getattr(cfg, name)!r}")
+    if cfg.shape is not None:
+        if not isinstance(cfg.shape, (tuple, list)):
+            raise ConfigError(f"shape must be (height, width); got {cfg.shape!r}")
+        shape = tuple(cfg.shape)
+        object.__setattr__(cfg, "shape", shape)
+        if len(shape) != 2:
+            raise ConfigError(f"shape must be (height, width); got {cfg.shape!r}")
+        for s in shape:
+            _posint("shape", s)
+            if s < 16:
+                raise ConfigError(f"shape sides must be at least 16 pixels; got {shape}")
+    if cfg.size is None and cfg.shape is None:
+        raise ConfigError("give a size or a fixed shape")
+    if cfg.optimizer == "lbfgs" and cfg.ema_decay is not None:
+        raise ConfigError("ema_decay averages iterates of first-order optimisers; use it with sgd or adam")

