@@ -49,6 +49,27 @@ def test_many_equals_single_runs(changes, vgg19_params):
         assert many[i].final_loss == pytest.approx(single.final_loss, rel=2e-4)
 
 
+def test_members_with_their_own_iteration_counts(vgg19_params):
+    """Configs that differ in iterations run as one batch (a job server's mixed requests): each
+    member stops at its own count, with the single run's losses and image; L-BFGS rounds, whose
+    schedule the batch shares, refuse it."""
+    from nst_jax.errors import ConfigError
+
+    content = random_image(40, 48, 1)
+    styles = [random_image(40, 48, 2), random_image(32, 64, 3)]
+    cfg = StyleConfig(**SMALL, optimizer="adam", learning_rate=0.02, iterations=7, chunk_size=4)
+    configs = [cfg.replace(iterations=3), cfg.replace(iterations=7, style_weight=2e4)]
+    many = stylize_many(content, styles, vgg19_params, cfg, configs=configs, seeds=[0, 1], convention=vgg.CAFFE)
+    assert list(many.steps) == [3, 7] and np.isnan(many.losses[0, 3:]).all()
+    for i, c in enumerate(configs):
+        single = stylize(content, styles[i], vgg19_params, c, seed=i, convention=vgg.CAFFE)
+        np.testing.assert_allclose(many.losses[i, :c.iterations], single.losses, rtol=2e-4)
+        np.testing.assert_allclose(many.images[i], single.image, atol=2e-4)
+    rounds = [c.replace(optimizer="lbfgs", lbfgs_round=2) for c in configs]
+    with pytest.raises(ConfigError, match="differs in iterations"):
+        stylize_many(content, styles, vgg19_params, rounds[0], configs=rounds, convention=vgg.CAFFE)
+
+
 def test_batch_size_groups_equal_one_batch(vgg19_params):
     content = random_image(40, 48, 1)
     styles = [random_image(40, 48, s) for s in (2, 3, 4)]

@@ -258,7 +258,9 @@ def _run_scale(k: int, shapes: list, counts: list, members: _Members, ledger: _L
     configs = engine.pop("configs")
     return batching.stylize_many(
         contents, [_styles_at(s, shape, config, resample) for s in members.styles], params, config,
-        configs=None if configs is None else list(configs)[:m], seeds=seeds[:m], iterations=counts[k],
+        configs=None if configs is None else list(configs)[:m], seeds=seeds[:m],
+        # one scale of the config's own count: each member's (a batch's configs may differ in it)
+        iterations=None if len(shapes) == 1 and counts[k] == config.iterations else counts[k],
         callback=_wrap_callback(callback, k, len(shapes), shape, ledger.iterations, sum(counts),
                                 members.restore_all, ledger.finished()),
         init_images=starts, masks=None if scaled is None else [scaled] * m, resume=resume, **engine)
@@ -338,6 +340,8 @@ def stylize_many_controlled(
     final = contents[0].shape[:2]
     shapes = run_shapes(final, scales)
     counts = scale_iterations(config, len(shapes), iterations_per_scale)
+    if len(shapes) > 1 and configs is not None and len({c.iterations for c in configs}) > 1:
+        raise ConfigError("members with different iteration counts share one scale schedule only with one scale")
     first = _first_scale(shapes, resume, resume_scales)
     members = _members_in(contents, styles, config, color_match_method, resample, init_images)
     ledger = _Ledger.resumed(len(styles), resume_scales, config)

@@ -186,7 +186,8 @@ def stylize_many(
     Args:
       content: one H×W×3 image (shared) or an N×H×W×3 batch (one per member).
       styles: N styles; each one array, a list (blended) or (array, weight) pairs.
-      params, iterations, callback, convention, chunk_size: as ``stylize``.
+      params, callback, convention, chunk_size: as ``stylize``.
+      iterations: for every member (default: each member's config's, which may differ).
       config: the shared program and run settings (and every member's config by default).
       configs: one config per member (values may differ; see ``check_same_program``).
       seeds: one seed per result (default 0 for all).
@@ -208,7 +209,8 @@ def stylize_many(
     """
     n = len(styles)
     contents, configs, seeds = _members(content, n, config, configs, seeds, temporal)
-    total = config.iterations if iterations is None else int(iterations)
+    # each member's own count (a config's iterations may differ in a batch), or one for all
+    totals = [c.iterations for c in configs] if iterations is None else [int(iterations)] * n
     h, w = contents[0].shape[:2]
     batch = batch_size or default_batch_size(h, w, config, n)
     devices = list(devices or jax.local_devices())
@@ -239,7 +241,7 @@ def stylize_many(
             base = {f.name: getattr(p, f.name) for f in dataclasses.fields(Progress)}
             return callback(ManyProgress(**base, done=done_so_far))
 
-        run = drive(prep, total, rounds=config.lbfgs_round, chunk_size=chunk_size,
+        run = drive(prep, [totals[i] for i in idx], rounds=config.lbfgs_round, chunk_size=chunk_size,
                     callback=None if callback is None else cb, devices=devices, spatial=spatial,
                     head=None if state is None or resume is None else resume.rows, group=(g, len(starts)))
         finished.append(ManyResult(run.images, run.best_images, run.rows[..., 0], run.evaluations,

@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import math
 import warnings
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -92,7 +92,9 @@ class Prepared(NamedTuple):
 
 def check_same_program(config: StyleConfig, configs: Sequence[StyleConfig]) -> None:
     """Refuse members that differ from ``config`` in anything one compiled program cannot vary."""
-    static = fields_of(PROGRAM) + fields_of(RUN)
+    # Iterations may differ: each member's count is its own limit in the chunk (``n_active``); not
+    # with L-BFGS rounds, whose schedule the whole batch shares.
+    static = [f for f in fields_of(PROGRAM) + fields_of(RUN) if f.name != "iterations" or config.lbfgs_round]
     for i, member in enumerate(configs):
         for f in static:
             if getattr(member, f.name) != getattr(config, f.name):
@@ -287,7 +289,7 @@ def _placed(prep: Prepared, n: int, devices: Optional[Sequence[jax.Device]], spa
 
 
 def _progress(prep: Prepared, state: LoopState, history: list[list[np.ndarray]], done: np.ndarray, total: int,
-              group: tuple[int, int]) -> Progress:
+              group: tuple[int, int]) -> Progress:  # total: the largest member's
     """A batch ``Progress`` between chunks: ``done`` iterations per member (the slowest live one's
     is the batch's), the means of the live members' latest rows."""
     n = len(history)
@@ -355,7 +357,7 @@ class _Chunks:
 
 def drive(
     prep: Prepared,
-    total: int,
+    total: Union[int, Sequence[int]],
     *,
     rounds: Optional[int] = None,
     chunk_size: Optional[int] = None,
@@ -369,8 +371,9 @@ def drive(
 
     Args:
       prep: from ``prepare``.
-      total: iterations per member (evaluations when ``program.iteration_unit == "evaluation"``),
-        counted from the start (a resumed state continues to ``total``).
+      total: iterations per member, one number or one each (evaluations when
+        ``program.iteration_unit == "evaluation"``), counted from the start (a resumed state
+        continues to ``total``).
       rounds: L-BFGS in rounds of this many iterations, each with a fresh optimiser state (the
         blog's repeated ``fmin_l_bfgs_b(maxfun=rounds)``); None: one round.
       chunk_size: steps per compiled chunk (default the program's).
@@ -392,12 +395,16 @@ def drive(
     # Rounds (the blog calls SciPy's fmin_l_bfgs_b(maxfun=rounds) repeatedly): each round is a fresh
     # optimiser state; with evaluations as the unit a round keeps stepping while it has made no
     # more than `rounds` evaluations (SciPy's rule, so a round makes rounds + 1 or a few more).
+    totals = np.broadcast_to(np.asarray(total, np.int64), (n,)).copy()
+    if rounds and len(set(totals.tolist())) > 1:
+        raise ConfigError("L-BFGS rounds (lbfgs_round) need one iteration count for every member of a batch")
+    total = int(totals.max())
     rounds_total = math.ceil(total / rounds) if rounds else 1
     round_index = min(int(chunks.counts(state).min()) // rounds, rounds_total) if rounds else 0
     round_start = chunks.counts(state)
     stopped = False
     while not stopped and round_index < rounds_total:
-        limit = np.full((n,), total, np.int64)
+        limit = totals
         if rounds:
             limit = round_start + rounds + 1 if chunks.by_evals else np.minimum(round_start + rounds, total)
 
