@@ -4,7 +4,8 @@
     python scripts/bench_before_after.py --before /tmp/base --after . --repeats 3
 
 Each measurement runs ``scripts/benchmark.py --variants nst-jax`` of that checkout in its own
-process (its steady state times the compiled chunk alone, warm-up apart), alternating before and
+process (its steady state times the compiled chunk alone, warm-up apart), and the command a user
+types, ``nst-jax stylize`` with the recipe's options (2N iterations less N), alternating before and
 after ``--rounds`` times so drift in the machine's load hits both alike; the table reports each
 side's median over the rounds. Recipes: 256² Adam (the default preset) and 128² L-BFGS (the
 pytorch preset). Then, in the *after* checkout only: N results as N style images against N values
@@ -81,6 +82,27 @@ def run_benchmark(root: Path, args: list[str], iterations: int, repeats: int) ->
     return float(report["summary"]["nst-jax"]["ms_per_iteration"]), 1e3 * float(raw["second_run_s"]) / iterations
 
 
+CLI = "import sys; sys.path.insert(0, sys.argv.pop(1)); from nst_jax.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def run_cli(root: Path, args: list[str], iterations: int, weights: Path) -> float:
+    """ms per iteration through ``nst-jax stylize`` as a user types it: the wall time of a run of
+    2N iterations less one of N, over N (process start, loading and compilation cancel out)."""
+    assets = root / "nst_jax" / "assets"
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (iterations, 2 * iterations):
+            cmd = [sys.executable, "-c", CLI, str(root), "stylize", str(assets / "content.png"),
+                   str(assets / "style.png"), "-o", str(Path(tmp) / f"o{n}.png"), *args, "--iterations", str(n),
+                   "--weights", str(weights), "--no-progress"]
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+            times.append(time.perf_counter() - t0)
+            if proc.returncode:
+                raise SystemExit(f"{root}: nst-jax stylize failed: {proc.stderr[-2000:]}")
+    return 1e3 * (times[1] - times[0]) / iterations
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--before", type=Path, required=True, help="the checkout before (e.g. a git worktree)")
@@ -96,12 +118,17 @@ def main(argv=None) -> int:
           f"{args.iterations} iterations x {args.repeats} repeats, {args.rounds} rounds alternating", flush=True)
     print("| recipe | measured | before ms/it | after ms/it | after / before |")
     print("|---|---|---|---|---|")
+    weights = Path(tempfile.mkdtemp()) / "vgg19-synthetic.h5"
+    subprocess.run([sys.executable, "-c", CLI, str(args.after.resolve()), "weights", "synthetic", "-o", str(weights)],
+                   check=True, capture_output=True)
     for label, rargs in RECIPES:
         before, after = [], []
         for _ in range(args.rounds):
-            before.append(run_benchmark(args.before.resolve(), rargs, args.iterations, args.repeats))
-            after.append(run_benchmark(args.after.resolve(), rargs, args.iterations, args.repeats))
-        for k, what in enumerate(("compiled chunk", "whole `stylize` call")):
+            before.append((*run_benchmark(args.before.resolve(), rargs, args.iterations, args.repeats),
+                           run_cli(args.before.resolve(), rargs, args.iterations, weights)))
+            after.append((*run_benchmark(args.after.resolve(), rargs, args.iterations, args.repeats),
+                           run_cli(args.after.resolve(), rargs, args.iterations, weights)))
+        for k, what in enumerate(("compiled chunk", "whole `stylize` call", "`nst-jax stylize` (2N − N its)")):
             bs, as_ = [x[k] for x in before], [x[k] for x in after]
             b, a = statistics.median(bs), statistics.median(as_)
             print(f"| {label} | {what} | {b:.1f} ({', '.join(f'{x:.1f}' for x in bs)}) | "

@@ -315,16 +315,16 @@ def _scenario(name: str, run: pathlib.Path, d: pathlib.Path, argv: list[str], mo
     elif name == "interrupted":  # a run stopped by Ctrl-C left its checkpoint beside -o
         import signal
 
-        from nst_jax.engine import single as engine
+        from nst_jax.engine import batching
 
-        original = engine.stylize
+        original = batching.stylize_many  # the engine under every command
 
         def interrupted(*a, **k):
             os.kill(os.getpid(), signal.SIGINT)
             return original(*a, **k)
 
         with monkeypatch.context() as m:
-            m.setattr(engine, "stylize", interrupted)
+            m.setattr(batching, "stylize_many", interrupted)
             assert cli.main(argv + ["--chunk-size", "1"]) == 130
         capsys.readouterr()
         assert (run / "out.png.ckpt.npz").exists()

@@ -35,7 +35,13 @@ def add_parser(subparsers: Any) -> None:
     )
     sub = p.add_subparsers(dest="weights_command", metavar="COMMAND")
     sub.required = True
+    for add in (_add_convert, _add_download, _add_synthetic):
+        add(sub)
+    i = sub.add_parser("info", help="describe a converted weights file", description="Describe a converted weights file.")
+    i.add_argument("weights_path", metavar="PATH")
 
+
+def _add_convert(sub: Any) -> None:
     c = sub.add_parser(
         "convert",
         help="convert a Keras or torchvision weights file",
@@ -55,6 +61,8 @@ def add_parser(subparsers: Any) -> None:
     )
     c.add_argument("--overwrite", dest="weights_overwrite", action="store_true", help="replace an existing output")
 
+
+def _add_download(sub: Any) -> None:
     d = sub.add_parser(
         "download",
         help="download and convert the official weights",
@@ -86,6 +94,8 @@ def add_parser(subparsers: Any) -> None:
         help=f"give up when the whole download takes longer (default {weights.DEFAULT_TIMEOUT:g})",
     )
 
+
+def _add_synthetic(sub: Any) -> None:
     s = sub.add_parser(
         "synthetic",
         help="write random (not pretrained) weights for tests",
@@ -103,9 +113,6 @@ def add_parser(subparsers: Any) -> None:
         "or 3x3 (torchvision)",
     )
     s.add_argument("--overwrite", dest="weights_overwrite", action="store_true", help="replace an existing file")
-
-    i = sub.add_parser("info", help="describe a converted weights file", description="Describe a converted weights file.")
-    i.add_argument("weights_path", metavar="PATH")
 
 
 def _summary(net: weights.Network) -> str:

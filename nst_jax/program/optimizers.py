@@ -75,6 +75,44 @@ class TorchLBFGSState(NamedTuple):
 TorchLBFGSState.self_guarded = ("s_mem", "y_mem", "rho", "head", "size", "h_diag")  # type: ignore[attr-defined]
 
 
+def _vdot(a: Any, b: Any) -> Any:
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _two_loop(grad: Any, s_mem: Any, y_mem: Any, rho: jax.Array, head: jax.Array, size: jax.Array,
+              h_diag: jax.Array, memory: int) -> Any:
+    """L-BFGS's two-loop recursion over the stored pairs (torch's order): the direction ``-H·grad``.
+
+    Both loops visit only the ``size`` stored pairs (a dynamic trip count): the empty slots added
+    exact zeros, so the result is the same as looping over the whole memory.
+    """
+
+    def slot(k):  # k-th newest pair
+        return (head - 1 - k) % memory
+
+    def backward(k, carry):
+        q, alphas = carry
+        i = slot(k)
+        s_i = jax.tree.map(lambda m: m[i], s_mem)
+        y_i = jax.tree.map(lambda m: m[i], y_mem)
+        a = rho[i] * _vdot(s_i, q)
+        q = jax.tree.map(lambda qq, yy: qq - a * yy, q, y_i)
+        return q, alphas.at[i].set(a)
+
+    q = jax.tree.map(jnp.negative, grad)
+    q, alphas = jax.lax.fori_loop(0, size, backward, (q, jnp.zeros((memory,), jnp.float32)))
+    r = jax.tree.map(lambda x: x * h_diag, q)
+
+    def forward(j, r):
+        i = slot(size - 1 - j)  # oldest first
+        s_i = jax.tree.map(lambda m: m[i], s_mem)
+        y_i = jax.tree.map(lambda m: m[i], y_mem)
+        coef = alphas[i] - rho[i] * _vdot(y_i, r)
+        return jax.tree.map(lambda rr, ss: rr + coef * ss, r, s_i)
+
+    return jax.lax.fori_loop(0, size, forward, r)
+
+
 def scale_by_torch_lbfgs(memory: int, learning_rate: Any = 1.0) -> optax.GradientTransformationExtraArgs:
     """``torch.optim.LBFGS`` without a line search, one function evaluation per update.
 
@@ -116,7 +154,7 @@ def scale_by_torch_lbfgs(memory: int, learning_rate: Any = 1.0) -> optax.Gradien
     def update(updates, state, params=None, *, value=None, **extra_args):
         del params, extra_args
         grad = updates
-        vdot = lambda a, b: sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))  # noqa: E731
+        vdot = _vdot
         first = state.count == 0
         y = jax.tree.map(jnp.subtract, grad, state.prev_grad)
         s = state.prev_step
@@ -135,33 +173,7 @@ def scale_by_torch_lbfgs(memory: int, learning_rate: Any = 1.0) -> optax.Gradien
         size = jnp.where(store, jnp.minimum(state.size + 1, memory), state.size)
         h_diag = jnp.where(store, ys / jnp.where(store, yy, 1.0), state.h_diag)
 
-        def slot(k):  # k-th newest pair
-            return (head - 1 - k) % memory
-
-        def backward(k, carry):
-            q, alphas = carry
-            i = slot(k)
-            s_i = jax.tree.map(lambda m: m[i], s_mem)
-            y_i = jax.tree.map(lambda m: m[i], y_mem)
-            a = rho[i] * vdot(s_i, q)
-            q = jax.tree.map(lambda qq, yy: qq - a * yy, q, y_i)
-            return q, alphas.at[i].set(a)
-
-        # Both loops visit only the stored pairs (a dynamic trip count): the empty slots added
-        # exact zeros, so the result is the same as looping over the whole memory.
-        q = jax.tree.map(jnp.negative, grad)
-        q, alphas = jax.lax.fori_loop(0, size, backward, (q, jnp.zeros((memory,), jnp.float32)))
-        r = jax.tree.map(lambda x: x * h_diag, q)
-
-        def forward(j, r):
-            i = slot(size - 1 - j)  # oldest first
-            s_i = jax.tree.map(lambda m: m[i], s_mem)
-            y_i = jax.tree.map(lambda m: m[i], y_mem)
-            b = rho[i] * vdot(y_i, r)
-            coef = alphas[i] - b
-            return jax.tree.map(lambda rr, ss: rr + coef * ss, r, s_i)
-
-        d = jax.lax.fori_loop(0, size, forward, r)
+        d = _two_loop(grad, s_mem, y_mem, rho, head, size, h_diag, memory)
         # first iteration: d = -g (no pairs) and t = min(1, 1/|g|_1) * lr
         l1 = sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(grad))
         t = jnp.where(first, jnp.minimum(1.0, 1.0 / l1), 1.0) * learning_rate
