@@ -19,7 +19,7 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
-from . import common, demo, info, stylize, video, weights
+from . import common, demo, info, serve, stylize, video, weights
 from ..errors import NSTError, NSTWarning
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,12 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_parser(sub)
     video.add_parser(sub, common.add_config_options)
     weights.add_parser(sub)
+    serve.add_parser(sub)
     return p
 
 
 # The commands by name (``bench`` and ``weights`` take their arguments their own way, in ``main``).
 COMMANDS = {"stylize": stylize.cmd_stylize, "demo": demo.cmd_demo, "presets": info.cmd_presets,
-            "video": video.cmd_video}
+            "video": video.cmd_video, "serve": serve.cmd_serve}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -100,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "weights":
             return weights.run(args)
-        if args.command in ("stylize", "demo", "video"):
+        if args.command in ("stylize", "demo", "video", "serve"):
             enable_compilation_cache()
         return COMMANDS[args.command](args)
     except NSTError as err:
