@@ -109,6 +109,7 @@ PROBES: dict[str, dict[str, Probe]] = {
         "--checkpoint-every": Probe(("--checkpoint-every", "1")),
         "--checkpoint": Probe(("--checkpoint", "{run}/c.npz"), extra=("--checkpoint-every", "1")),
         "--resume": Probe(("--resume", "{run}/out.png.ckpt.npz"), scenario="interrupted"),
+        "--web": Probe(("--web",)),  # the live view (its address on stderr); tests/test_serve_web.py watches it
         "--batch": Probe(("--batch", "-o", "{run}/many")),
         "--styles-dir": Probe(("--styles-dir", "{d}/styles", "-o", "{run}/many")),
         "--batch-size": Probe(("--batch-size", "1")),
@@ -174,6 +175,8 @@ PROBES: dict[str, dict[str, Probe]] = {
 NOT_WALKED = {
     "--debug": "the top-level parser's flag (shows tracebacks), not a command's; test_errors covers it",
     "bench": "passes everything after it to scripts/benchmark.py (test_benchmark_script covers that parser)",
+    "serve": "a long-running server, not a run with a result: tests/test_serve*.py start it with --port, --data-dir, "
+             "--weights, --max-batch, --max-pending and check --host/--token (check_bind), the limits and the drain",
 }
 
 
@@ -211,7 +214,8 @@ def test_every_option_has_a_probe():
     parser = cli.build_parser()
     assert _options(parser) == ["--debug"]
     commands = _commands(parser)
-    assert set(commands) == set(PROBES) | {"bench"}, set(commands) ^ (set(PROBES) | {"bench"})
+    walked = set(commands) - {n for n in NOT_WALKED if not n.startswith("-")}
+    assert walked == set(PROBES), walked ^ set(PROBES)
     for name, p in commands.items():
         if name in NOT_WALKED:
             continue

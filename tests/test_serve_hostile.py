@@ -159,3 +159,17 @@ def test_security_headers_on_every_response(client):
     for path in ("/", "/healthz", "/jobs/nope"):
         h = client.get(path).headers
         assert h["x-content-type-options"] == "nosniff" and "default-src 'self'" in h["content-security-policy"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--host", "0.0.0.0"], "needs --token"),
+    (["--host", "0.0.0.0", "--token", "short"], "at least 16"),
+    (["--max-batch", "0"], "--max-batch"),
+    (["--max-upload-mb", "-1"], "--max-upload-mb"),
+])
+def test_serve_refuses_unsafe_or_bad_options_with_one_line(inputs, capsys, argv, message):
+    from nst_jax import cli
+
+    code = cli.main(["serve", "--weights", str(inputs / "syn.h5"), *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and message in err and len(err.splitlines()) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import pathlib
 import sys
 from typing import Any, Callable, Optional
@@ -35,6 +36,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--checkpoint", metavar="PATH",
                    help="checkpoint file (default: OUTPUT.ckpt.npz; with several results DIR/batch.ckpt.npz)")
     s.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its checkpoint")
+    s.add_argument("--web", action="store_true", help="watch the run in a browser: the page of nst-jax serve, "
+                   "live, on 127.0.0.1 (extra nst-jax[serve])")
     b = s.add_argument_group("many results in one compiled program: one per style (--batch), per swept value "
                              "(a comma list on a value option) and per seed (--seed 0,1,2), written into -o DIR")
     b.add_argument("--batch", action="store_true", help="one output per style in the directory -o OUTDIR")
@@ -73,6 +76,7 @@ class OneRun:
     color_match: str = "chol"
     written: tuple[str, ...] = ()  # recorded in every checkpoint: what a resumed run may replace
     devices: Optional[list] = None  # the devices the image's rows are split over (``--devices``)
+    web: bool = False  # a live view of the run (``--web``)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +118,7 @@ def _resume_state(run: OneRun, net: Any, content: Any, shapes: list) -> tuple[An
     return state, all_losses[start:], finished
 
 
-def _callback(run: OneRun, net: Any, content: Any, bar: Any, signals: common.Signals, multi: bool):
+def _callback(run: OneRun, net: Any, content: Any, bar: Any, signals: common.Signals, multi: bool, live: Any = None):
     """The progress callback: the bar, intermediates, checkpoints, and a stop on a signal."""
     import numpy as np
 
@@ -124,6 +128,9 @@ def _callback(run: OneRun, net: Any, content: Any, bar: Any, signals: common.Sig
     cfg = run.cfg
 
     def callback(p) -> bool:
+        if live is not None:
+            live.update(p.overall_iteration, np.concatenate([l for l, _ in p.finished] + [p.losses]), p.parts,
+                        p.restored_image())
         post = dict(loss=f"{p.loss:.4g}", **{name: f"{v:.3g}" for name, v in p.parts.items()}, evals=p.evaluations)
         if multi:
             post["scale"] = f"{p.scale_index + 1}/{p.num_scales} {p.scale_shape[0]}x{p.scale_shape[1]}"
@@ -170,30 +177,67 @@ def run_one(run: OneRun, net: Any, images: Images) -> int:
     Returns:
       the exit code.
     """
+    from ..control.scales import run_shapes, scale_iterations
+
+    shapes = run_shapes(tuple(images.content.shape[:2]), run.scales)
+    total = sum(scale_iterations(run.cfg, len(shapes), run.iterations_per_scale))
+    resumed = _resume_state(run, net, images.content, shapes)
+    live = _live_view(run, total) if run.web else None
+    try:
+        return _run_and_write(run, net, images, shapes, total, resumed, live)
+    finally:
+        if live is not None:
+            live.close()
+
+
+def _live_view(run: OneRun, iterations: int) -> Any:
+    """``--web``: the page of ``nst-jax serve`` watching this run, on 127.0.0.1 (a free port)."""
+    import webbrowser
+
+    try:
+        from ..serve.live import LiveView
+    except ImportError as err:
+        raise ConfigError(f"--web needs the serve extra: pip install 'nst-jax[serve]' ({err.name} is missing)") \
+            from None
+    live = LiveView(["stylize", "-o", str(run.out)], run.cfg.to_dict(), iterations)
+    print(f"live view: {live.url}", file=sys.stderr, flush=True)
+    # a desktop's browser opens it; on a machine without a display (where Python's webbrowser would
+    # start a text browser in this terminal) the address is all
+    desktop = sys.platform in ("darwin", "win32") or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if desktop and not os.environ.get("NST_JAX_NO_BROWSER"):
+        try:
+            webbrowser.open(live.url)
+        except Exception:
+            pass
+    return live
+
+
+def _run_and_write(run: OneRun, net: Any, images: Images, shapes: list, total: int, resumed: tuple,
+                   live: Any) -> int:
+    """The run and its outputs, the live view fed and ended when there is one; the exit code."""
     from tqdm import tqdm
 
     from ..control import runs as control
-    from ..control.scales import run_shapes, scale_iterations
 
     cfg, content, styles = run.cfg, images.content, images.styles
     chunk = common.period_chunk([run.save_every or 0, run.checkpoint_every or 0], cfg.iterations, cfg.chunk_size)
-    shapes = run_shapes(tuple(content.shape[:2]), run.scales)
-    per_scale = scale_iterations(cfg, len(shapes), run.iterations_per_scale)
-    resume_state, resume_losses, resume_scales = _resume_state(run, net, content, shapes)
-    bar = tqdm(total=sum(per_scale), disable=not run.progress, unit="it", dynamic_ncols=True, file=sys.stderr)
+    resume_state, resume_losses, resume_scales = resumed
+    bar = tqdm(total=total, disable=not run.progress, unit="it", dynamic_ncols=True, file=sys.stderr)
     with common.Signals() as signals:
         blend = cfg.style_blend_weights
         style_arg = styles if blend is None or images.masks is not None else list(zip(styles, blend))
         # (with masks: one style per region, not blended)
         result = control.stylize_controlled(
             content, style_arg, net, cfg, seed=run.seed, callback=_callback(run, net, content, bar, signals,
-                                                                            len(shapes) > 1),
+                                                                            len(shapes) > 1, live),
             init_image=images.init, chunk_size=chunk, resume=resume_state, resume_losses=resume_losses,
             resume_scales=resume_scales, scales=run.scales, iterations_per_scale=run.iterations_per_scale,
             color_match_method=run.color_match, masks=images.masks, devices=run.devices)
         bar.update(result.iterations - bar.n)
         bar.close()
     _write(run, images, result)
+    if live is not None:
+        live.finish(run.out, {"done": "done", "nonfinite": "failed"}.get(result.status, "cancelled"))
     if result.status == "nonfinite":
         raise NSTError(common.nonfinite_advice(result, cfg, run.out))
     if signals.received is not None:
@@ -270,7 +314,7 @@ def _plan_one(args: argparse.Namespace, parsed: Parsed, styles: list[str], devic
                   save_every=args.save_every, montage=montage, loss_plot=loss_plot,
                   checkpoint_every=args.checkpoint_every, checkpoint_path=ckpt, resume=args.resume,
                   scales=common.parse_scales(args.scales), iterations_per_scale=args.iterations_per_scale,
-                  color_match=parsed.color_match, written=written, devices=common.devices(devices))
+                  color_match=parsed.color_match, written=written, devices=common.devices(devices), web=args.web)
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
@@ -289,6 +333,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                               "seeds")
         if args.montage or args.loss_plot:
             raise ConfigError("--montage/--loss-plot draw one run; with several results use --grid PATH")
+        if args.web:
+            raise ConfigError("--web watches one run; send several results to nst-jax serve to watch each")
         return batch.cmd_batch(args, parsed, styles, devices, spatial)
     _refuse_for_one(args, parsed, styles)
     run = _plan_one(args, parsed, styles, devices)

@@ -65,24 +65,33 @@ class Settings:
     events_seconds: float = 3600.0  # how long one event stream lasts at most
 
 
-def create_app(settings: Settings, network: Any) -> Starlette:
-    """The ASGI app: the API, the page, and the worker (started and drained by the app's lifespan)."""
+def create_app(settings: Settings, network: Any, *, store: Optional[JobStore] = None) -> Starlette:
+    """The ASGI app: the API, the page, and the worker (started and drained by the app's lifespan).
+
+    ``network`` None with a ``store``: a view of jobs someone else runs (``stylize --web``: the
+    page and the read-only API over the CLI run's one-job store; no worker, no new jobs).
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = JobStore(settings.data_dir / "jobs.sqlite3")
+    own = store is None
+    store = store or JobStore(settings.data_dir / "jobs.sqlite3")
     paths = Paths(settings.data_dir)
-    worker = Worker(store, paths, network, max_batch=settings.max_batch, limits=settings.limits)
+    worker = None if network is None else Worker(store, paths, network, max_batch=settings.max_batch,
+                                                 limits=settings.limits)
     api = _Api(settings, store, paths, worker, network)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        worker.start()
+        if worker is not None:
+            worker.start()
         try:
             yield
         finally:
             api.closing = True
-            worker.drain()  # stops at the next chunk boundary, after its checkpoint
-            await run_in_threadpool(worker.join, 120)
-            store.close()
+            if worker is not None:
+                worker.drain()  # stops at the next chunk boundary, after its checkpoint
+                await run_in_threadpool(worker.join, 120)
+            if own:
+                store.close()
 
     routes = [
         Route("/", api.page), Route("/static/{name}", api.static), Route("/healthz", api.health),
@@ -100,9 +109,11 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 class _Api:
-    def __init__(self, settings: Settings, store: JobStore, paths: Paths, worker: Worker, network: Any) -> None:
+    def __init__(self, settings: Settings, store: JobStore, paths: Paths, worker: Optional[Worker],
+                 network: Any) -> None:
         self.settings, self.store, self.paths, self.worker, self.network = settings, store, paths, worker, network
         self.closing = False
+        self.streams = 0  # event streams open now
 
     async def page(self, request: Request) -> Response:
         return HTMLResponse((STATIC / "index.html").read_text())
@@ -114,6 +125,8 @@ class _Api:
         return Response((STATIC / name).read_bytes(), media_type=PAGE_FILES[name])
 
     async def health(self, request: Request) -> Response:
+        if self.worker is None:
+            return JSONResponse({"ok": True, "view": "one nst-jax stylize run (--web)", "arch": "", "max_batch": 1})
         if self.closing or not self.worker.is_alive():
             return _error(503, "not taking jobs")
         return JSONResponse({"ok": True, "arch": self.network.arch, "max_batch": self.settings.max_batch})
@@ -125,6 +138,8 @@ class _Api:
         return request.client.host if request.client else "unknown"
 
     async def submit(self, request: Request) -> Response:
+        if self.worker is None:
+            return _error(403, "this page watches one nst-jax stylize run; start jobs with nst-jax serve")
         if self.closing:
             return _error(503, "the server is shutting down")
         client = self._client(request)
@@ -198,6 +213,8 @@ class _Api:
                                       for j in self.store.jobs(100)]})
 
     async def cancel(self, request: Request) -> Response:
+        if self.worker is None:
+            return _error(403, "this page watches one nst-jax stylize run; stop it with Ctrl-C")
         job = self._job(request)
         if job is None:
             return _error(404, "no such job")
@@ -223,8 +240,17 @@ class _Api:
     async def _stream(self, request: Request, job_id: str) -> AsyncIterator[str]:
         """A ``progress`` event whenever the job moves, until it ends (or the client goes, the
         server closes, or ``events_seconds`` pass): bounded, never a loop that waits forever."""
+        start = time.monotonic()
+        self.streams += 1
+        try:
+            async for event in self._events(request, job_id, start):
+                yield event
+        finally:
+            self.streams -= 1
+
+    async def _events(self, request: Request, job_id: str, start: float) -> AsyncIterator[str]:
         seen: Any = None
-        start = last_sent = time.monotonic()
+        last_sent = start
         while not self.closing and time.monotonic() - start < self.settings.events_seconds:
             job = self.store.get(job_id)
             if job is None:

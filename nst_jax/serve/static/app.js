@@ -90,7 +90,12 @@ async function refresh() {
       return row;
     }));
     const health = await api("/healthz");
-    $("health").textContent = `ready · ${health.arch} · up to ${health.max_batch} jobs a batch`;
+    if (health.view) {  // nst-jax stylize --web: a view of one run, no new jobs
+      $("health").textContent = `watching ${health.view}`;
+      $("job").hidden = true;
+    } else {
+      $("health").textContent = `ready · ${health.arch} · up to ${health.max_batch} jobs a batch`;
+    }
   } catch (err) {
     $("health").textContent = "not ready: " + err.message;
   }
@@ -99,6 +104,8 @@ async function refresh() {
 (async () => {
   const {presets} = await api("/options");
   $("preset").replaceChildren(...presets.map((p) => new Option(p, p, p === "default", p === "default")));
+  const watched = new URLSearchParams(location.search).get("job");  // nst-jax stylize --web
+  if (watched) follow(watched);
   refresh();
   setInterval(refresh, 2000);
 })();
