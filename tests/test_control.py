@@ -345,3 +345,19 @@ def test_coarse_to_fine_resume_equals_the_uninterrupted_run(vgg19_params, tmp_pa
     with pytest.raises(ConfigError, match="scale 1 of this run"):
         control.stylize_controlled(CONTENT, STYLE, vgg19_params, cfg, scales=SCALES, seed=3, convention=vgg.CAFFE,
                                    resume=state, resume_losses=losses[n0:])
+
+
+def test_a_batch_resumed_at_a_later_scale_needs_one_group():
+    """Groups after the resumed one would start from the previous scale's results, which a
+    ManyResume does not hold: refused, not run from the wrong start."""
+    import jax.numpy as jnp
+
+    from nst_jax.engine import driver, loop
+    from nst_jax.engine.batching import ManyResume
+
+    one = loop.init_state(jnp.zeros((32, 48, 3), jnp.float32), SMALL.program(), SMALL.values())
+    resume = ManyResume(None, driver.stack([one]), np.zeros((1, 0, loop.row_size()), np.float32))
+    scale0 = [(np.ones((2, 4), np.float32), np.full(2, 4))]
+    with pytest.raises(ConfigError, match="every member in one group"):
+        control.stylize_many_controlled(CONTENT, [STYLE, STYLE], {}, SMALL, scales=SCALES, convention=vgg.CAFFE,
+                                        batch_size=1, resume=resume, resume_scales=scale0)

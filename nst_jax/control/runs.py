@@ -329,7 +329,8 @@ def stylize_many_controlled(
         ``batch_state``, ``done`` and ``rows``) at the scale after ``resume_scales``.
       resume_scales: (losses N×k, evaluations N) of each scale the interrupted run finished
         (``ScaleProgress.finished``). Those scales are not run again, and the result equals the
-        uninterrupted run's (their loss parts are NaN).
+        uninterrupted run's (their loss parts are NaN). Needs every member in one group
+        (``batch_size`` >= N): later groups would start from the previous scale's results.
 
     Returns:
       :class:`ControlledManyResult`.
@@ -343,6 +344,10 @@ def stylize_many_controlled(
     if len(shapes) > 1 and configs is not None and len({c.iterations for c in configs}) > 1:
         raise ConfigError("members with different iteration counts share one scale schedule only with one scale")
     first = _first_scale(shapes, resume, resume_scales)
+    if first and (batch_size is None or batch_size < len(styles)):
+        # the groups after the resumed one would start from the previous scale's results, which a
+        # ManyResume does not hold
+        raise ConfigError("resuming a later scale needs every member in one group (batch_size >= members)")
     members = _members_in(contents, styles, config, color_match_method, resample, init_images)
     ledger = _Ledger.resumed(len(styles), resume_scales, config)
     many: Optional[ManyResult] = None
