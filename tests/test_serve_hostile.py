@@ -143,6 +143,10 @@ def test_with_a_token_every_request_needs_it(inputs, tmp_path):
         assert c.post("/jobs", files=files(inputs)).status_code == 401
         assert c.get("/healthz", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200
         assert c.get(f"/healthz?token={TOKEN}").status_code == 200
+        # the page opened as /?token=... loads its own script and style with the token
+        page = c.get(f"/?token={TOKEN}").text
+        assert f"/static/app.js?token={TOKEN}" in page and f"/static/style.css?token={TOKEN}" in page
+        assert c.get(f"/static/app.js?token={TOKEN}").status_code == 200
 
 
 def test_binding_beyond_loopback_needs_a_token():

@@ -19,7 +19,7 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
-from . import common, demo, info, serve, stylize, video, weights
+from . import common, demo, info, serve, stylize, stylize_args, video, weights
 from ..errors import NSTError, NSTWarning
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=common.Parser)
     sub.required = True
-    stylize.add_parser(sub)
+    stylize_args.add_parser(sub)
     demo.add_parser(sub)
     info.add_parser(sub)
     video.add_parser(sub, common.add_config_options)

@@ -32,7 +32,7 @@ import secrets
 import shutil
 import time
 from typing import Any, AsyncIterator, Optional
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -116,7 +116,12 @@ class _Api:
         self.streams = 0  # event streams open now
 
     async def page(self, request: Request) -> Response:
-        return HTMLResponse((STATIC / "index.html").read_text())
+        html = (STATIC / "index.html").read_text()
+        token = request.query_params.get("token")
+        if self.settings.token and token:  # (checked by Guard) the page's own files need it too
+            for name in PAGE_FILES:
+                html = html.replace(f"/static/{name}", f"/static/{name}?token={quote(token, safe='')}")
+        return HTMLResponse(html)
 
     async def static(self, request: Request) -> Response:
         name = request.path_params["name"]

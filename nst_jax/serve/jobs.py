@@ -19,7 +19,7 @@ import pathlib
 from typing import Any, Optional
 
 from ..cli import common as cli_common
-from ..cli import stylize as cli_stylize
+from ..cli import stylize_args
 from ..cli import plan
 from ..cli.options import Parsed, config_from_args
 from ..errors import ConfigError, NSTError
@@ -59,7 +59,7 @@ def _stylize_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Actio
     """The CLI's parser and the ``stylize`` options a job may set, by their long name without dashes."""
     parser = cli_common.Parser(prog="nst-jax")
     sub = parser.add_subparsers(dest="command", parser_class=cli_common.Parser)
-    cli_stylize.add_parser(sub)  # the command's own options, messages and checks
+    stylize_args.add_parser(sub)  # the command's own options, messages and checks
     fields = {f.name for f in dataclasses.fields(StyleConfig)}
     allowed = {}
     for action in sub.choices["stylize"]._actions:
