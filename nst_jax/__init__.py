@@ -14,8 +14,8 @@ The data path, a package a stage, each importing only the ones above it in this 
 ``errors``/``files`` (shared) -> ``image`` (files <-> pictures) -> ``network`` (features, pure)
 -> ``weights`` (files -> params) -> ``program`` (formulas, optimisers, configs, presets) ->
 ``objective`` (targets, the loss's terms) -> ``engine`` (the compiled loop, one driver) ->
-``control`` (colours, scales) -> ``video`` (frame loops) -> ``cli``. ``tests/test_structure.py``
-checks the order.
+``control`` (colours, scales) -> ``video`` (frame loops) -> ``cli`` and ``serve`` (the command
+line, the job server). ``tests/test_structure.py`` checks the order.
 """
 
 # The names below are imported on first use (PEP 562), so that ``import nst_jax.entry`` (the
