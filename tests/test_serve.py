@@ -165,3 +165,22 @@ def test_limits_of_a_job(inputs, tmp_path):
         big = c.post("/jobs", files=files(inputs), data={"size": "128", "iterations": "10"}).json()["error"]
         long = c.post("/jobs", files=files(inputs), data={"iterations": "101"}).json()["error"]
     assert "at most 64 pixels" in big and "at most 100" in long
+
+
+def test_set_reaches_any_config_field_as_on_the_command_line(inputs, tmp_path, capsys):
+    """``set`` repeats, as ``--set`` does; any other option given twice is refused."""
+    from nst_jax import cli
+
+    opts = {**ADAM, "iterations": "3"}
+    with client_for(inputs, tmp_path / "data") as c:
+        job_id = c.post("/jobs", files=files(inputs), data={**opts, "set": ["tv_loss=l1", "tv_weight=50"]}).json()["id"]
+        job = finished(c, job_id)
+        png = c.get(f"/jobs/{job_id}/image").content
+        twice = c.post("/jobs", files=files(inputs), data={**opts, "size": ["48", "64"]})
+    assert job["status"] == "done" and job["config"]["tv_loss"] == "l1" and job["config"]["tv_weight"] == 50
+    assert twice.status_code == 400 and "give an option once" in twice.json()["error"]
+    argv = ["stylize", str(inputs / "content.png"), str(inputs / "style.png"), "-o", str(tmp_path / "cli.png"),
+            "--weights", str(inputs / "syn.h5"), "--no-progress", *[f"--{k}={v}" for k, v in opts.items()],
+            "--set", "tv_loss=l1", "--set", "tv_weight=50"]
+    assert cli.main(argv) == 0
+    assert png == (tmp_path / "cli.png").read_bytes()

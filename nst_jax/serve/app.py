@@ -174,13 +174,13 @@ class _Api:
             return _error(400, "content: one image file is needed"), "", [], None
         if not styles or not all(isinstance(s, UploadFile) for s in styles):
             return _error(400, "style: at least one image file is needed"), "", [], None
-        options: dict[str, str] = {}
+        options: list[tuple[str, str]] = []
         for name, value in form.multi_items():
             if name in ("content", "style"):
                 continue
-            if not isinstance(value, str) or name in options:
-                return _error(400, f"{name[:60]!r}: give an option once, as text"), "", [], None
-            options[name] = value
+            if not isinstance(value, str):
+                return _error(400, f"{name[:60]!r}: an option is text, not a file"), "", [], None
+            options.append((name, value))
         job_id = secrets.token_hex(16)
         folder = self.paths.job(job_id)
         folder.mkdir(parents=True)

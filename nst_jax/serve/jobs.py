@@ -25,8 +25,10 @@ from ..cli.options import Parsed, config_from_args
 from ..errors import ConfigError, NSTError
 from ..program.config import VALUES, StyleConfig
 
-# The options a job takes besides the config's own fields: the preset, the seed and the scales.
-RUN_OPTIONS = ("preset", "seed", "scales", "iterations_per_scale", "color_match")
+# The options a job takes besides the config's own fields: the preset, the seed, the scales and
+# ``set`` (any config field, ``set=tv_loss=l1``; repeatable, as on the command line).
+RUN_OPTIONS = ("preset", "seed", "scales", "iterations_per_scale", "color_match", "set")
+REPEATABLE = ("set",)
 TRUE, FALSE = ("true", "1", "on", "yes"), ("false", "0", "off", "no", "")
 
 
@@ -75,12 +77,16 @@ def option_names() -> list[str]:
     return sorted(_stylize_parser()[1])
 
 
-def command_line(options: dict[str, str], content: str, styles: list[str], output: str) -> list[str]:
-    """``nst-jax stylize`` arguments for a request's options (each refused with one line when it is
-    not a job's to set, or a flag given a value other than true/false)."""
+def command_line(options: list[tuple[str, str]], content: str, styles: list[str], output: str) -> list[str]:
+    """``nst-jax stylize`` arguments for a request's options, in order (each refused with one line
+    when it is not a job's to set, given twice, or a flag given a value other than true/false)."""
     _, allowed = _stylize_parser()
     argv = ["stylize", content, *styles, "-o", output]
-    for name, value in options.items():
+    names = [name for name, _ in options]
+    twice = sorted({n for n in names if names.count(n) > 1 and n not in REPEATABLE})
+    if twice:
+        raise ConfigError(f"{twice[0][:60]!r}: give an option once (only {', '.join(REPEATABLE)} repeats)")
+    for name, value in options:
         action = allowed.get(name)
         if action is None:
             raise ConfigError(f"{name[:60]!r} is not an option a job takes (the server chooses files, weights and "
