@@ -184,3 +184,21 @@ def test_set_reaches_any_config_field_as_on_the_command_line(inputs, tmp_path, c
             "--set", "tv_loss=l1", "--set", "tv_weight=50"]
     assert cli.main(argv) == 0
     assert png == (tmp_path / "cli.png").read_bytes()
+
+
+def test_a_warm_program_serves_later_jobs_without_compiling_again(inputs, tmp_path):
+    """Two batches one after the other, of one program and shape but other values, seeds and
+    iterations: the engine's chunk is traced once (the values are arguments, not constants)."""
+    from conftest import CompileCounter
+
+    first = {**ADAM, "iterations": "4", "init": "noise", "seed": "1"}
+    later = {**ADAM, "iterations": "6", "init": "noise", "seed": "2", "style-weight": "7e3", "learning-rate": "0.05"}
+    with client_for(inputs, tmp_path / "data", max_batch=1) as c, CompileCounter() as counter:
+        ids = [c.post("/jobs", files=files(inputs), data=first).json()["id"]]
+        finished(c, ids[0])
+        traced = counter.traces
+        ids.append(c.post("/jobs", files=files(inputs), data=later).json()["id"])
+        job = finished(c, ids[1])
+        before = c.get(f"/jobs/{ids[0]}").json()
+    assert traced >= 1 and counter.traces == traced, (traced, counter.traces)
+    assert job["status"] == "done" and job["iteration"] == 6 and job["batch"]["id"] != before["batch"]["id"]

@@ -170,10 +170,13 @@ def test_security_headers_on_every_response(client):
     (["--host", "0.0.0.0", "--token", "short"], "at least 16"),
     (["--max-batch", "0"], "--max-batch"),
     (["--max-upload-mb", "-1"], "--max-upload-mb"),
+    (["--data-dir", "{weights}"], "is not a folder"),
+    (["--data-dir", "{dir}"], "inside --data-dir"),
 ])
 def test_serve_refuses_unsafe_or_bad_options_with_one_line(inputs, capsys, argv, message):
     from nst_jax import cli
 
+    argv = [a.replace("{weights}", str(inputs / "syn.h5")).replace("{dir}", str(inputs)) for a in argv]
     code = cli.main(["serve", "--weights", str(inputs / "syn.h5"), *argv])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and message in err and len(err.splitlines()) == 1

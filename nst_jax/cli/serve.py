@@ -65,11 +65,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from . import common
 
     check_bind(args.host, args.token)
+    data = pathlib.Path(args.data_dir).expanduser()
+    if data.exists() and not data.is_dir():
+        raise ConfigError(f"--data-dir {data}: exists and is not a folder (the server keeps its jobs, inputs and "
+                          "results there)")
+    if args.weights and pathlib.Path(args.weights).expanduser().resolve().is_relative_to(data.resolve()):
+        raise ConfigError(f"--weights {args.weights}: inside --data-dir {data}, which the server writes; keep the "
+                          "weights elsewhere")
     for name in ("max_batch", "max_pending", "max_size", "max_iterations", "max_upload_mb"):
         common.positive_option("--" + name.replace("_", "-"), getattr(args, name))
     net = common.load_network(preset("default"), args.weights, download=not args.no_download)
     common.warn_not_pretrained(net)
-    settings = Settings(pathlib.Path(args.data_dir).expanduser(), token=args.token, max_batch=args.max_batch,
+    settings = Settings(data, token=args.token, max_batch=args.max_batch,
                         max_pending=args.max_pending, max_body=args.max_upload_mb * 2**20,
                         limits=Limits(max_size=args.max_size, max_iterations=args.max_iterations))
     app = create_app(settings, net)
