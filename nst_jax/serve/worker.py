@@ -54,8 +54,12 @@ class Paths:
         return self.job(job_id) / "preview.png"
 
     def checkpoint(self, ids: list[str]) -> pathlib.Path:
-        name = hashlib.sha256(",".join(ids).encode()).hexdigest()[:24]
-        return self.root / "batches" / f"{name}.ckpt.npz"
+        return self.root / "batches" / f"{batch_name(ids)}.ckpt.npz"
+
+
+def batch_name(ids: list[str]) -> str:
+    """A batch's name: its jobs, in order (the same jobs after a restart find its checkpoint)."""
+    return hashlib.sha256(",".join(ids).encode()).hexdigest()[:16]
 
 
 class Worker(threading.Thread):
@@ -98,8 +102,7 @@ class Worker(threading.Thread):
 
     def _run_batch(self, jobs: list[dict]) -> None:
         ids = [j["id"] for j in jobs]
-        batch = hashlib.sha256(",".join(ids).encode()).hexdigest()[:16]
-        self.store.start(ids, batch)
+        self.store.start(ids, batch_name(ids))
         self._touch(jobs[0]["key"])
         try:
             self._paint(jobs)
